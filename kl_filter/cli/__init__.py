@@ -1,0 +1,74 @@
+"""The ``kl-filter`` command line.
+
+Each subcommand lives in its own module of this package and exposes ``add_parser(subparsers)``, which
+registers the command and sets ``func=run`` (``run(args) -> int``). Modules are listed in ``COMMANDS``;
+heavy imports happen inside ``run`` so ``kl-filter --help`` stays instant.
+
+Every :class:`~kl_filter.errors.KLFilterError` becomes one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from ..errors import KLFilterError
+
+# module name (in kl_filter.cli) for each command group, in --help order
+COMMANDS = [
+    "demo",
+    "synth_pool",
+    "select",
+    "run_recipe",
+    "stats",
+    "score",
+    "check_uids",
+    "list_filters",
+    "reshard",
+    "harness",
+    "embed",
+    "track",
+    "inspect",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kl-filter",
+        description="Score, filter and select DataComp-style image-text pools (KL-guided filters and DataComp baselines).",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            mod = importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as e:
+            if e.name == f"{__name__}.{name}":
+                continue  # command not built yet in this checkout
+            raise
+        mod.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KLFilterError as e:
+        print(f"kl-filter: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("kl-filter: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

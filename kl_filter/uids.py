@@ -1,0 +1,152 @@
+"""UID files: the subset format DataComp's resharder consumes (SPEC section 5).
+
+A uid is 32 hex digits (128 bits). The subset file is a NumPy array of dtype exactly ``np.dtype("u8,u8")``:
+field ``f0`` holds the first 16 hex digits, ``f1`` the last 16, sorted lexicographically, saved with
+``np.save``. Duplicates are allowed and mean "upsample this sample".
+
+Conversions are vectorised over the raw ASCII bytes (no Python loop per row).
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Iterable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .atomic import write_bytes
+from .errors import KLFilterError
+
+UID_DTYPE = np.dtype("u8,u8")
+
+# ASCII code -> nibble value, 255 for anything that is not a hex digit.
+_NIBBLE = np.full(256, 255, dtype=np.uint8)
+for _i, _c in enumerate(b"0123456789abcdef"):
+    _NIBBLE[_c] = _i
+for _i, _c in enumerate(b"ABCDEF"):
+    _NIBBLE[_c] = 10 + _i
+_HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+_SHIFTS = (np.arange(15, -1, -1, dtype=np.uint64) * np.uint64(4))
+
+
+def _ascii_matrix(uids) -> np.ndarray:
+    """(n, 32) uint8 matrix of the uid characters; raises ValueError on wrong lengths."""
+    if isinstance(uids, np.ndarray) and uids.dtype.kind == "S":
+        if uids.dtype.itemsize != 32:
+            raise ValueError(f"uid must be 32 hex digits, got byte strings of width {uids.dtype.itemsize}")
+        return uids.view(np.uint8).reshape(-1, 32)
+    arr = uids if isinstance(uids, (pa.Array, pa.ChunkedArray)) else pa.array(list(uids) if not isinstance(uids, np.ndarray) else uids, type=pa.string())
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks() if arr.num_chunks != 1 else arr.chunk(0)
+    if arr.type == pa.large_string():
+        arr = arr.cast(pa.string())
+    if len(arr) == 0:
+        return np.zeros((0, 32), dtype=np.uint8)
+    if arr.null_count:
+        raise ValueError("uid column has null values")
+    lengths = pc.binary_length(arr).to_numpy(zero_copy_only=False)
+    bad = np.flatnonzero(lengths != 32)
+    if bad.size:
+        raise ValueError(f"uid must be 32 hex digits; row {bad[0]} has {lengths[bad[0]]} characters ({arr[bad[0]].as_py()!r})")
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32, count=len(arr) + 1, offset=arr.offset * 4)
+    data = np.frombuffer(arr.buffers()[2], dtype=np.uint8)
+    return data[offsets[0]: offsets[-1]].reshape(-1, 32)
+
+
+def hex_to_u8u8(uids) -> np.ndarray:
+    """Convert 32-hex-digit uids (str list, numpy ``S32``/str array, or Arrow string array) to ``u8,u8``.
+
+    >>> hex_to_u8u8(["000000000000000100000000000000ff"]).tolist()
+    [(1, 255)]
+    """
+    chars = _ascii_matrix(uids)
+    nib = _NIBBLE[chars]
+    if (nib == 255).any():
+        row = int(np.flatnonzero((nib == 255).any(axis=1))[0])
+        raise ValueError(f"uid must be 32 hex digits; row {row} is {bytes(chars[row]).decode(errors='replace')!r}")
+    nib = nib.astype(np.uint64)
+    out = np.empty(len(chars), dtype=UID_DTYPE)
+    out["f0"] = (nib[:, :16] << _SHIFTS).sum(axis=1, dtype=np.uint64)
+    out["f1"] = (nib[:, 16:] << _SHIFTS).sum(axis=1, dtype=np.uint64)
+    return out
+
+
+def u8u8_to_hex(arr: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`hex_to_u8u8`: an ``S32`` array of lowercase hex uids."""
+    arr = np.asarray(arr)
+    halves = np.stack([arr["f0"], arr["f1"]], axis=1).astype(np.uint64)  # (n, 2)
+    nib = (halves[:, :, None] >> _SHIFTS[None, None, :]) & np.uint64(15)  # (n, 2, 16)
+    chars = _HEX[nib.reshape(len(arr), 32)]
+    return np.ascontiguousarray(chars).view("S32").reshape(-1)
+
+
+def sort_uids(arr: np.ndarray) -> np.ndarray:
+    """Lexicographic (f0, f1) sort, as ``ndarray.sort`` on a ``u8,u8`` array does in DataComp."""
+    arr = np.asarray(arr, dtype=UID_DTYPE)
+    return arr[np.lexsort((arr["f1"], arr["f0"]))]
+
+
+def save_uids(path: str, uids: np.ndarray) -> None:
+    """Sort and save a subset file atomically (``np.save`` format, dtype exactly ``u8,u8``)."""
+    uids = sort_uids(uids)
+    buf = io.BytesIO()
+    np.save(buf, uids)
+    write_bytes(path, buf.getvalue())
+
+
+def load_uids(path: str) -> np.ndarray:
+    import fsspec
+
+    try:
+        with fsspec.open(path, "rb") as f:
+            arr = np.load(io.BytesIO(f.read()), allow_pickle=False)
+    except FileNotFoundError as e:
+        raise KLFilterError("no such UID file", path) from e
+    except (ValueError, OSError) as e:
+        raise KLFilterError(f"not a .npy file ({e})", path) from e
+    return arr
+
+
+def check_uid_array(arr: np.ndarray, path: str, pool_uids: np.ndarray | None = None,
+                    allow_duplicates: bool = True) -> dict:
+    """Validate a loaded subset array; raise :class:`KLFilterError` with the reason, else return counts."""
+    if arr.dtype != UID_DTYPE:
+        raise KLFilterError(f"dtype is {arr.dtype}, expected {UID_DTYPE} (two uint64 fields)", path)
+    if arr.ndim != 1:
+        raise KLFilterError(f"expected a 1-d array, got shape {arr.shape}", path)
+    f0, f1 = arr["f0"], arr["f1"]
+    if len(arr) > 1:
+        order_ok = (f0[1:] > f0[:-1]) | ((f0[1:] == f0[:-1]) & (f1[1:] >= f1[:-1]))
+        if not order_ok.all():
+            i = int(np.flatnonzero(~order_ok)[0])
+            raise KLFilterError(f"not sorted: entry {i + 1} is smaller than entry {i}", path)
+    dup = int(((f0[1:] == f0[:-1]) & (f1[1:] == f1[:-1])).sum()) if len(arr) > 1 else 0
+    if dup and not allow_duplicates:
+        raise KLFilterError(f"{dup} duplicated uids", path)
+    info = {"rows": int(len(arr)), "duplicates": dup}
+    if pool_uids is not None:
+        pool_sorted = sort_uids(pool_uids)
+        idx = _search(pool_sorted, arr)
+        missing = int((~idx).sum())
+        if missing:
+            first = u8u8_to_hex(arr[~idx][:1])[0].decode()
+            raise KLFilterError(f"{missing} uids are not in the pool (first: {first})", path)
+        info["pool_rows"] = int(len(pool_uids))
+    return info
+
+
+def _search(sorted_pool: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """Membership of each query uid in a sorted pool, by binary search over a packed 128-bit key."""
+    if not len(sorted_pool):
+        return np.zeros(len(query), dtype=bool)
+    # searchsorted on a structured array compares field by field, i.e. as (f0, f1) tuples.
+    pos = np.minimum(np.searchsorted(sorted_pool, query), len(sorted_pool) - 1)
+    hit = sorted_pool[pos]
+    return (hit["f0"] == query["f0"]) & (hit["f1"] == query["f1"])
+
+
+def concat_uids(parts: Iterable[np.ndarray]) -> np.ndarray:
+    parts = [np.asarray(p, dtype=UID_DTYPE) for p in parts]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=UID_DTYPE)
