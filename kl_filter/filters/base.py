@@ -87,7 +87,7 @@ def check_threshold(value: float | None, flag: str = "--threshold") -> None:
         raise KLFilterError(f"{flag} must be a finite number, got {value}")
 
 
-_DECLARATIONS = {"columns", "keys", "refine_columns"}
+_DECLARATIONS = {"columns", "keys", "refine_columns", "refine"}
 
 
 class Filter:

@@ -1,0 +1,119 @@
+"""The KL-guided filter: keep the top fraction of the pool by a density-ratio score (SPEC §1–3).
+
+``mode`` picks the score (kl = D_KL, kl_reverse = D_KLR, centered = D_C, whitened = D_W), ``arch`` the
+embedding family, ``target`` the scored modality (txt: the caption scored against image samples).
+Statistics and scores are computed on the way when absent (``ctx.stats`` / ``ctx.scores_dir`` are read when
+valid and written when not), then the usual rules apply: the KL cut (or ``uniform``), optionally intersected
+with a CLIP-score cut computed over the whole pool, and optionally gcld3 English (in ``refine``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from ..errors import KLFilterError
+from ..scores.stage import ARCHS, DEFAULT_LOGIT_SCALE, MODES, TARGETS, column_name, ensure_shard_scores, kl_ceiling
+from .base import Filter, Top, Uniform, check_fraction, check_threshold
+from .datacomp import clip_column, texts_at
+
+log = logging.getLogger(__name__)
+
+
+class KLFilter(Filter):
+    """Top fraction by a KL density-ratio score (D_KL, D_KLR, D_C, D_W) of CLIP embeddings."""
+
+    name = "kl"
+
+    def __init__(self, mode: str = "kl", arch: str = "l14", target: str = "txt", fraction: float | None = None,
+                 threshold: float | None = None, reverse: bool = False, uniform: bool = False, num_bins: int = 1000,
+                 clip_score_fraction: float | None = None, clip_score_threshold: float | None = None,
+                 english_filter: bool = False, ties: str = "keep", num_samples: int | None = None,
+                 sample_ratio: float | None = None, logit_scale: float = DEFAULT_LOGIT_SCALE):
+        if mode not in MODES or arch not in ARCHS or target not in TARGETS:
+            raise KLFilterError(f"kl filter: --mode in {MODES}, --arch in {ARCHS}, --target in {TARGETS}")
+        if (fraction is None) == (threshold is None):
+            raise KLFilterError("kl filter needs exactly one of --fraction or --threshold")
+        if uniform and fraction is None:
+            raise KLFilterError("--uniform needs --fraction")
+        if clip_score_fraction is not None and clip_score_threshold is not None:
+            raise KLFilterError("give --clip_score_fraction or --clip_score_threshold, not both")
+        if ties not in ("keep", "exact"):
+            raise KLFilterError(f"--ties must be keep or exact, got {ties!r}")
+        if num_bins < 1:
+            raise KLFilterError(f"--num_bins must be >= 1, got {num_bins}")
+        check_fraction(fraction)
+        check_fraction(clip_score_fraction, "--clip_score_fraction")
+        check_threshold(threshold)
+        check_threshold(clip_score_threshold, "--clip_score_threshold")
+        self.mode, self.arch, self.target = mode, arch, target
+        self.fraction, self.threshold, self.reverse, self.ties = fraction, threshold, reverse, ties
+        self.uniform, self.num_bins = uniform, num_bins
+        self.clip_score_fraction, self.clip_score_threshold = clip_score_fraction, clip_score_threshold
+        self.english_filter = english_filter
+        self.num_samples, self.sample_ratio, self.logit_scale = num_samples, sample_ratio, logit_scale
+        self.column = column_name(mode, arch, target)
+        self._clip = clip_column(arch) if (clip_score_fraction is not None or clip_score_threshold is not None) else None
+        self.columns = (self._clip,) if self._clip else ()
+        self.refine_columns = ("text",) if english_filter else ()
+        if not english_filter:
+            self.refine = None  # nothing to refine: the runner skips the second pass
+        self._ctx = self._stats = self._pool = None
+
+    def setup(self, pool, ctx):
+        from ..stats.reference import compute_stats, load_stats, save_stats
+
+        self._pool, self._ctx = pool, ctx
+        path = ctx.stats or (os.path.join(ctx.scores_dir, "stats.npz") if ctx.scores_dir else None)
+        if path and not ctx.overwrite and _exists(path):
+            self._stats = load_stats(path, pool, archs=[self.arch])
+            log.info("using statistics %s", path)
+        else:
+            self._stats = compute_stats(pool, archs=[self.arch], sample_ratio=self.sample_ratio,
+                                        num_samples=self.num_samples, seed=ctx.seed, num_workers=ctx.num_workers,
+                                        progress=ctx.progress)
+            if path:
+                save_stats(path, self._stats)
+        self.stats_path = path
+
+    def score(self, data):
+        spec = [(self.mode, self.arch, self.target)]
+        cols, _ = ensure_shard_scores(self._pool, data.shard, self._stats, spec, self._ctx.scores_dir,
+                                      self.logit_scale, self._ctx.device, self._ctx.overwrite)
+        if self._clip:
+            cols[self._clip] = data.columns[self._clip]
+        return cols
+
+    def rules(self):
+        ceiling = kl_ceiling(self._stats, self.arch, self.target) if self.mode == "kl" else None
+        if self.uniform:
+            rules = [Uniform(self.column, self.fraction, self.num_bins)]
+        else:
+            rules = [Top(self.column, self.fraction, self.threshold, self.reverse, self.ties, ceiling)]
+        if self._clip:
+            rules.append(Top(self._clip, self.clip_score_fraction, self.clip_score_threshold))
+        return rules
+
+    def refine(self, data, keep):
+        from ..text.langid import gcld3_english
+
+        idx, texts = texts_at(data, keep)
+        keep = keep.copy()
+        keep[idx] = gcld3_english(texts)
+        return keep
+
+    def params(self):
+        p = super().params()
+        p.pop("column", None)
+        p["score_column"] = self.column
+        if self._stats is not None:
+            p["stats_id"] = self._stats.stats_id
+            p["num_reference_samples"] = self._stats.num_samples(self.arch, "img" if self.target == "txt" else "txt")
+        return p
+
+
+def _exists(path: str) -> bool:
+    import fsspec
+
+    fs, p = fsspec.core.url_to_fs(path)
+    return fs.exists(p)

@@ -1,0 +1,218 @@
+"""The reference-statistics pass (SPEC §2): one streaming pass over the pool.
+
+For each embedding family ``arch`` (b32, l14) and modality ``mod`` (img, txt), over the rows that pass
+DataComp's caption filter (fastText English, more than one token, more than 5 characters):
+
+* ``{arch}_{mod}_sample``: a uniform random sample WITHOUT replacement of those rows' embeddings (float16,
+  as stored). The authors draw ``int(n·0.002)`` rows per shard WITH replacement from an unseeded global RNG;
+  we draw ``round(ratio·n_filtered)`` rows over the whole pool without replacement (no duplicated reference
+  points), by bottom-k sampling: every row gets a key from a 64-bit hash of (seed, family, modality, uid)
+  and the N rows with the smallest keys win. The key depends on the row only, so the sample is identical
+  whatever the number of workers or the order in which shards finish, and image and text samples are
+  independent draws.
+* ``{arch}_{mod}_mean`` / ``{arch}_{mod}_cov``: float64 mean and covariance (ddof=1) of ALL filtered rows,
+  from per-shard float64 sums added in shard-name order (bit-identical for any worker count).
+
+The file also records the seed, counts, the sampling parameters and the pool fingerprint, and is refused
+for another pool (:func:`load_stats`).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import io
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..atomic import write_bytes
+from ..errors import KLFilterError
+from ..pool import EMBED_DIMS, Pool
+from ..text.caption import caption_filter
+
+ARCHS = ("b32", "l14")
+MODS = ("img", "txt")
+DEFAULT_SAMPLE_RATIO = 0.002
+_BLOCK = 65536
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    x = x + np.uint64(0x9E3779B97F4A7C15)
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def sample_keys(uids: np.ndarray, seed: int, stream: int) -> np.ndarray:
+    """A uniform 64-bit key per row, a pure function of (seed, stream, uid)."""
+    with np.errstate(over="ignore"):
+        base = _splitmix64(np.uint64(seed & 0xFFFFFFFFFFFFFFFF) * np.uint64(4) + np.uint64(stream))
+        return _splitmix64(_splitmix64(uids["f0"] ^ base) ^ uids["f1"])
+
+
+@dataclass
+class _Partial:
+    """One shard's contribution, per (arch, mod): candidate samples and float64 moments."""
+
+    n: int
+    candidates: dict  # name -> (keys u64[k], uids u8u8[k], emb f16[k, d])
+    sums: dict        # name -> f64[d]
+    outer: dict       # name -> f64[d, d]
+
+
+@dataclass
+class Stats:
+    arrays: dict
+    path: str | None = None
+
+    def __getitem__(self, k):
+        return self.arrays[k]
+
+    @property
+    def fingerprint(self) -> str:
+        return str(self.arrays["pool_fingerprint"])
+
+    @property
+    def stats_id(self) -> str:
+        """Content hash of the arrays scores depend on: a score file made from other statistics is not reused."""
+        import hashlib
+
+        h = hashlib.sha256()
+        for k in sorted(self.arrays):
+            if k.endswith(("_sample", "_mean", "_cov")):
+                h.update(k.encode())
+                h.update(np.ascontiguousarray(self.arrays[k]).tobytes())
+        return h.hexdigest()[:16]
+
+    def num_samples(self, arch: str, mod: str) -> int:
+        return int(self.arrays[f"{arch}_{mod}_sample"].shape[0])
+
+
+def _shard_partial(pool: Pool, shard, archs, seed: int, cand_share: float, use_caption_filter: bool) -> _Partial:
+    data = pool.read(shard, ["text"] if use_caption_filter else [])
+    mask = caption_filter(data.columns["text"].to_pylist()) if use_caption_filter else np.ones(data.num_rows, bool)
+    idx = np.flatnonzero(mask)
+    uids = data.uids[idx]
+    part = _Partial(len(idx), {}, {}, {})
+    for a_i, arch in enumerate(archs):
+        for m_i, mod in enumerate(MODS):
+            name = f"{arch}_{mod}"
+            emb = pool.read_embeddings(shard, [name], data.num_rows)[name]
+            x = emb[idx]
+            s = np.zeros(x.shape[1], np.float64)
+            o = np.zeros((x.shape[1], x.shape[1]), np.float64)
+            for i in range(0, len(x), _BLOCK):
+                b = x[i: i + _BLOCK].astype(np.float64)
+                s += b.sum(axis=0)
+                o += b.T @ b
+            part.sums[name], part.outer[name] = s, o
+            keys = sample_keys(uids, seed, ARCHS.index(arch) * 2 + m_i)
+            # keep a superset of this shard's possible winners: keys below a share comfortably above the ratio
+            sel = np.arange(len(keys)) if cand_share >= 1 else np.flatnonzero(keys <= np.uint64(cand_share * 2.0**64))
+            part.candidates[name] = (keys[sel], uids[sel], x[sel])
+            del emb
+    return part
+
+
+def compute_stats(pool: Pool, archs=ARCHS, sample_ratio: float | None = None, num_samples: int | None = None,
+                  seed: int = 0, use_caption_filter: bool = True, num_workers: int = 1, progress=None) -> Stats:
+    """One pass over ``pool``; see the module docstring for what is computed."""
+    if sample_ratio is not None and num_samples is not None:
+        raise KLFilterError("give either --sample_ratio or --num_samples, not both")
+    if num_samples is None:
+        sample_ratio = DEFAULT_SAMPLE_RATIO if sample_ratio is None else sample_ratio
+        if not 0 < sample_ratio <= 1:
+            raise KLFilterError(f"--sample_ratio must be in (0, 1], got {sample_ratio}")
+    elif num_samples < 1:
+        raise KLFilterError(f"--num_samples must be >= 1, got {num_samples}")
+    for a in archs:
+        if a not in EMBED_DIMS:
+            raise KLFilterError(f"--arch must be among {tuple(EMBED_DIMS)}, got {a!r}")
+    total_rows = sum(pool.row_counts)
+    # Candidate share per shard: 2x the expected need plus slack; a shortfall triggers an exact second pass.
+    want = num_samples if num_samples is not None else math.ceil(sample_ratio * total_rows)
+    cand_share = min(1.0, 2.0 * want / max(total_rows, 1) + 64.0 / max(min(pool.row_counts), 1))
+    for share in (cand_share, 1.0):  # a shortfall of candidates (astronomically rare) reruns with all rows
+        parts = _run(pool, archs, seed, share, use_caption_filter, num_workers, progress)
+        n = sum(p.n for p in parts)
+        if n < 2:
+            raise KLFilterError(f"only {n} rows pass the caption filter: no statistics can be computed "
+                                "(use --no_caption_filter for non-English pools)", pool.metadata_dir)
+        target = min(num_samples if num_samples is not None else max(1, round(sample_ratio * n)), n)
+        if min(sum(len(p.candidates[k][0]) for p in parts) for k in parts[0].candidates) >= target:
+            break
+    out: dict = {}
+    for arch in archs:
+        for mod in MODS:
+            name = f"{arch}_{mod}"
+            keys = np.concatenate([p.candidates[name][0] for p in parts])
+            uids = np.concatenate([p.candidates[name][1] for p in parts])
+            emb = np.concatenate([p.candidates[name][2] for p in parts])
+            order = np.lexsort((uids["f1"], uids["f0"], keys))[:target]
+            order = order[np.lexsort((uids["f1"][order], uids["f0"][order]))]  # stored in uid order
+            s = np.zeros_like(parts[0].sums[name])
+            o = np.zeros_like(parts[0].outer[name])
+            for p in parts:  # shard-name order: the same float64 result for any worker count
+                s += p.sums[name]
+                o += p.outer[name]
+            mean = s / n
+            cov = (o - n * np.outer(mean, mean)) / (n - 1)
+            out[f"{name}_sample"] = emb[order]
+            out[f"{name}_sample_uids"] = uids[order]
+            out[f"{name}_mean"] = mean
+            out[f"{name}_cov"] = (cov + cov.T) / 2
+    out.update(seed=np.int64(seed), filtered_rows=np.int64(n), pool_rows=np.int64(total_rows),
+               num_samples=np.int64(target), sample_ratio=np.float64(sample_ratio if num_samples is None else -1),
+               caption_filter=np.bool_(use_caption_filter), archs=np.array(list(archs)),
+               pool_fingerprint=np.array(pool.fingerprint), sampling=np.array("bottom-k without replacement"))
+    return Stats(out)
+
+
+def _run(pool, archs, seed, cand_share, use_caption_filter, num_workers, progress):
+    bar = progress(desc="stats", total=len(pool)) if progress else None
+    with cf.ThreadPoolExecutor(max(1, num_workers)) as ex:
+        futs = [ex.submit(_shard_partial, pool, s, archs, seed, cand_share, use_caption_filter) for s in pool.shards]
+        parts = []
+        for f in futs:
+            parts.append(f.result())
+            if bar:
+                bar.update(1)
+    if bar:
+        bar.close()
+    return parts
+
+
+def save_stats(path: str, stats: Stats) -> None:
+    buf = io.BytesIO()
+    np.savez(buf, **stats.arrays)
+    write_bytes(path, buf.getvalue())
+    stats.path = path
+
+
+def load_stats(path: str, pool: Pool | None = None, archs=()) -> Stats:
+    """Load a statistics file; refuse one made for another pool or lacking a needed family."""
+    import fsspec
+
+    try:
+        with fsspec.open(path, "rb") as f:
+            with np.load(io.BytesIO(f.read()), allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+    except FileNotFoundError as e:
+        raise KLFilterError("statistics file not found", path) from e
+    except (ValueError, OSError) as e:
+        raise KLFilterError(f"not a statistics .npz ({e})", path) from e
+    if "pool_fingerprint" not in arrays:
+        raise KLFilterError("not a kl-filter statistics file (no pool_fingerprint)", path)
+    stats = Stats(arrays, path)
+    if pool is not None and stats.fingerprint != pool.fingerprint:
+        raise KLFilterError(f"statistics were computed on another pool (fingerprint {stats.fingerprint}, "
+                            f"this pool {pool.fingerprint})", path)
+    for arch in archs:
+        for mod in MODS:
+            k = f"{arch}_{mod}_sample"
+            if k not in arrays:
+                raise KLFilterError(f"statistics lack {k!r} (computed for --arch {list(arrays.get('archs', []))})", path)
+            if arrays[k].shape[1] != EMBED_DIMS[arch]:
+                raise KLFilterError(f"{k!r} has dimension {arrays[k].shape[1]}, expected {EMBED_DIMS[arch]}", path)
+    return stats
