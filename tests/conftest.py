@@ -1,0 +1,27 @@
+import os
+import subprocess
+import sys
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="session")
+def synth_dir(tmp_path_factory):
+    """A small synthetic DataComp pool shared by the tests that only read it (20k rows, 3 shards)."""
+    from kl_filter.pool.synth import synth_pool
+
+    d = str(tmp_path_factory.mktemp("pool"))
+    synth_pool(d, rows=20_000, shards=3, seed=7, num_workers=2)
+    return d
+
+
+def run_cli(*args, env=None, check=False):
+    """Run ``python -m kl_filter ...`` in a subprocess; returns CompletedProcess."""
+    e = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", ""), **(env or {})}
+    p = subprocess.run([sys.executable, "-m", "kl_filter", *map(str, args)], capture_output=True, text=True, env=e)
+    if check and p.returncode != 0:
+        raise AssertionError(f"kl-filter {' '.join(map(str, args))} failed:\n{p.stdout}\n{p.stderr}")
+    return p
