@@ -7,10 +7,14 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    from ..errors import KLFilterError
     from ..filters import get_filter_class, list_filters
 
     for name in list_filters():
-        cls = get_filter_class(name)
-        doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        try:
+            cls = get_filter_class(name)
+            doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        except KLFilterError as e:
+            doc = f"(unavailable: {e})"
         print(f"{name:36s} {doc}")
     return 0
