@@ -109,6 +109,23 @@ def _map_shards(fn, items, kind, workers, progress, desc):
         bar.close()
 
 
+def _check_unique_uids(per_shard: list[ShardScores], pool: Pool) -> None:
+    """A uid twice in the pool would make the subset ambiguous (and upsample silently): refuse it."""
+    uids = concat_uids(s.uids for s in per_shard)
+    if len(uids) < 2:
+        return
+    order = np.lexsort((uids["f1"], uids["f0"]))
+    u = uids[order]
+    dup = np.flatnonzero((u["f0"][1:] == u["f0"][:-1]) & (u["f1"][1:] == u["f1"][:-1]))
+    if dup.size:
+        from ..uids import u8u8_to_hex
+
+        offsets = np.cumsum([len(s.uids) for s in per_shard])
+        where = [pool.shards[int(np.searchsorted(offsets, order[i], side="right"))].parquet for i in (dup[0], dup[0] + 1)]
+        raise KLFilterError(f"uid {u8u8_to_hex(u[dup[0]:dup[0] + 1])[0].decode()} appears more than once in the pool "
+                            f"({dup.size} duplicates; also in {where[0]})", where[1])
+
+
 def evaluate_rules(rules, per_shard: list[ShardScores], seed: int) -> tuple[list[np.ndarray], list[dict]]:
     """Apply every rule over the whole pool; returns the intersected mask per shard and per-rule facts."""
     sizes = [len(s.uids) for s in per_shard]
@@ -180,6 +197,11 @@ def run_filter(flt: Filter, metadata_dir: str, save_path: str | None, ctx: RunCo
                             ctx.num_workers, ctx.progress, f"{flt.name}: score")
     timings["score_s"] = time.perf_counter() - t
 
+    _check_unique_uids(per_shard, pool)
+    empty = [s.name for s, p in zip(pool.shards, per_shard) if len(p.uids) == 0]
+    if empty:
+        log.warning("%d empty shard(s): %s", len(empty), ", ".join(empty[:5]))
+
     t = time.perf_counter()
     rules = flt.rules()
     masks, facts = evaluate_rules(rules, per_shard, ctx.seed)
@@ -203,6 +225,7 @@ def run_filter(flt: Filter, metadata_dir: str, save_path: str | None, ctx: RunCo
         "pool_fingerprint": pool.fingerprint,
         "pool_rows": n,
         "shards": len(pool),
+        "empty_shards": empty,
         "kept": int(len(kept)),
         "kept_share": len(kept) / n if n else 0.0,
         "version": __version__,
