@@ -1,0 +1,78 @@
+"""Shared by the benchmark scripts: machine description, whole-process timing with peak memory, result files."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(REPO, "results")
+
+
+def machine() -> dict:
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), cpu)
+    except OSError:
+        pass
+    info = {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
+    try:
+        import psutil
+
+        info["memory_gb"] = round(psutil.virtual_memory().total / 2**30, 1)
+    except ImportError:
+        pass
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True)
+        if out.returncode == 0 and out.stdout.strip():
+            info["gpu"] = out.stdout.strip().splitlines()[0]
+    except OSError:
+        pass
+    return info
+
+
+def run_measured(cmd: list[str], env: dict | None = None, cwd: str | None = None, poll: float = 0.02) -> dict:
+    """Wall time of a whole process (start-up included) and the peak of the summed RSS of it and its children."""
+    import psutil
+
+    t0 = time.perf_counter()
+    p = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = psutil.Process(p.pid)
+    peak = 0
+    while p.poll() is None:
+        try:
+            rss = proc.memory_info().rss + sum(c.memory_info().rss for c in proc.children(recursive=True))
+            peak = max(peak, rss)
+        except psutil.Error:
+            pass
+        time.sleep(poll)
+    out, err = p.communicate()
+    wall = time.perf_counter() - t0
+    if p.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({p.returncode}):\n{err.decode()[-2000:]}")
+    return {"seconds": round(wall, 3), "peak_rss_gb": round(peak / 2**30, 3), "stdout": out.decode()[-500:]}
+
+
+def write_results(name: str, record: dict, md_line: str) -> None:
+    """results/<name>.json (latest run) and one appended markdown line in results/<name>.md."""
+    os.makedirs(RESULTS, exist_ok=True)
+    record = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine(), **record}
+    with open(os.path.join(RESULTS, f"{name}.json"), "w") as f:
+        json.dump(record, f, indent=2)
+    md = os.path.join(RESULTS, f"{name}.md")
+    new = not os.path.exists(md)
+    with open(md, "a") as f:
+        if new:
+            f.write(f"# {name}\n\n")
+        m = record["machine"]
+        f.write(f"- {record['date']} · {m['cpu']} ×{m['cores']}{' · ' + m['gpu'] if 'gpu' in m else ''}: {md_line}\n")
+    print(f"wrote results/{name}.json and results/{name}.md")
+
+
+def python() -> str:
+    return sys.executable
