@@ -61,7 +61,7 @@ class KLFilter(Filter):
         self._ctx = self._stats = self._pool = None
 
     def setup(self, pool, ctx):
-        from ..stats.reference import compute_stats, load_stats, save_stats
+        from ..stats.reference import compute_stats, load_stats, parts_dir_for, save_stats
 
         self._pool, self._ctx = pool, ctx
         path = ctx.stats or (os.path.join(ctx.scores_dir, "stats.npz") if ctx.scores_dir else None)
@@ -71,7 +71,8 @@ class KLFilter(Filter):
         else:
             self._stats = compute_stats(pool, archs=[self.arch], sample_ratio=self.sample_ratio,
                                         num_samples=self.num_samples, seed=ctx.seed, num_workers=ctx.num_workers,
-                                        progress=ctx.progress)
+                                        progress=ctx.progress, parts_dir=parts_dir_for(path) if path else None,
+                                        reuse_parts=not ctx.overwrite)
             if path:
                 save_stats(path, self._stats)
         self.stats_path = path

@@ -21,9 +21,12 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import io
+import json
 import math
+import zipfile
 from dataclasses import dataclass
 
+import fsspec
 import numpy as np
 
 from ..atomic import write_bytes
@@ -116,8 +119,13 @@ def _shard_partial(pool: Pool, shard, archs, seed: int, cand_share: float, use_c
 
 
 def compute_stats(pool: Pool, archs=ARCHS, sample_ratio: float | None = None, num_samples: int | None = None,
-                  seed: int = 0, use_caption_filter: bool = True, num_workers: int = 1, progress=None) -> Stats:
-    """One pass over ``pool``; see the module docstring for what is computed."""
+                  seed: int = 0, use_caption_filter: bool = True, num_workers: int = 1, progress=None,
+                  parts_dir: str | None = None, reuse_parts: bool = True) -> Stats:
+    """One pass over ``pool``; see the module docstring for what is computed.
+
+    With ``parts_dir``, each shard's partial result (moments and sample candidates) is written there
+    atomically with its provenance, and a rerun reuses matching partials: an interrupted pass resumes.
+    """
     if sample_ratio is not None and num_samples is not None:
         raise KLFilterError("give either --sample_ratio or --num_samples, not both")
     if num_samples is None:
@@ -134,7 +142,7 @@ def compute_stats(pool: Pool, archs=ARCHS, sample_ratio: float | None = None, nu
     want = num_samples if num_samples is not None else math.ceil(sample_ratio * total_rows)
     cand_share = min(1.0, 2.0 * want / max(total_rows, 1) + 64.0 / max(min(pool.row_counts), 1))
     for share in (cand_share, 1.0):  # a shortfall of candidates (astronomically rare) reruns with all rows
-        parts = _run(pool, archs, seed, share, use_caption_filter, num_workers, progress)
+        parts = _run(pool, archs, seed, share, use_caption_filter, num_workers, progress, parts_dir, reuse_parts)
         n = sum(p.n for p in parts)
         if n < 2:
             raise KLFilterError(f"only {n} rows pass the caption filter: no statistics can be computed "
@@ -169,25 +177,76 @@ def compute_stats(pool: Pool, archs=ARCHS, sample_ratio: float | None = None, nu
     return Stats(out)
 
 
-def _run(pool, archs, seed, cand_share, use_caption_filter, num_workers, progress):
+def _partial_to_arrays(part: _Partial, provenance: dict) -> dict:
+    out = {"n": np.int64(part.n), "provenance": np.array(json.dumps(provenance, sort_keys=True))}
+    for name in part.sums:
+        keys, uids, emb = part.candidates[name]
+        out.update({f"{name}.keys": keys, f"{name}.uids": uids, f"{name}.emb": emb,
+                    f"{name}.sums": part.sums[name], f"{name}.outer": part.outer[name]})
+    return out
+
+
+def _cached_partial(pool, shard, archs, seed, cand_share, use_caption_filter, parts_dir,
+                    reuse: bool = True) -> tuple[_Partial, bool]:
+    """A shard's partial, reused from ``parts_dir`` when its provenance matches (resume), else computed."""
+    if parts_dir is None:
+        return _shard_partial(pool, shard, archs, seed, cand_share, use_caption_filter), True
+    prov = {"pool_fingerprint": pool.fingerprint, "shard": shard.name, "archs": list(archs), "seed": seed,
+            "cand_share": cand_share, "caption_filter": use_caption_filter, "format": 1}
+    path = f"{parts_dir.rstrip('/')}/{shard.name}.npz"
+    fs, p = fsspec.core.url_to_fs(path)
+    if reuse and fs.exists(p):
+        try:
+            with fs.open(p, "rb") as f, np.load(io.BytesIO(f.read()), allow_pickle=False) as z:
+                if json.loads(str(z["provenance"])) == prov:
+                    names = {k.split(".")[0] for k in z.files if "." in k}
+                    part = _Partial(int(z["n"]), {}, {}, {})
+                    for name in sorted(names):
+                        part.candidates[name] = (z[f"{name}.keys"], z[f"{name}.uids"], z[f"{name}.emb"])
+                        part.sums[name], part.outer[name] = z[f"{name}.sums"], z[f"{name}.outer"]
+                    return part, False
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+            pass  # unreadable or foreign partial: recomputed and replaced
+    part = _shard_partial(pool, shard, archs, seed, cand_share, use_caption_filter)
+    buf = io.BytesIO()
+    np.savez(buf, **_partial_to_arrays(part, prov))
+    write_bytes(path, buf.getvalue())
+    return part, True
+
+
+def _run(pool, archs, seed, cand_share, use_caption_filter, num_workers, progress, parts_dir=None, reuse=True):
     bar = progress(desc="stats", total=len(pool)) if progress else None
+    counts = {"computed": 0, "reused": 0}
     with cf.ThreadPoolExecutor(max(1, num_workers)) as ex:
-        futs = [ex.submit(_shard_partial, pool, s, archs, seed, cand_share, use_caption_filter) for s in pool.shards]
+        futs = [ex.submit(_cached_partial, pool, s, archs, seed, cand_share, use_caption_filter, parts_dir, reuse)
+                for s in pool.shards]
         parts = []
         for f in futs:
-            parts.append(f.result())
+            part, computed = f.result()
+            parts.append(part)
+            counts["computed" if computed else "reused"] += 1
             if bar:
                 bar.update(1)
+                bar.set_postfix(counts)
     if bar:
         bar.close()
     return parts
 
 
-def save_stats(path: str, stats: Stats) -> None:
+def parts_dir_for(path: str) -> str:
+    """Where a statistics file's per-shard partials live while it is being computed."""
+    return path + ".parts"
+
+
+def save_stats(path: str, stats: Stats, remove_parts: bool = True) -> None:
     buf = io.BytesIO()
     np.savez(buf, **stats.arrays)
     write_bytes(path, buf.getvalue())
     stats.path = path
+    if remove_parts:  # the final file is complete: the partials are no longer needed
+        fs, p = fsspec.core.url_to_fs(parts_dir_for(path))
+        if fs.exists(p):
+            fs.rm(p, recursive=True)
 
 
 def load_stats(path: str, pool: Pool | None = None, archs=()) -> Stats:
