@@ -7,12 +7,7 @@ import os
 
 from ..errors import KLFilterError
 from ..filters import get_filter_class
-
-
-def tqdm_progress(desc: str, total: int):
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit="shard", dynamic_ncols=True, leave=False)
+from ..progress import NoProgress, tqdm_progress
 
 
 def build_filter_from_params(name: str, params: dict, given_flags: set[str] | None = None):
@@ -46,13 +41,13 @@ def add_run_arguments(p) -> None:
 
 
 def run_context(args):
-    from ..selection.runner import RunContext, _NoProgress
+    from ..selection.runner import RunContext
 
     if args.num_workers < 1:
         raise KLFilterError(f"--num_workers must be >= 1, got {args.num_workers}")
     return RunContext(num_workers=args.num_workers, seed=args.seed, device=args.device, scores_dir=args.scores_dir,
                       stats=args.stats, overwrite=args.overwrite,
-                      progress=_NoProgress if args.no_progress else tqdm_progress)
+                      progress=NoProgress if args.no_progress else tqdm_progress)
 
 
 def print_summary(summary: dict, save_path: str) -> None:

@@ -31,10 +31,11 @@ def run(args) -> int:
     from ..errors import KLFilterError
     from ..pool.synth import synth_pool
     from ..recipes import list_recipes, load_recipe
-    from ..selection.runner import RunContext, _NoProgress, run_filter
-    from .common import build_filter_from_params, tqdm_progress
+    from ..progress import NoProgress, tqdm_progress
+    from ..selection.runner import RunContext, run_filter
+    from .common import build_filter_from_params
 
-    progress = _NoProgress if args.no_progress else tqdm_progress
+    progress = NoProgress if args.no_progress else tqdm_progress
     pool_dir = os.path.join(args.out, "pool")
     manifest = os.path.join(pool_dir, "synth_manifest.json")
     want = {"rows": args.rows, "shards": args.shards, "seed": args.seed}

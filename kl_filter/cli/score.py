@@ -26,7 +26,7 @@ def run(args) -> int:
     from ..pool import Pool
     from ..scores.stage import all_columns, score_pool
     from ..stats.reference import load_stats
-    from .common import tqdm_progress
+    from ..progress import tqdm_progress
 
     t = time.perf_counter()
     pool = Pool(args.metadata_dir)

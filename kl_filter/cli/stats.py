@@ -22,7 +22,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from ..pool import Pool
     from ..stats.reference import compute_stats, parts_dir_for, save_stats
-    from .common import tqdm_progress
+    from ..progress import tqdm_progress
 
     pool = Pool(args.metadata_dir)
     stats = compute_stats(pool, archs=args.arch, sample_ratio=args.sample_ratio, num_samples=args.num_samples,

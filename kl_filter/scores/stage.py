@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 
 from ..atomic import atomic_open
 from ..errors import KLFilterError
+from ..progress import NoProgress
 
 MODES = ("kl", "kl_reverse", "centered", "whitened")
 ARCHS = ("b32", "l14")
@@ -148,7 +149,7 @@ def score_pool(pool, stats, scores_dir: str, specs, logit_scale: float = DEFAULT
     """Write every shard's score file; returns counts of computed and reused shards."""
     import concurrent.futures as cf
 
-    bar = progress(desc="score", total=len(pool)) if progress else None
+    bar = (progress or NoProgress)(desc="score", total=len(pool))
     counts = {"computed": 0, "reused": 0}
     with cf.ThreadPoolExecutor(max(1, num_workers)) as ex:
         futs = [ex.submit(ensure_shard_scores, pool, s, stats, specs, scores_dir, logit_scale, device, overwrite)
@@ -156,9 +157,7 @@ def score_pool(pool, stats, scores_dir: str, specs, logit_scale: float = DEFAULT
         for f in futs:
             _, computed = f.result()
             counts["computed" if computed else "reused"] += 1
-            if bar:
-                bar.update(1)
-                bar.set_postfix(counts)
-    if bar:
-        bar.close()
+            bar.update(1)
+            bar.set_postfix(counts)
+    bar.close()
     return counts

@@ -29,23 +29,13 @@ from ..atomic import write_json
 from ..errors import KLFilterError
 from ..filters.base import Filter, Keep, Top, Uniform, rule_dict
 from ..pool import Pool
+from ..progress import NoProgress
 from ..uids import concat_uids, save_uids
 from .threshold import exact_count, fraction_threshold, keep_mask
 from .uniform import uniform_keep
 
 log = logging.getLogger(__name__)
 SATURATION_WARN_SHARE = 0.01
-
-
-class _NoProgress:
-    def __init__(self, *a, **k):
-        pass
-
-    def update(self, n=1):
-        pass
-
-    def close(self):
-        pass
 
 
 @dataclass
@@ -58,7 +48,7 @@ class RunContext:
     scores_dir: str | None = None
     stats: str | None = None
     overwrite: bool = False
-    progress: Callable = _NoProgress
+    progress: Callable = NoProgress
 
 
 @dataclass

@@ -31,6 +31,7 @@ import numpy as np
 
 from ..atomic import write_bytes
 from ..errors import KLFilterError
+from ..progress import NoProgress
 from ..pool import EMBED_DIMS, Pool
 from ..text.caption import caption_filter
 
@@ -215,7 +216,7 @@ def _cached_partial(pool, shard, archs, seed, cand_share, use_caption_filter, pa
 
 
 def _run(pool, archs, seed, cand_share, use_caption_filter, num_workers, progress, parts_dir=None, reuse=True):
-    bar = progress(desc="stats", total=len(pool)) if progress else None
+    bar = (progress or NoProgress)(desc="stats", total=len(pool))
     counts = {"computed": 0, "reused": 0}
     with cf.ThreadPoolExecutor(max(1, num_workers)) as ex:
         futs = [ex.submit(_cached_partial, pool, s, archs, seed, cand_share, use_caption_filter, parts_dir, reuse)
@@ -225,11 +226,9 @@ def _run(pool, archs, seed, cand_share, use_caption_filter, num_workers, progres
             part, computed = f.result()
             parts.append(part)
             counts["computed" if computed else "reused"] += 1
-            if bar:
-                bar.update(1)
-                bar.set_postfix(counts)
-    if bar:
-        bar.close()
+            bar.update(1)
+            bar.set_postfix(counts)
+    bar.close()
     return parts
 
 
