@@ -13,7 +13,7 @@ import logging
 import os
 
 from ..errors import KLFilterError
-from ..scores.stage import ARCHS, DEFAULT_LOGIT_SCALE, MODES, TARGETS, column_name, ensure_shard_scores, kl_ceiling
+from ..scores.stage import ARCHS, DEFAULT_LOGIT_SCALE, MODES, TARGETS, column_name, kl_ceiling, score_pool
 from .base import Filter, Top, Uniform, check_fraction, check_threshold
 from .datacomp import clip_column, texts_at
 
@@ -58,12 +58,11 @@ class KLFilter(Filter):
         self.refine_columns = ("text",) if english_filter else ()
         if not english_filter:
             self.refine = None  # nothing to refine: the runner skips the second pass
-        self._ctx = self._stats = self._pool = None
+        self._stats = self._scores = None
 
     def setup(self, pool, ctx):
         from ..stats.reference import compute_stats, load_stats, parts_dir_for, save_stats
 
-        self._pool, self._ctx = pool, ctx
         path = ctx.stats or (os.path.join(ctx.scores_dir, "stats.npz") if ctx.scores_dir else None)
         if path and not ctx.overwrite and _exists(path):
             self._stats = load_stats(path, pool, archs=[self.arch])
@@ -76,11 +75,14 @@ class KLFilter(Filter):
             if path:
                 save_stats(path, self._stats)
         self.stats_path = path
+        # every shard's score through the overlapped pipeline; kept in memory (4 bytes a row) for the rules
+        counts = score_pool(pool, self._stats, ctx.scores_dir, [(self.mode, self.arch, self.target)],
+                            self.logit_scale, ctx.device, ctx.num_workers, ctx.overwrite, ctx.progress, keep=True)
+        self._scores = counts.pop("columns")
+        self.score_shards = counts
 
     def score(self, data):
-        spec = [(self.mode, self.arch, self.target)]
-        cols, _ = ensure_shard_scores(self._pool, data.shard, self._stats, spec, self._ctx.scores_dir,
-                                      self.logit_scale, self._ctx.device, self._ctx.overwrite)
+        cols = dict(self._scores[data.shard.name])
         if self._clip:
             cols[self._clip] = data.columns[self._clip]
         return cols

@@ -76,23 +76,6 @@ def compute_columns(targets_by_key: dict, stats, specs, logit_scale: float, devi
     return {k: np.asarray(v, dtype=np.float32) for k, v in out.items() if k in wanted}
 
 
-def score_shard(pool, shard, stats, specs, logit_scale: float = DEFAULT_LOGIT_SCALE, device: str = "cpu",
-                data=None) -> tuple[object, dict]:
-    """Read one shard's needed embeddings (one key at a time) and compute ``specs``' columns."""
-    if data is None:
-        data = pool.read(shard)
-    cols: dict = {}
-    for arch, target in dict.fromkeys((a, t) for _, a, t in specs):
-        key = f"{arch}_{target}"
-        emb = pool.read_embeddings(shard, [key], data.num_rows)
-        sub = [s for s in specs if (s[1], s[2]) == (arch, target)]
-        try:
-            cols.update(compute_columns(emb, stats, sub, logit_scale, device))
-        except KLFilterError as e:
-            raise KLFilterError(str(e), shard.npz) from e
-    return data, cols
-
-
 def provenance(pool, stats, shard, rows: int, logit_scale: float) -> dict:
     return {"pool_fingerprint": pool.fingerprint, "stats_id": stats.stats_id, "logit_scale": logit_scale,
             "shard": shard.name, "rows": rows, "format": 1}
@@ -102,8 +85,11 @@ def score_path(scores_dir: str, shard) -> str:
     return f"{scores_dir.rstrip('/')}/{shard.name}.parquet"
 
 
-def read_existing(path: str, expect: dict) -> dict:
-    """Columns of an existing score file whose provenance matches ``expect`` (else ``{}``)."""
+def read_existing(path: str, expect: dict, columns=None) -> dict:
+    """Columns of an existing score file whose provenance matches ``expect`` (else ``{}``).
+
+    The footer (provenance, row count, column names) is checked first; ``columns`` limits what is read.
+    """
     import fsspec
 
     fs, p = fsspec.core.url_to_fs(path)
@@ -111,13 +97,15 @@ def read_existing(path: str, expect: dict) -> dict:
         return {}
     try:
         with fs.open(p, "rb") as f:
-            table = pq.read_table(f)
-        meta = json.loads((table.schema.metadata or {}).get(META_KEY, b"{}"))
+            pf = pq.ParquetFile(f)
+            meta = json.loads((pf.schema_arrow.metadata or {}).get(META_KEY, b"{}"))
+            if meta != expect or pf.metadata.num_rows != expect["rows"]:
+                return {}
+            names = [c for c in pf.schema_arrow.names if c != "uid" and (columns is None or c in columns)]
+            table = pf.read(columns=names)
     except (pa.ArrowException, OSError, ValueError):
         return {}  # unreadable or foreign: recomputed and replaced
-    if meta != expect or table.num_rows != expect["rows"]:
-        return {}
-    return {c: table.column(c).to_numpy() for c in table.column_names if c != "uid"}
+    return {c: table.column(c).to_numpy() for c in names}
 
 
 def write_scores(path: str, uid_column, columns: dict, meta: dict) -> None:
@@ -127,37 +115,78 @@ def write_scores(path: str, uid_column, columns: dict, meta: dict) -> None:
         pq.write_table(table, f)
 
 
-def ensure_shard_scores(pool, shard, stats, specs, scores_dir: str | None, logit_scale: float, device: str,
-                        overwrite: bool = False) -> tuple[dict, bool]:
-    """The score columns of one shard: reused from ``scores_dir`` when present and valid, else computed
-    (and written there). Returns ``(columns, computed)``."""
+def resolve_devices(device: str, num_workers: int) -> list[str]:
+    """One entry per compute worker: every visible GPU for cuda, else ``num_workers`` CPU workers."""
+    if device in ("auto", "cuda"):
+        import importlib.util
+
+        if importlib.util.find_spec("torch") is not None:
+            import torch
+
+            if torch.cuda.is_available():
+                return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+        if device == "cuda":
+            raise KLFilterError("--device cuda but no CUDA device is visible (or torch is not installed)")
+    return ["cpu"] * max(1, num_workers)
+
+
+def score_pool(pool, stats, scores_dir: str | None, specs, logit_scale: float = DEFAULT_LOGIT_SCALE,
+               device: str = "auto", num_workers: int = 1, overwrite: bool = False, progress=None,
+               keep: bool = False) -> dict:
+    """Score every shard through the overlapped pipeline (loaders decode the next shards while workers
+    compute), writing ``scores_dir/<shard>.parquet`` when given. Shards whose score file already holds the
+    wanted columns with matching provenance are skipped (resume). Returns counts, and with ``keep`` the
+    columns per shard name (float32, a few bytes per row) for an in-memory selection.
+    """
+    from ..pipeline import run_pipeline
+
     wanted = [column_name(*s) for s in specs]
-    expect = provenance(pool, stats, shard, pool.row_counts[shard.index], logit_scale)
-    have = {} if (overwrite or not scores_dir) else read_existing(score_path(scores_dir, shard), expect)
-    missing = [s for s in specs if column_name(*s) not in have]
-    if not missing:
-        return {c: have[c] for c in wanted}, False
-    data, new = score_shard(pool, shard, stats, missing, logit_scale, device)
-    have.update(new)
-    if scores_dir:
-        write_scores(score_path(scores_dir, shard), data.columns["uid"], have, expect)
-    return {c: have[c] for c in wanted}, True
-
-
-def score_pool(pool, stats, scores_dir: str, specs, logit_scale: float = DEFAULT_LOGIT_SCALE, device: str = "cpu",
-               num_workers: int = 1, overwrite: bool = False, progress=None) -> dict:
-    """Write every shard's score file; returns counts of computed and reused shards."""
-    import concurrent.futures as cf
-
+    columns: dict = {}
+    todo = []
+    for shard in pool.shards:
+        expect = provenance(pool, stats, shard, pool.row_counts[shard.index], logit_scale)
+        have = {}
+        if scores_dir and not overwrite:
+            path = score_path(scores_dir, shard)
+            have = read_existing(path, expect, wanted)
+            if len(have) == len(wanted):
+                columns[shard.name] = have
+                continue
+            have = read_existing(path, expect)  # every column, so a rewrite keeps the others
+        todo.append((shard, expect, have))
     bar = (progress or NoProgress)(desc="score", total=len(pool))
-    counts = {"computed": 0, "reused": 0}
-    with cf.ThreadPoolExecutor(max(1, num_workers)) as ex:
-        futs = [ex.submit(ensure_shard_scores, pool, s, stats, specs, scores_dir, logit_scale, device, overwrite)
-                for s in pool.shards]
-        for f in futs:
-            _, computed = f.result()
-            counts["computed" if computed else "reused"] += 1
-            bar.update(1)
-            bar.set_postfix(counts)
-    bar.close()
+    counts = {"computed": len(todo), "reused": len(pool) - len(todo)}
+    bar.update(counts["reused"])
+    bar.set_postfix(counts)
+    devices = resolve_devices(device, num_workers)
+
+    def load(job):
+        shard, _, have = job
+        data = pool.read(shard)
+        missing = [s for s in specs if column_name(*s) not in have]
+        keys = list(dict.fromkeys(f"{a}_{t}" for _, a, t in missing))
+        return data, missing, pool.read_embeddings(shard, keys, data.num_rows)
+
+    def work(w, job, loaded):
+        shard, expect, have = job
+        data, missing, emb = loaded
+        try:
+            new = compute_columns(emb, stats, missing, logit_scale, devices[w])
+        except KLFilterError as e:
+            raise KLFilterError(str(e), shard.npz) from e
+        cols = {**have, **new}
+        if scores_dir:
+            write_scores(score_path(scores_dir, shard), data.columns["uid"], cols, expect)
+        bar.update(1)
+        return {c: cols[c] for c in wanted}
+
+    try:
+        done = run_pipeline(todo, load, work, loaders=max(1, num_workers), workers=len(devices),
+                            depth=max(2, len(devices)))
+    finally:
+        bar.close()
+    if keep:
+        for (shard, _, _), cols in zip(todo, done):
+            columns[shard.name] = cols
+        counts["columns"] = columns
     return counts
