@@ -30,7 +30,7 @@ def run(args) -> int:
 
     t = time.perf_counter()
     pool = Pool(args.metadata_dir)
-    stats = load_stats(args.stats, pool, archs=args.arch)
+    stats = load_stats(args.stats, pool, archs=args.arch, moments=bool(set(args.modes) & {"centered", "whitened"}))
     specs = all_columns(args.modes, args.arch, args.target)
     counts = score_pool(pool, stats, args.out, specs, args.logit_scale, args.device, args.num_workers,
                         args.overwrite, None if args.no_progress else tqdm_progress)

@@ -14,6 +14,8 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no_caption_filter", action="store_true", help="use every row, not only caption-filtered ones")
     p.add_argument("--num_workers", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--no_moments", action="store_true", help="samples only (enough for D_KL and D_KLR)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:i]: where the float64 moments are computed")
     p.add_argument("--overwrite", action="store_true", help="ignore partial results of an interrupted run")
     p.add_argument("--no_progress", action="store_true")
     p.set_defaults(func=run)
@@ -28,7 +30,8 @@ def run(args) -> int:
     stats = compute_stats(pool, archs=args.arch, sample_ratio=args.sample_ratio, num_samples=args.num_samples,
                           seed=args.seed, use_caption_filter=not args.no_caption_filter,
                           num_workers=args.num_workers, progress=None if args.no_progress else tqdm_progress,
-                          parts_dir=parts_dir_for(args.out), reuse_parts=not args.overwrite)
+                          parts_dir=parts_dir_for(args.out), reuse_parts=not args.overwrite,
+                          moments=not args.no_moments, device=args.device)
     save_stats(args.out, stats)
     print(f"stats: {int(stats['filtered_rows']):,} of {int(stats['pool_rows']):,} rows pass the caption filter; "
           f"{int(stats['num_samples']):,} samples per modality (seed {args.seed}) -> {args.out}")

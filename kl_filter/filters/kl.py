@@ -13,7 +13,8 @@ import logging
 import os
 
 from ..errors import KLFilterError
-from ..scores.stage import ARCHS, DEFAULT_LOGIT_SCALE, MODES, TARGETS, column_name, kl_ceiling, score_pool
+from ..scores.stage import (ARCHS, DEFAULT_LOGIT_SCALE, MODES, MOMENT_MODES, TARGETS, column_name, kl_ceiling,
+                            resolve_devices, score_pool)
 from .base import Filter, Top, Uniform, check_fraction, check_threshold
 from .datacomp import clip_column, texts_at
 
@@ -64,16 +65,20 @@ class KLFilter(Filter):
         from ..stats.reference import compute_stats, load_stats, parts_dir_for, save_stats
 
         path = ctx.stats or (os.path.join(ctx.scores_dir, "stats.npz") if ctx.scores_dir else None)
-        if path and not ctx.overwrite and _exists(path):
-            self._stats = load_stats(path, pool, archs=[self.arch])
-            log.info("using statistics %s", path)
-        else:
+        moments = self.mode in MOMENT_MODES  # D_KL/D_KLR need only the samples: skip the costly covariance
+        self._stats = load_stats(path, pool, archs=[self.arch]) if path and not ctx.overwrite and _exists(path) else None
+        if self._stats is not None and moments and not self._stats.has_moments:
+            self._stats = None  # made by a D_KL run: recompute with moments (the samples come out identical)
+        if self._stats is None:
             self._stats = compute_stats(pool, archs=[self.arch], sample_ratio=self.sample_ratio,
                                         num_samples=self.num_samples, seed=ctx.seed, num_workers=ctx.num_workers,
                                         progress=ctx.progress, parts_dir=parts_dir_for(path) if path else None,
-                                        reuse_parts=not ctx.overwrite)
+                                        reuse_parts=not ctx.overwrite, moments=moments,
+                                        device=resolve_devices(ctx.device, 1)[0])
             if path:
                 save_stats(path, self._stats)
+        else:
+            log.info("using statistics %s", path)
         self.stats_path = path
         # every shard's score through the overlapped pipeline; kept in memory (4 bytes a row) for the rules
         counts = score_pool(pool, self._stats, ctx.scores_dir, [(self.mode, self.arch, self.target)],
@@ -110,7 +115,7 @@ class KLFilter(Filter):
         p.pop("column", None)
         p["score_column"] = self.column
         if self._stats is not None:
-            p["stats_id"] = self._stats.stats_id
+            p["stats_samples_id"] = self._stats.samples_id
             p["num_reference_samples"] = self._stats.num_samples(self.arch, "img" if self.target == "txt" else "txt")
         return p
 

@@ -76,9 +76,19 @@ def compute_columns(targets_by_key: dict, stats, specs, logit_scale: float, devi
     return {k: np.asarray(v, dtype=np.float32) for k, v in out.items() if k in wanted}
 
 
+MOMENT_MODES = ("centered", "whitened")
+
+
 def provenance(pool, stats, shard, rows: int, logit_scale: float) -> dict:
-    return {"pool_fingerprint": pool.fingerprint, "stats_id": stats.stats_id, "logit_scale": logit_scale,
-            "shard": shard.name, "rows": rows, "format": 1}
+    """What a score file was made from. D_KL/D_KLR columns depend on the samples (``samples_id``), D_C/D_W
+    columns on the means and covariances (``moments_id``): each column is reused only if its own inputs match."""
+    return {"pool_fingerprint": pool.fingerprint, "samples_id": stats.samples_id, "moments_id": stats.moments_id,
+            "logit_scale": logit_scale, "shard": shard.name, "rows": rows, "format": 2}
+
+
+def _column_valid(name: str, meta: dict, expect: dict) -> bool:
+    key = "moments_id" if name.split("_")[0] in MOMENT_MODES else "samples_id"
+    return meta.get(key) is not None and meta.get(key) == expect[key]
 
 
 def score_path(scores_dir: str, shard) -> str:
@@ -99,9 +109,11 @@ def read_existing(path: str, expect: dict, columns=None) -> dict:
         with fs.open(p, "rb") as f:
             pf = pq.ParquetFile(f)
             meta = json.loads((pf.schema_arrow.metadata or {}).get(META_KEY, b"{}"))
-            if meta != expect or pf.metadata.num_rows != expect["rows"]:
+            base = [k for k in expect if k not in ("samples_id", "moments_id")]
+            if any(meta.get(k) != expect[k] for k in base) or pf.metadata.num_rows != expect["rows"]:
                 return {}
-            names = [c for c in pf.schema_arrow.names if c != "uid" and (columns is None or c in columns)]
+            names = [c for c in pf.schema_arrow.names if c != "uid" and (columns is None or c in columns)
+                     and _column_valid(c, meta, expect)]
             table = pf.read(columns=names)
     except (pa.ArrowException, OSError, ValueError):
         return {}  # unreadable or foreign: recomputed and replaced

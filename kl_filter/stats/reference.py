@@ -77,55 +77,105 @@ class Stats:
     def fingerprint(self) -> str:
         return str(self.arrays["pool_fingerprint"])
 
-    @property
-    def stats_id(self) -> str:
-        """Content hash of the arrays scores depend on: a score file made from other statistics is not reused."""
+    def _digest(self, suffixes) -> str | None:
         import hashlib
 
+        keys = sorted(k for k in self.arrays if k.endswith(suffixes))
+        if not keys:
+            return None
         h = hashlib.sha256()
-        for k in sorted(self.arrays):
-            if k.endswith(("_sample", "_mean", "_cov")):
-                h.update(k.encode())
-                h.update(np.ascontiguousarray(self.arrays[k]).tobytes())
+        for k in keys:
+            h.update(k.encode())
+            h.update(np.ascontiguousarray(self.arrays[k]).tobytes())
         return h.hexdigest()[:16]
+
+    @property
+    def samples_id(self) -> str | None:
+        """Content hash of the reference samples (what D_KL and D_KLR depend on)."""
+        return self._digest(("_sample",))
+
+    @property
+    def moments_id(self) -> str | None:
+        """Content hash of the means and covariances (what D_C and D_W depend on); None when absent."""
+        return self._digest(("_mean", "_cov"))
+
+    @property
+    def has_moments(self) -> bool:
+        return self.moments_id is not None
 
     def num_samples(self, arch: str, mod: str) -> int:
         return int(self.arrays[f"{arch}_{mod}_sample"].shape[0])
 
 
-def _shard_partial(pool: Pool, shard, archs, seed: int, cand_share: float, use_caption_filter: bool) -> _Partial:
-    data = pool.read(shard, ["text"] if use_caption_filter else [])
-    mask = caption_filter(data.columns["text"].to_pylist()) if use_caption_filter else np.ones(data.num_rows, bool)
+@dataclass(frozen=True)
+class _Plan:
+    """What every shard of one statistics pass does (also its partials' provenance)."""
+
+    archs: tuple
+    seed: int
+    cand_share: float
+    caption_filter: bool
+    moments: bool
+    device: str = "cpu"
+
+    def provenance(self, pool, shard) -> dict:
+        return {"pool_fingerprint": pool.fingerprint, "shard": shard.name, "archs": list(self.archs),
+                "seed": self.seed, "cand_share": self.cand_share, "caption_filter": self.caption_filter,
+                "moments": self.moments, "format": 2}
+
+
+def _moments(x: np.ndarray, device: str) -> tuple[np.ndarray, np.ndarray]:
+    """float64 row sum and Xᵀ X of float16 rows, blocked; on a GPU when ``device`` is one."""
+    d = x.shape[1]
+    if device.startswith("cuda"):
+        import torch
+
+        s = torch.zeros(d, dtype=torch.float64, device=device)
+        o = torch.zeros((d, d), dtype=torch.float64, device=device)
+        for i in range(0, len(x), _BLOCK):
+            b = torch.from_numpy(x[i: i + _BLOCK]).to(device, non_blocking=True).double()
+            s += b.sum(0)
+            o += b.T @ b
+        return s.cpu().numpy(), o.cpu().numpy()
+    s = np.zeros(d, np.float64)
+    o = np.zeros((d, d), np.float64)
+    for i in range(0, len(x), _BLOCK):
+        b = x[i: i + _BLOCK].astype(np.float64)
+        s += b.sum(axis=0)
+        o += b.T @ b
+    return s, o
+
+
+def _shard_partial(pool: Pool, shard, plan: _Plan) -> _Partial:
+    data = pool.read(shard, ["text"] if plan.caption_filter else [])
+    mask = caption_filter(data.columns["text"].to_pylist()) if plan.caption_filter else np.ones(data.num_rows, bool)
     idx = np.flatnonzero(mask)
     uids = data.uids[idx]
     part = _Partial(len(idx), {}, {}, {})
-    for a_i, arch in enumerate(archs):
+    for arch in plan.archs:
         for m_i, mod in enumerate(MODS):
             name = f"{arch}_{mod}"
-            emb = pool.read_embeddings(shard, [name], data.num_rows)[name]
-            x = emb[idx]
-            s = np.zeros(x.shape[1], np.float64)
-            o = np.zeros((x.shape[1], x.shape[1]), np.float64)
-            for i in range(0, len(x), _BLOCK):
-                b = x[i: i + _BLOCK].astype(np.float64)
-                s += b.sum(axis=0)
-                o += b.T @ b
-            part.sums[name], part.outer[name] = s, o
-            keys = sample_keys(uids, seed, ARCHS.index(arch) * 2 + m_i)
+            x = pool.read_embeddings(shard, [name], data.num_rows)[name][idx]
+            if plan.moments:
+                part.sums[name], part.outer[name] = _moments(x, plan.device)
+            keys = sample_keys(uids, plan.seed, ARCHS.index(arch) * 2 + m_i)
             # keep a superset of this shard's possible winners: keys below a share comfortably above the ratio
-            sel = np.arange(len(keys)) if cand_share >= 1 else np.flatnonzero(keys <= np.uint64(cand_share * 2.0**64))
+            sel = (np.arange(len(keys)) if plan.cand_share >= 1
+                   else np.flatnonzero(keys <= np.uint64(plan.cand_share * 2.0**64)))
             part.candidates[name] = (keys[sel], uids[sel], x[sel])
-            del emb
     return part
 
 
 def compute_stats(pool: Pool, archs=ARCHS, sample_ratio: float | None = None, num_samples: int | None = None,
                   seed: int = 0, use_caption_filter: bool = True, num_workers: int = 1, progress=None,
-                  parts_dir: str | None = None, reuse_parts: bool = True) -> Stats:
+                  parts_dir: str | None = None, reuse_parts: bool = True, moments: bool = True,
+                  device: str = "cpu") -> Stats:
     """One pass over ``pool``; see the module docstring for what is computed.
 
     With ``parts_dir``, each shard's partial result (moments and sample candidates) is written there
     atomically with its provenance, and a rerun reuses matching partials: an interrupted pass resumes.
+    ``moments=False`` skips the mean and covariance (D_KL and D_KLR need only the samples; the covariance
+    is the expensive part: 2·n·d² float64 flops). ``device`` may name a GPU for the float64 moments.
     """
     if sample_ratio is not None and num_samples is not None:
         raise KLFilterError("give either --sample_ratio or --num_samples, not both")
@@ -143,7 +193,8 @@ def compute_stats(pool: Pool, archs=ARCHS, sample_ratio: float | None = None, nu
     want = num_samples if num_samples is not None else math.ceil(sample_ratio * total_rows)
     cand_share = min(1.0, 2.0 * want / max(total_rows, 1) + 64.0 / max(min(pool.row_counts), 1))
     for share in (cand_share, 1.0):  # a shortfall of candidates (astronomically rare) reruns with all rows
-        parts = _run(pool, archs, seed, share, use_caption_filter, num_workers, progress, parts_dir, reuse_parts)
+        plan = _Plan(tuple(archs), seed, share, use_caption_filter, moments, device)
+        parts = _run(pool, plan, num_workers, progress, parts_dir, reuse_parts)
         n = sum(p.n for p in parts)
         if n < 2:
             raise KLFilterError(f"only {n} rows pass the caption filter: no statistics can be computed "
@@ -160,17 +211,18 @@ def compute_stats(pool: Pool, archs=ARCHS, sample_ratio: float | None = None, nu
             emb = np.concatenate([p.candidates[name][2] for p in parts])
             order = np.lexsort((uids["f1"], uids["f0"], keys))[:target]
             order = order[np.lexsort((uids["f1"][order], uids["f0"][order]))]  # stored in uid order
-            s = np.zeros_like(parts[0].sums[name])
-            o = np.zeros_like(parts[0].outer[name])
-            for p in parts:  # shard-name order: the same float64 result for any worker count
-                s += p.sums[name]
-                o += p.outer[name]
-            mean = s / n
-            cov = (o - n * np.outer(mean, mean)) / (n - 1)
             out[f"{name}_sample"] = emb[order]
             out[f"{name}_sample_uids"] = uids[order]
-            out[f"{name}_mean"] = mean
-            out[f"{name}_cov"] = (cov + cov.T) / 2
+            if moments:
+                s = np.zeros_like(parts[0].sums[name])
+                o = np.zeros_like(parts[0].outer[name])
+                for p in parts:  # shard-name order: the same float64 result for any worker count
+                    s += p.sums[name]
+                    o += p.outer[name]
+                mean = s / n
+                cov = (o - n * np.outer(mean, mean)) / (n - 1)
+                out[f"{name}_mean"] = mean
+                out[f"{name}_cov"] = (cov + cov.T) / 2
     out.update(seed=np.int64(seed), filtered_rows=np.int64(n), pool_rows=np.int64(total_rows),
                num_samples=np.int64(target), sample_ratio=np.float64(sample_ratio if num_samples is None else -1),
                caption_filter=np.bool_(use_caption_filter), archs=np.array(list(archs)),
@@ -180,20 +232,18 @@ def compute_stats(pool: Pool, archs=ARCHS, sample_ratio: float | None = None, nu
 
 def _partial_to_arrays(part: _Partial, provenance: dict) -> dict:
     out = {"n": np.int64(part.n), "provenance": np.array(json.dumps(provenance, sort_keys=True))}
-    for name in part.sums:
-        keys, uids, emb = part.candidates[name]
-        out.update({f"{name}.keys": keys, f"{name}.uids": uids, f"{name}.emb": emb,
-                    f"{name}.sums": part.sums[name], f"{name}.outer": part.outer[name]})
+    for name, (keys, uids, emb) in part.candidates.items():
+        out.update({f"{name}.keys": keys, f"{name}.uids": uids, f"{name}.emb": emb})
+        if name in part.sums:
+            out.update({f"{name}.sums": part.sums[name], f"{name}.outer": part.outer[name]})
     return out
 
 
-def _cached_partial(pool, shard, archs, seed, cand_share, use_caption_filter, parts_dir,
-                    reuse: bool = True) -> tuple[_Partial, bool]:
+def _cached_partial(pool, shard, plan: _Plan, parts_dir, reuse: bool = True) -> tuple[_Partial, bool]:
     """A shard's partial, reused from ``parts_dir`` when its provenance matches (resume), else computed."""
     if parts_dir is None:
-        return _shard_partial(pool, shard, archs, seed, cand_share, use_caption_filter), True
-    prov = {"pool_fingerprint": pool.fingerprint, "shard": shard.name, "archs": list(archs), "seed": seed,
-            "cand_share": cand_share, "caption_filter": use_caption_filter, "format": 1}
+        return _shard_partial(pool, shard, plan), True
+    prov = plan.provenance(pool, shard)
     path = f"{parts_dir.rstrip('/')}/{shard.name}.npz"
     fs, p = fsspec.core.url_to_fs(path)
     if reuse and fs.exists(p):
@@ -204,23 +254,23 @@ def _cached_partial(pool, shard, archs, seed, cand_share, use_caption_filter, pa
                     part = _Partial(int(z["n"]), {}, {}, {})
                     for name in sorted(names):
                         part.candidates[name] = (z[f"{name}.keys"], z[f"{name}.uids"], z[f"{name}.emb"])
-                        part.sums[name], part.outer[name] = z[f"{name}.sums"], z[f"{name}.outer"]
+                        if plan.moments:
+                            part.sums[name], part.outer[name] = z[f"{name}.sums"], z[f"{name}.outer"]
                     return part, False
         except (OSError, ValueError, KeyError, zipfile.BadZipFile):
             pass  # unreadable or foreign partial: recomputed and replaced
-    part = _shard_partial(pool, shard, archs, seed, cand_share, use_caption_filter)
+    part = _shard_partial(pool, shard, plan)
     buf = io.BytesIO()
     np.savez(buf, **_partial_to_arrays(part, prov))
     write_bytes(path, buf.getvalue())
     return part, True
 
 
-def _run(pool, archs, seed, cand_share, use_caption_filter, num_workers, progress, parts_dir=None, reuse=True):
+def _run(pool, plan: _Plan, num_workers, progress, parts_dir=None, reuse=True):
     bar = (progress or NoProgress)(desc="stats", total=len(pool))
     counts = {"computed": 0, "reused": 0}
     with cf.ThreadPoolExecutor(max(1, num_workers)) as ex:
-        futs = [ex.submit(_cached_partial, pool, s, archs, seed, cand_share, use_caption_filter, parts_dir, reuse)
-                for s in pool.shards]
+        futs = [ex.submit(_cached_partial, pool, s, plan, parts_dir, reuse) for s in pool.shards]
         parts = []
         for f in futs:
             part, computed = f.result()
@@ -248,8 +298,9 @@ def save_stats(path: str, stats: Stats, remove_parts: bool = True) -> None:
             fs.rm(p, recursive=True)
 
 
-def load_stats(path: str, pool: Pool | None = None, archs=()) -> Stats:
-    """Load a statistics file; refuse one made for another pool or lacking a needed family."""
+def load_stats(path: str, pool: Pool | None = None, archs=(), moments: bool = False) -> Stats:
+    """Load a statistics file; refuse one made for another pool or lacking a needed family (or, with
+    ``moments``, lacking the mean and covariance)."""
     import fsspec
 
     try:
@@ -273,4 +324,7 @@ def load_stats(path: str, pool: Pool | None = None, archs=()) -> Stats:
                 raise KLFilterError(f"statistics lack {k!r} (computed for --arch {list(arrays.get('archs', []))})", path)
             if arrays[k].shape[1] != EMBED_DIMS[arch]:
                 raise KLFilterError(f"{k!r} has dimension {arrays[k].shape[1]}, expected {EMBED_DIMS[arch]}", path)
+            if moments and f"{arch}_{mod}_cov" not in arrays:
+                raise KLFilterError(f"statistics lack the mean/covariance for {arch}_{mod} (computed without "
+                                    "moments: rerun `kl-filter stats` without --no_moments)", path)
     return stats
