@@ -117,3 +117,71 @@ def test_unwritable_output(tmp_path):
         assert p.returncode == 2 and "not writable" in p.stderr
     finally:
         ro.chmod(0o700)
+
+
+def test_disk_full_leaves_nothing(tmp_path, monkeypatch):
+    """ENOSPC in the middle of writing the UID file: one-line error, no file, no temp file."""
+    import errno
+
+    from kl_filter import atomic
+    from kl_filter.errors import KLFilterError
+    from kl_filter.filters import build_filter
+    from kl_filter.selection.runner import run_filter
+
+    root = make_minipool(tmp_path / "pool")
+    real_open = atomic.fsspec.core.url_to_fs
+
+    class Full:
+        def __init__(self, f):
+            self.f = f
+
+        def write(self, data):
+            self.f.write(data[: len(data) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def __getattr__(self, k):
+            return getattr(self.f, k)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            self.f.close()
+
+    def url_to_fs(path, **kw):
+        fs, p = real_open(path, **kw)
+        orig = fs.open
+
+        def open_full(name, mode="rb", **k):
+            f = orig(name, mode, **k)
+            return Full(f) if "w" in mode else f
+
+        monkeypatch.setattr(fs, "open", open_full)
+        return fs, p
+
+    monkeypatch.setattr(atomic.fsspec.core, "url_to_fs", url_to_fs)
+    out = tmp_path / "out"
+    with pytest.raises(KLFilterError, match="No space left on device"):
+        run_filter(build_filter("no_filter"), root, str(out / "u.npy"))
+    assert os.listdir(out) == []
+
+
+def test_stats_from_another_pool(tmp_path):
+    a = make_minipool(tmp_path / "a")
+    b = make_minipool(tmp_path / "b", n=301)
+    stats = tmp_path / "a_stats.npz"
+    run_cli("stats", "--metadata_dir", a, "--out", stats, "--num_samples", "10", "--no_moments", check=True)
+    p = run_cli("select", "--name", "kl", "--fraction", "0.25", "--stats", stats, "--metadata_dir", b,
+                "--save_path", tmp_path / "o.npy")
+    assert p.returncode == 2 and "computed on another pool" in p.stderr and "a_stats.npz" in p.stderr
+    p = run_cli("score", "--metadata_dir", b, "--stats", stats, "--out", tmp_path / "s")
+    assert p.returncode == 2 and "another pool" in p.stderr and not (tmp_path / "s").exists()
+    assert not (tmp_path / "o.npy").exists()
+
+
+def test_no_row_passes_caption_filter(tmp_path):
+    root = tmp_path / "pool"
+    root.mkdir()
+    write_shard(root, "00000000", 50, seed=0, text=["ein roter Apfel auf dem Tisch"] * 50)
+    p = run_cli("stats", "--metadata_dir", root, "--out", tmp_path / "s.npz")
+    assert p.returncode == 2 and "0 rows pass the caption filter" in p.stderr and not (tmp_path / "s.npz").exists()
