@@ -120,3 +120,29 @@ def test_uniform_rule_in_runner_is_seeded():
     shards = _shards([{"s": x[:2500]}, {"s": x[2500:]}])
     m, _ = evaluate_rules([Uniform("s", 0.2, 50)], shards, seed=3)
     assert np.array_equal(np.concatenate(m), uniform_keep(x, 0.2, 50, 3))
+
+
+@pytest.mark.parametrize("name", sorted(ADVERSARIAL))
+@pytest.mark.parametrize("parts", [1, 7])
+def test_distributed_kth_equals_full_sort(name, parts):
+    from kl_filter.selection.kth import fraction_threshold_distributed, kth_largest
+
+    x = ADVERSARIAL[name]
+    chunks = np.array_split(x, parts)
+    for f in (0.001, 0.1, 0.25, 0.5, 0.999, 1.0):
+        k = min(int(len(x) * f), len(x) - 1)
+        ref = -np.sort(-x)[k]
+        got = kth_largest(chunks, k, x.dtype)
+        assert (np.isnan(ref) and np.isnan(got)) or got == ref
+        if not np.isnan(ref):
+            assert fraction_threshold_distributed(chunks, f, dtype=x.dtype) == fraction_threshold(x, f)
+
+
+def test_distributed_kth_signed_zero_and_extremes():
+    from kl_filter.selection.kth import float_keys, kth_largest
+
+    x = np.array([np.float32(-0.0), np.float32(0.0), np.finfo(np.float32).max, -np.finfo(np.float32).max,
+                  np.finfo(np.float32).tiny, -np.inf, np.inf], np.float32)
+    assert np.array_equal(np.argsort(float_keys(x), kind="stable"), np.argsort(x, kind="stable"))
+    for k in range(len(x)):
+        assert kth_largest([x[:3], x[3:]], k) == -np.sort(-x)[k]
