@@ -88,9 +88,9 @@ def sort_uids(arr: np.ndarray) -> np.ndarray:
     return arr[np.lexsort((arr["f1"], arr["f0"]))]
 
 
-def save_uids(path: str, uids: np.ndarray) -> None:
+def save_uids(path: str, uids: np.ndarray, presorted: bool = False) -> None:
     """Sort and save a subset file atomically (``np.save`` format, dtype exactly ``u8,u8``)."""
-    uids = sort_uids(uids)
+    uids = np.asarray(uids, dtype=UID_DTYPE) if presorted else sort_uids(uids)
     buf = io.BytesIO()
     np.save(buf, uids)
     write_bytes(path, buf.getvalue())

@@ -2,20 +2,20 @@
 
 Stages and the record shape at each boundary::
 
-    shards ──score()──▶ ShardScores(uids u8,u8[n], {column: array[n]})      (parallel over shards)
-           ──rules────▶ {rule index: mask pieces}   thresholds over the WHOLE pool, then intersected
-           ──refine()─▶ kept uids per shard                                  (parallel, candidates only)
+    shards ──score()──▶ ShardScores(uids u8,u8[n], {column: array[n]})   one handle per shard (maybe remote)
+           ──rules────▶ resolved rules: thresholds over the WHOLE pool (exact k-th largest by radix
+                        refinement, no gathering), or whole-pool masks for uniform / exact ties
+           ──keep─────▶ per shard: AND of the rules, then refine() on the candidates → kept uids
            ──merge────▶ sorted u8,u8 array → save_path (atomic) + save_path.json sidecar
 
-Library code does not print: progress goes through ``ctx.progress(desc, total)`` (the CLI passes tqdm),
-warnings through ``logging``, and every count ends up in the returned summary and the sidecar.
+Engines (:mod:`kl_filter.engines`) decide where the per-shard functions run; the functions are the same.
+Library code does not print: progress goes through the engine's progress callable, warnings through
+``logging``, and every count ends up in the returned summary and the sidecar.
 """
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import logging
-import multiprocessing as mp
 import os
 import sys
 import time
@@ -26,12 +26,14 @@ import numpy as np
 
 from .. import __version__
 from ..atomic import write_json
+from ..engines import LocalEngine, get_engine
 from ..errors import KLFilterError
 from ..filters.base import Filter, Keep, Top, Uniform, rule_dict
 from ..pool import Pool
 from ..progress import NoProgress
-from ..uids import concat_uids, save_uids
-from .threshold import exact_count, fraction_threshold, keep_mask
+from ..uids import concat_uids, save_uids, sort_uids, u8u8_to_hex
+from .kth import kth_largest
+from .threshold import exact_count, keep_mask
 from .uniform import uniform_keep
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,14 @@ class RunContext:
     stats: str | None = None
     overwrite: bool = False
     progress: Callable = NoProgress
+    engine: str = "local"
+    ray_address: str | None = None
+    _engine: object = field(default=None, repr=False)
+
+    def get_engine(self):
+        if self._engine is None:
+            self._engine = get_engine(self.engine, self.num_workers, self.progress, self.ray_address)
+        return self._engine
 
 
 @dataclass
@@ -61,13 +71,7 @@ def sidecar_path(save_path: str) -> str:
     return save_path + ".json"
 
 
-def _executor(kind: str, workers: int) -> cf.Executor:
-    if kind == "processes" and workers > 1:
-        ctx = mp.get_context("forkserver" if sys.platform.startswith("linux") else "spawn")
-        return cf.ProcessPoolExecutor(workers, mp_context=ctx)
-    return cf.ThreadPoolExecutor(max(1, workers))
-
-
+# ---- per-shard functions (run by any engine) ----------------------------------------------------------------
 def _score_shard(flt: Filter, pool: Pool, shard) -> ShardScores:
     data = pool.read(shard, flt.columns, flt.keys)
     cols = flt.score(data)
@@ -78,87 +82,88 @@ def _score_shard(flt: Filter, pool: Pool, shard) -> ShardScores:
     return ShardScores(data.uids, cols)
 
 
-def _refine_shard(flt: Filter, pool: Pool, shard, keep: np.ndarray) -> np.ndarray:
-    if not keep.any():
-        return keep
-    data = pool.read(shard, flt.refine_columns)
-    return flt.refine(data, keep)
+def _rule_mask(s: ShardScores, rule, resolved) -> np.ndarray:
+    if isinstance(resolved, np.ndarray):  # a whole-pool decision already cut to this shard
+        return resolved
+    col = s.columns[rule.column]
+    if isinstance(rule, Keep):
+        return col.astype(bool)
+    return keep_mask(col, resolved, rule.reverse)
 
 
-def _map_shards(fn, items, kind, workers, progress, desc):
-    bar = progress(desc=desc, total=len(items))
-    try:
-        with _executor(kind, workers) as ex:
-            futs = [ex.submit(fn, *it) for it in items]
-            out = []
-            for f in futs:  # in shard order: results never depend on completion order
-                out.append(f.result())
-                bar.update(1)
-            return out
-    finally:
-        bar.close()
+def _keep_shard(flt: Filter, pool: Pool, shard, s: ShardScores, rules, resolved) -> np.ndarray:
+    """Kept uids of one shard: the AND of every rule, then the filter's refine() on the candidates."""
+    keep = np.ones(len(s.uids), dtype=bool)
+    for rule, r in zip(rules, resolved):
+        keep &= _rule_mask(s, rule, r)
+    if flt.refine is not None and keep.any():
+        keep = flt.refine(pool.read(shard, flt.refine_columns), keep)
+    return s.uids[keep]
 
 
-def _check_unique_uids(per_shard: list[ShardScores], pool: Pool) -> None:
-    """A uid twice in the pool would make the subset ambiguous (and upsample silently): refuse it."""
-    uids = concat_uids(s.uids for s in per_shard)
-    if len(uids) < 2:
-        return
-    order = np.lexsort((uids["f1"], uids["f0"]))
-    u = uids[order]
-    dup = np.flatnonzero((u["f0"][1:] == u["f0"][:-1]) & (u["f1"][1:] == u["f1"][:-1]))
-    if dup.size:
-        from ..uids import u8u8_to_hex
-
-        offsets = np.cumsum([len(s.uids) for s in per_shard])
-        where = [pool.shards[int(np.searchsorted(offsets, order[i], side="right"))].parquet for i in (dup[0], dup[0] + 1)]
-        raise KLFilterError(f"uid {u8u8_to_hex(u[dup[0]:dup[0] + 1])[0].decode()} appears more than once in the pool "
-                            f"({dup.size} duplicates; also in {where[0]})", where[1])
+def _rule_counts(s: ShardScores, rule, resolved) -> dict:
+    mask = _rule_mask(s, rule, resolved)
+    out = {"kept_by_rule": int(mask.sum())}
+    if isinstance(rule, Top):
+        col = s.columns[rule.column]
+        out["nan"] = int(np.isnan(col).sum()) if col.dtype.kind == "f" else 0
+        thr = resolved if not isinstance(resolved, np.ndarray) else None
+        if thr is not None:
+            out["ties_at_threshold"] = int((col == thr).sum())
+        if rule.ceiling is not None:
+            c = np.float32(rule.ceiling)
+            out["saturated"] = int((col >= c - np.float32(1e-6) * max(np.float32(1), abs(c))).sum())
+    return out
 
 
-def evaluate_rules(rules, per_shard: list[ShardScores], seed: int) -> tuple[list[np.ndarray], list[dict]]:
-    """Apply every rule over the whole pool; returns the intersected mask per shard and per-rule facts."""
-    sizes = [len(s.uids) for s in per_shard]
-    offsets = np.concatenate([[0], np.cumsum(sizes)])
-    n = int(offsets[-1])
-    keep = np.ones(n, dtype=bool)
-    facts = []
+# ---- global step -------------------------------------------------------------------------------------------
+def resolve_rules(rules, handles, engine, seed: int, sizes: list[int]) -> tuple[list, list[dict]]:
+    """Each rule over the whole pool: a threshold (exact k-th largest without gathering the column), or, for
+    ``Uniform`` and ``Top(ties="exact")``, a whole-pool mask cut back into per-shard pieces."""
+    n = sum(sizes)
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    resolved, facts = [], []
     for i, rule in enumerate(rules):
-        col = np.concatenate([s.columns[rule.column] for s in per_shard]) if per_shard else np.zeros(0)
         info = rule_dict(rule)
         if isinstance(rule, Keep):
-            mask = col.astype(bool)
+            r = None
         elif isinstance(rule, Top):
-            nan = int(np.isnan(col).sum()) if col.dtype.kind == "f" else 0
-            if nan:
-                log.warning("%d rows have NaN in %r: they are never kept", nan, rule.column)
-            thr = rule.threshold if rule.fraction is None else fraction_threshold(col, rule.fraction, rule.reverse)
-            mask = keep_mask(col, thr, rule.reverse)
-            ties = int((col == thr).sum())
-            info.update(computed_threshold=float(thr), ties_at_threshold=ties, nan=nan)
-            if rule.ceiling is not None:
-                info.update(saturated=_saturation(col, rule))
+            if rule.fraction is None:
+                r = rule.threshold
+            else:
+                col = rule.column
+                dtype = engine.mapper(lambda s, c=col: s.columns[c].dtype, handles[:1])[0] if handles else np.float32
+                frac = (1.0 - rule.fraction) if rule.reverse else rule.fraction
+                r = kth_largest(handles, min(int(n * frac), n - 1), dtype,
+                                mapper=lambda fn, hs, c=col: engine.mapper(lambda s: fn(s.columns[c]), hs))
+            info["computed_threshold"] = float(r)
             if rule.ties == "exact" and rule.fraction is not None:
-                mask = _break_ties(col, thr, mask, exact_count(n, rule.fraction), np.random.default_rng([seed, i]))
+                colv = np.concatenate(engine.get(engine.mapper(lambda s, c=rule.column: s.columns[c], handles)))
+                mask = _break_ties(colv, r, keep_mask(colv, r, rule.reverse), exact_count(n, rule.fraction),
+                                   np.random.default_rng([seed, i]))
+                r = [mask[offsets[j]: offsets[j + 1]] for j in range(len(sizes))]
         elif isinstance(rule, Uniform):
-            mask = uniform_keep(col, rule.fraction, rule.num_bins, seed)
+            colv = np.concatenate(engine.get(engine.mapper(lambda s, c=rule.column: s.columns[c], handles)))
+            mask = uniform_keep(colv, rule.fraction, rule.num_bins, seed)
+            r = [mask[offsets[j]: offsets[j + 1]] for j in range(len(sizes))]
         else:
             raise TypeError(f"unknown rule {rule!r}")
-        info["kept_by_rule"] = int(mask.sum())
+        resolved.append(r)
         facts.append(info)
-        keep &= mask
-    return [keep[offsets[j]: offsets[j + 1]] for j in range(len(per_shard))], facts
-
-
-def _saturation(col: np.ndarray, rule: Top) -> int:
-    """Rows at the score's ceiling (D_KL <= log N); loud when they are more than 1% of the pool."""
-    c = np.float32(rule.ceiling)
-    sat = int((col >= c - np.float32(1e-6) * max(np.float32(1), abs(c))).sum())
-    if sat > SATURATION_WARN_SHARE * len(col):
-        log.warning("%d of %d rows (%.1f%%) of %r saturate at log N = %.4f: the reference sample is too small "
-                    "for this pool and many rows tie (use more samples, or --ties exact)",
-                    sat, len(col), 100 * sat / len(col), rule.column, rule.ceiling)
-    return sat
+    # counts per rule, summed over shards (the shard's piece of a whole-pool mask goes with it)
+    for i, rule in enumerate(rules):
+        pieces = resolved[i] if isinstance(resolved[i], list) else [resolved[i]] * len(handles)
+        per = engine.mapper(lambda hr, rule=rule: _rule_counts(hr[0], rule, hr[1]), list(zip(handles, pieces)))
+        for k in per[0] if per else {}:
+            facts[i][k] = int(sum(p[k] for p in per))
+        sat = facts[i].get("saturated")
+        if sat is not None and sat > SATURATION_WARN_SHARE * max(n, 1):
+            log.warning("%d of %d rows (%.1f%%) of %r saturate at log N = %.4f: the reference sample is too small "
+                        "for this pool and many rows tie (use more samples, or --ties exact)",
+                        sat, n, 100 * sat / n, rule.column, rule.ceiling)
+        if facts[i].get("nan"):
+            log.warning("%d rows have NaN in %r: they are never kept", facts[i]["nan"], rule.column)
+    return resolved, facts
 
 
 def _break_ties(col, thr, mask, want, rng) -> np.ndarray:
@@ -172,10 +177,48 @@ def _break_ties(col, thr, mask, want, rng) -> np.ndarray:
     return mask
 
 
+def evaluate_rules(rules, per_shard: list[ShardScores], seed: int) -> tuple[list[np.ndarray], list[dict]]:
+    """The intersected mask per (local) shard and per-rule facts: the global step on in-memory scores."""
+    engine = LocalEngine(1)
+    resolved, facts = resolve_rules(rules, per_shard, engine, seed, [len(s.uids) for s in per_shard])
+    masks = []
+    for j, s in enumerate(per_shard):
+        keep = np.ones(len(s.uids), dtype=bool)
+        for rule, r in zip(rules, resolved):
+            keep &= _rule_mask(s, rule, r[j] if isinstance(r, list) else r)
+        masks.append(keep)
+    return masks, facts
+
+
+def _check_unique(uids_sorted: np.ndarray, where: str) -> None:
+    """A uid twice in the pool would make the subset ambiguous (and upsample silently): refuse it."""
+    u = uids_sorted
+    dup = np.flatnonzero((u["f0"][1:] == u["f0"][:-1]) & (u["f1"][1:] == u["f1"][:-1]))
+    if dup.size:
+        raise KLFilterError(f"uid {u8u8_to_hex(u[dup[0]:dup[0] + 1])[0].decode()} appears more than once in the "
+                            f"pool ({dup.size} duplicates)", where)
+
+
+def _locate_duplicate(pool: Pool, uid_lists: list[np.ndarray]) -> None:
+    """Name the shard holding the second copy of a duplicated uid (the local engine checks the whole pool)."""
+    uids = concat_uids(uid_lists)
+    if len(uids) < 2:
+        return
+    order = np.lexsort((uids["f1"], uids["f0"]))
+    u = uids[order]
+    dup = np.flatnonzero((u["f0"][1:] == u["f0"][:-1]) & (u["f1"][1:] == u["f1"][:-1]))
+    if dup.size:
+        offsets = np.cumsum([len(x) for x in uid_lists])
+        shard = pool.shards[int(np.searchsorted(offsets, max(order[dup[0]], order[dup[0] + 1]), side="right"))]
+        _check_unique(u, shard.parquet)
+
+
+# ---- the run -------------------------------------------------------------------------------------------------
 def run_filter(flt: Filter, metadata_dir: str, save_path: str | None, ctx: RunContext | None = None,
                recipe: str | None = None) -> dict:
     """Run one filter over a pool and write the subset file (when ``save_path`` is given) and its sidecar."""
     ctx = ctx or RunContext()
+    engine = ctx.get_engine()
     t0 = time.perf_counter()
     timings = {}
     pool = Pool(metadata_dir)
@@ -183,34 +226,38 @@ def run_filter(flt: Filter, metadata_dir: str, save_path: str | None, ctx: RunCo
     timings["setup_s"] = time.perf_counter() - t0
 
     t = time.perf_counter()
-    per_shard = _map_shards(_score_shard, [(flt, pool, s) for s in pool.shards], flt.parallel,
-                            ctx.num_workers, ctx.progress, f"{flt.name}: score")
+    handles = engine.map(_score_shard, [(flt, pool, s) for s in pool.shards], parallel=flt.parallel,
+                         desc=f"{flt.name}: score", fetch=False)
+    sizes = engine.mapper(lambda s: len(s.uids), handles)
     timings["score_s"] = time.perf_counter() - t
-
-    _check_unique_uids(per_shard, pool)
-    empty = [s.name for s, p in zip(pool.shards, per_shard) if len(p.uids) == 0]
+    if not engine.remote:  # the whole pool's uids fit here: refuse duplicates wherever they are
+        _locate_duplicate(pool, [h.uids for h in handles])
+    empty = [s.name for s, n in zip(pool.shards, sizes) if n == 0]
     if empty:
         log.warning("%d empty shard(s): %s", len(empty), ", ".join(empty[:5]))
 
     t = time.perf_counter()
     rules = flt.rules()
-    masks, facts = evaluate_rules(rules, per_shard, ctx.seed)
+    resolved, facts = resolve_rules(rules, handles, engine, ctx.seed, sizes)
     timings["rules_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    if flt.refine is not None:
-        masks = _map_shards(_refine_shard, [(flt, pool, s, m) for s, m in zip(pool.shards, masks)],
-                            flt.parallel, ctx.num_workers, ctx.progress, f"{flt.name}: refine")
-    timings["refine_s"] = time.perf_counter() - t
+    per_shard = [[r[j] if isinstance(r, list) else r for r in resolved] for j in range(len(handles))]
+    kept_parts = engine.map(_keep_shard, [(flt, pool, s, h, rules, per_shard[j])
+                                          for j, (s, h) in enumerate(zip(pool.shards, handles))],
+                            parallel=flt.parallel if flt.refine is not None else "threads", desc=f"{flt.name}: keep")
+    kept = sort_uids(concat_uids(kept_parts))
+    _check_unique(kept, metadata_dir)
+    timings["keep_s"] = time.perf_counter() - t
 
-    kept = concat_uids(s.uids[m] for s, m in zip(per_shard, masks))
-    n = sum(len(s.uids) for s in per_shard)
+    n = int(sum(sizes))
     summary = {
         "name": flt.name,
         "recipe": recipe,
         "params": flt.params(),
         "rules": facts,
         "seed": ctx.seed,
+        "engine": engine.name,
         "metadata_dir": metadata_dir,
         "pool_fingerprint": pool.fingerprint,
         "pool_rows": n,
@@ -223,7 +270,7 @@ def run_filter(flt: Filter, metadata_dir: str, save_path: str | None, ctx: RunCo
     }
     if save_path:
         t = time.perf_counter()
-        save_uids(save_path, kept)
+        save_uids(save_path, kept, presorted=True)
         timings["write_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0
     summary["timings"] = {k: round(v, 4) for k, v in timings.items()}
