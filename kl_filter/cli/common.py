@@ -37,7 +37,21 @@ def add_run_arguments(p) -> None:
     p.add_argument("--scores_dir", default=None, help="per-shard score parquet files: read where complete, written where not")
     p.add_argument("--stats", default=None, help="reference statistics .npz (computed on the way when absent)")
     p.add_argument("--overwrite", action="store_true", help="recompute statistics and scores even if present")
+    add_engine_arguments(p)
     p.add_argument("--no_progress", action="store_true", help="no progress bars")
+
+
+def add_engine_arguments(p) -> None:
+    p.add_argument("--engine", default="local", choices=["local", "ray"],
+                   help="local threads/processes, or Ray tasks (pip install 'kl-filter[ray]')")
+    p.add_argument("--ray_address", default=None, help="an existing Ray cluster (default: start a local one)")
+
+
+def engine_from_args(args):
+    from ..engines import get_engine
+
+    return get_engine(args.engine, args.num_workers, NoProgress if args.no_progress else tqdm_progress,
+                      args.ray_address)
 
 
 def run_context(args):
@@ -47,7 +61,8 @@ def run_context(args):
         raise KLFilterError(f"--num_workers must be >= 1, got {args.num_workers}")
     return RunContext(num_workers=args.num_workers, seed=args.seed, device=args.device, scores_dir=args.scores_dir,
                       stats=args.stats, overwrite=args.overwrite,
-                      progress=NoProgress if args.no_progress else tqdm_progress)
+                      progress=NoProgress if args.no_progress else tqdm_progress,
+                      engine=args.engine, ray_address=args.ray_address)
 
 
 def print_summary(summary: dict, save_path: str) -> None:

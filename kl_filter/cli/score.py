@@ -2,6 +2,8 @@
 
 import os
 
+from .common import add_engine_arguments, engine_from_args
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("score", help="compute KL-family score columns for every shard")
@@ -17,6 +19,7 @@ def add_parser(sub) -> None:
     p.add_argument("--num_workers", type=int, default=os.cpu_count() or 1)
     p.add_argument("--overwrite", action="store_true", help="recompute even valid existing score files")
     p.add_argument("--no_progress", action="store_true")
+    add_engine_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -33,7 +36,7 @@ def run(args) -> int:
     stats = load_stats(args.stats, pool, archs=args.arch, moments=bool(set(args.modes) & {"centered", "whitened"}))
     specs = all_columns(args.modes, args.arch, args.target)
     counts = score_pool(pool, stats, args.out, specs, args.logit_scale, args.device, args.num_workers,
-                        args.overwrite, None if args.no_progress else tqdm_progress)
+                        args.overwrite, None if args.no_progress else tqdm_progress, engine=engine_from_args(args))
     print(f"score: {len(specs)} columns for {len(pool)} shards ({counts['computed']} computed, "
           f"{counts['reused']} reused) in {time.perf_counter() - t:.2f}s -> {args.out}")
     return 0

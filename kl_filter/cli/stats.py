@@ -2,6 +2,8 @@
 
 import os
 
+from .common import add_engine_arguments, engine_from_args
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("stats", help="compute reference statistics for the KL scores")
@@ -18,6 +20,7 @@ def add_parser(sub) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda[:i]: where the float64 moments are computed")
     p.add_argument("--overwrite", action="store_true", help="ignore partial results of an interrupted run")
     p.add_argument("--no_progress", action="store_true")
+    add_engine_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -31,7 +34,8 @@ def run(args) -> int:
                           seed=args.seed, use_caption_filter=not args.no_caption_filter,
                           num_workers=args.num_workers, progress=None if args.no_progress else tqdm_progress,
                           parts_dir=parts_dir_for(args.out), reuse_parts=not args.overwrite,
-                          moments=not args.no_moments, device=args.device)
+                          moments=not args.no_moments, device=args.device,
+                          engine=engine_from_args(args))
     save_stats(args.out, stats)
     print(f"stats: {int(stats['filtered_rows']):,} of {int(stats['pool_rows']):,} rows pass the caption filter; "
           f"{int(stats['num_samples']):,} samples per modality (seed {args.seed}) -> {args.out}")

@@ -19,7 +19,7 @@ class LocalEngine:
 
     def _executor(self, parallel: str) -> cf.Executor:
         if parallel == "processes" and self.num_workers > 1:
-            ctx = mp.get_context("forkserver" if sys.platform.startswith("linux") else "spawn")
+            ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
             return cf.ProcessPoolExecutor(self.num_workers, mp_context=ctx)
         return cf.ThreadPoolExecutor(self.num_workers)
 

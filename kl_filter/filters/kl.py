@@ -14,7 +14,7 @@ import os
 
 from ..errors import KLFilterError
 from ..scores.stage import (ARCHS, DEFAULT_LOGIT_SCALE, MODES, MOMENT_MODES, TARGETS, column_name, kl_ceiling,
-                            resolve_devices, score_pool)
+                            resolve_devices, score_path, score_pool)
 from .base import Filter, Top, Uniform, check_fraction, check_threshold
 from .datacomp import clip_column, texts_at
 
@@ -64,6 +64,9 @@ class KLFilter(Filter):
     def setup(self, pool, ctx):
         from ..stats.reference import compute_stats, load_stats, parts_dir_for, save_stats
 
+        engine = ctx.get_engine()
+        if engine.remote and not ctx.scores_dir:
+            raise KLFilterError("--engine ray needs --scores_dir (on storage every node can read)")
         path = ctx.stats or (os.path.join(ctx.scores_dir, "stats.npz") if ctx.scores_dir else None)
         moments = self.mode in MOMENT_MODES  # D_KL/D_KLR need only the samples: skip the costly covariance
         self._stats = load_stats(path, pool, archs=[self.arch]) if path and not ctx.overwrite and _exists(path) else None
@@ -74,20 +77,29 @@ class KLFilter(Filter):
                                         num_samples=self.num_samples, seed=ctx.seed, num_workers=ctx.num_workers,
                                         progress=ctx.progress, parts_dir=parts_dir_for(path) if path else None,
                                         reuse_parts=not ctx.overwrite, moments=moments,
-                                        device=resolve_devices(ctx.device, 1)[0])
+                                        device=resolve_devices(ctx.device, 1)[0], engine=engine)
             if path:
                 save_stats(path, self._stats)
         else:
             log.info("using statistics %s", path)
         self.stats_path = path
-        # every shard's score through the overlapped pipeline; kept in memory (4 bytes a row) for the rules
+        # every shard's score through the overlapped pipeline; kept in memory (4 bytes a row) for the rules,
+        # or, on a remote engine, left in the score files that each shard's task reads back
         counts = score_pool(pool, self._stats, ctx.scores_dir, [(self.mode, self.arch, self.target)],
-                            self.logit_scale, ctx.device, ctx.num_workers, ctx.overwrite, ctx.progress, keep=True)
-        self._scores = counts.pop("columns")
+                            self.logit_scale, ctx.device, ctx.num_workers, ctx.overwrite, ctx.progress,
+                            keep=not engine.remote, engine=engine)
+        self._scores = counts.pop("columns", None)
+        self._scores_dir = ctx.scores_dir
         self.score_shards = counts
 
     def score(self, data):
-        cols = dict(self._scores[data.shard.name])
+        if self._scores is not None:
+            cols = dict(self._scores[data.shard.name])
+        else:
+            import pyarrow.parquet as pq
+
+            table = pq.read_table(score_path(self._scores_dir, data.shard), columns=[self.column])
+            cols = {self.column: table.column(self.column).to_numpy()}
         if self._clip:
             cols[self._clip] = data.columns[self._clip]
         return cols

@@ -142,9 +142,35 @@ def resolve_devices(device: str, num_workers: int) -> list[str]:
     return ["cpu"] * max(1, num_workers)
 
 
+def _load_job(pool, specs, job):
+    shard, _, have = job
+    data = pool.read(shard)
+    missing = [s for s in specs if column_name(*s) not in have]
+    keys = list(dict.fromkeys(f"{a}_{t}" for _, a, t in missing))
+    return data, missing, pool.read_embeddings(shard, keys, data.num_rows)
+
+
+def _work_job(stats, specs, scores_dir, logit_scale, device, job, loaded) -> dict:
+    shard, expect, have = job
+    data, missing, emb = loaded
+    try:
+        new = compute_columns(emb, stats, missing, logit_scale, device)
+    except KLFilterError as e:
+        raise KLFilterError(str(e), shard.npz) from e
+    cols = {**have, **new}
+    if scores_dir:
+        write_scores(score_path(scores_dir, shard), data.columns["uid"], cols, expect)
+    return {column_name(*s): cols[column_name(*s)] for s in specs}
+
+
+def _score_job(pool, stats, specs, scores_dir, logit_scale, device, job) -> dict:
+    """Load, compute and write one shard (the unit of work a remote engine schedules)."""
+    return _work_job(stats, specs, scores_dir, logit_scale, device, job, _load_job(pool, specs, job))
+
+
 def score_pool(pool, stats, scores_dir: str | None, specs, logit_scale: float = DEFAULT_LOGIT_SCALE,
                device: str = "auto", num_workers: int = 1, overwrite: bool = False, progress=None,
-               keep: bool = False) -> dict:
+               keep: bool = False, engine=None) -> dict:
     """Score every shard through the overlapped pipeline (loaders decode the next shards while workers
     compute), writing ``scores_dir/<shard>.parquet`` when given. Shards whose score file already holds the
     wanted columns with matching provenance are skipped (resume). Returns counts, and with ``keep`` the
@@ -170,33 +196,25 @@ def score_pool(pool, stats, scores_dir: str | None, specs, logit_scale: float = 
     counts = {"computed": len(todo), "reused": len(pool) - len(todo)}
     bar.update(counts["reused"])
     bar.set_postfix(counts)
-    devices = resolve_devices(device, num_workers)
-
-    def load(job):
-        shard, _, have = job
-        data = pool.read(shard)
-        missing = [s for s in specs if column_name(*s) not in have]
-        keys = list(dict.fromkeys(f"{a}_{t}" for _, a, t in missing))
-        return data, missing, pool.read_embeddings(shard, keys, data.num_rows)
-
-    def work(w, job, loaded):
-        shard, expect, have = job
-        data, missing, emb = loaded
-        try:
-            new = compute_columns(emb, stats, missing, logit_scale, devices[w])
-        except KLFilterError as e:
-            raise KLFilterError(str(e), shard.npz) from e
-        cols = {**have, **new}
-        if scores_dir:
-            write_scores(score_path(scores_dir, shard), data.columns["uid"], cols, expect)
-        bar.update(1)
-        return {c: cols[c] for c in wanted}
-
-    try:
-        done = run_pipeline(todo, load, work, loaders=max(1, num_workers), workers=len(devices),
-                            depth=max(2, len(devices)))
-    finally:
+    if engine is not None and engine.remote:  # one task per shard; a GPU each when the cluster has them
         bar.close()
+        gpu = device in ("auto", "cuda") and engine.ray.cluster_resources().get("GPU", 0) > 0
+        done = engine.map(_score_job, [(pool, stats, specs, scores_dir, logit_scale, "cuda" if gpu else "cpu", job)
+                                       for job in todo], desc="score", num_gpus=1 if gpu else 0,
+                          fetch=keep)
+    else:
+        devices = resolve_devices(device, num_workers)
+
+        def work(w, job, loaded):
+            out = _work_job(stats, specs, scores_dir, logit_scale, devices[w], job, loaded)
+            bar.update(1)
+            return out
+
+        try:
+            done = run_pipeline(todo, lambda job: _load_job(pool, specs, job), work, loaders=max(1, num_workers),
+                                workers=len(devices), depth=max(2, len(devices)))
+        finally:
+            bar.close()
     if keep:
         for (shard, _, _), cols in zip(todo, done):
             columns[shard.name] = cols

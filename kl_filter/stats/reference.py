@@ -19,22 +19,23 @@ for another pool (:func:`load_stats`).
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import io
 import json
 import math
 import zipfile
 from dataclasses import dataclass
 
+import logging
+
 import fsspec
 import numpy as np
 
 from ..atomic import write_bytes
 from ..errors import KLFilterError
-from ..progress import NoProgress
 from ..pool import EMBED_DIMS, Pool
 from ..text.caption import caption_filter
 
+log = logging.getLogger(__name__)
 ARCHS = ("b32", "l14")
 MODS = ("img", "txt")
 DEFAULT_SAMPLE_RATIO = 0.002
@@ -169,7 +170,7 @@ def _shard_partial(pool: Pool, shard, plan: _Plan) -> _Partial:
 def compute_stats(pool: Pool, archs=ARCHS, sample_ratio: float | None = None, num_samples: int | None = None,
                   seed: int = 0, use_caption_filter: bool = True, num_workers: int = 1, progress=None,
                   parts_dir: str | None = None, reuse_parts: bool = True, moments: bool = True,
-                  device: str = "cpu") -> Stats:
+                  device: str = "cpu", engine=None) -> Stats:
     """One pass over ``pool``; see the module docstring for what is computed.
 
     With ``parts_dir``, each shard's partial result (moments and sample candidates) is written there
@@ -194,7 +195,7 @@ def compute_stats(pool: Pool, archs=ARCHS, sample_ratio: float | None = None, nu
     cand_share = min(1.0, 2.0 * want / max(total_rows, 1) + 64.0 / max(min(pool.row_counts), 1))
     for share in (cand_share, 1.0):  # a shortfall of candidates (astronomically rare) reruns with all rows
         plan = _Plan(tuple(archs), seed, share, use_caption_filter, moments, device)
-        parts = _run(pool, plan, num_workers, progress, parts_dir, reuse_parts)
+        parts = _run(pool, plan, num_workers, progress, parts_dir, reuse_parts, engine)
         n = sum(p.n for p in parts)
         if n < 2:
             raise KLFilterError(f"only {n} rows pass the caption filter: no statistics can be computed "
@@ -266,20 +267,15 @@ def _cached_partial(pool, shard, plan: _Plan, parts_dir, reuse: bool = True) -> 
     return part, True
 
 
-def _run(pool, plan: _Plan, num_workers, progress, parts_dir=None, reuse=True):
-    bar = (progress or NoProgress)(desc="stats", total=len(pool))
-    counts = {"computed": 0, "reused": 0}
-    with cf.ThreadPoolExecutor(max(1, num_workers)) as ex:
-        futs = [ex.submit(_cached_partial, pool, s, plan, parts_dir, reuse) for s in pool.shards]
-        parts = []
-        for f in futs:
-            part, computed = f.result()
-            parts.append(part)
-            counts["computed" if computed else "reused"] += 1
-            bar.update(1)
-            bar.set_postfix(counts)
-    bar.close()
-    return parts
+def _run(pool, plan: _Plan, num_workers, progress, parts_dir=None, reuse=True, engine=None):
+    from ..engines import LocalEngine
+
+    engine = engine or LocalEngine(num_workers, progress)
+    results = engine.map(_cached_partial, [(pool, s, plan, parts_dir, reuse) for s in pool.shards], desc="stats")
+    reused = sum(not computed for _, computed in results)
+    if reused:
+        log.info("statistics: %d shard partials reused, %d computed", reused, len(results) - reused)
+    return [part for part, _ in results]
 
 
 def parts_dir_for(path: str) -> str:
