@@ -11,7 +11,8 @@ DataComp's caption filter (fastText English, more than one token, more than 5 ch
   whatever the number of workers or the order in which shards finish, and image and text samples are
   independent draws.
 * ``{arch}_{mod}_mean`` / ``{arch}_{mod}_cov``: float64 mean and covariance (ddof=1) of ALL filtered rows,
-  from per-shard float64 sums added in shard-name order (bit-identical for any worker count).
+  from per-shard float64 sums added in a canonical order (by each shard's smallest uid), so the
+  arrays are bit-identical for any worker count, shard naming or shard order.
 
 The file also records the seed, counts, the sampling parameters and the pool fingerprint, and is refused
 for another pool (:func:`load_stats`).
@@ -64,6 +65,7 @@ class _Partial:
     candidates: dict  # name -> (keys u64[k], uids u8u8[k], emb f16[k, d])
     sums: dict        # name -> f64[d]
     outer: dict       # name -> f64[d, d]
+    first_uid: tuple = (0, 0)  # the shard's smallest filtered uid: a canonical order for summing partials
 
 
 @dataclass
@@ -122,7 +124,7 @@ class _Plan:
     def provenance(self, pool, shard) -> dict:
         return {"pool_fingerprint": pool.fingerprint, "shard": shard.name, "archs": list(self.archs),
                 "seed": self.seed, "cand_share": self.cand_share, "caption_filter": self.caption_filter,
-                "moments": self.moments, "format": 2}
+                "moments": self.moments, "format": 3}
 
 
 def _moments(x: np.ndarray, device: str) -> tuple[np.ndarray, np.ndarray]:
@@ -152,7 +154,8 @@ def _shard_partial(pool: Pool, shard, plan: _Plan) -> _Partial:
     mask = caption_filter(data.columns["text"].to_pylist()) if plan.caption_filter else np.ones(data.num_rows, bool)
     idx = np.flatnonzero(mask)
     uids = data.uids[idx]
-    part = _Partial(len(idx), {}, {}, {})
+    first = tuple(int(v) for v in np.sort(uids)[0]) if len(uids) else (2**64 - 1, 2**64 - 1)
+    part = _Partial(len(idx), {}, {}, {}, first)
     for arch in plan.archs:
         for m_i, mod in enumerate(MODS):
             name = f"{arch}_{mod}"
@@ -217,7 +220,9 @@ def compute_stats(pool: Pool, archs=ARCHS, sample_ratio: float | None = None, nu
             if moments:
                 s = np.zeros_like(parts[0].sums[name])
                 o = np.zeros_like(parts[0].outer[name])
-                for p in parts:  # shard-name order: the same float64 result for any worker count
+                # summed in the order of each shard's smallest uid: bit-identical float64 results for any worker
+                # count and any shard naming or order
+                for p in sorted(parts, key=lambda q: q.first_uid):
                     s += p.sums[name]
                     o += p.outer[name]
                 mean = s / n
@@ -232,7 +237,8 @@ def compute_stats(pool: Pool, archs=ARCHS, sample_ratio: float | None = None, nu
 
 
 def _partial_to_arrays(part: _Partial, provenance: dict) -> dict:
-    out = {"n": np.int64(part.n), "provenance": np.array(json.dumps(provenance, sort_keys=True))}
+    out = {"n": np.int64(part.n), "first_uid": np.array(part.first_uid, dtype=np.uint64),
+           "provenance": np.array(json.dumps(provenance, sort_keys=True))}
     for name, (keys, uids, emb) in part.candidates.items():
         out.update({f"{name}.keys": keys, f"{name}.uids": uids, f"{name}.emb": emb})
         if name in part.sums:
@@ -252,7 +258,7 @@ def _cached_partial(pool, shard, plan: _Plan, parts_dir, reuse: bool = True) -> 
             with fs.open(p, "rb") as f, np.load(io.BytesIO(f.read()), allow_pickle=False) as z:
                 if json.loads(str(z["provenance"])) == prov:
                     names = {k.split(".")[0] for k in z.files if "." in k}
-                    part = _Partial(int(z["n"]), {}, {}, {})
+                    part = _Partial(int(z["n"]), {}, {}, {}, tuple(int(v) for v in z["first_uid"]))
                     for name in sorted(names):
                         part.candidates[name] = (z[f"{name}.keys"], z[f"{name}.uids"], z[f"{name}.emb"])
                         if plan.moments:

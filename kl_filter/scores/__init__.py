@@ -1,0 +1,47 @@
+"""Per-row scores: the density-ratio KL family (SPEC §2), as array functions, and the per-shard score stage.
+
+``density_ratio_kl``, ``centered`` and ``whitened`` take NumPy arrays (float16 as stored, or float32) and
+return float32 NumPy arrays; ``device`` picks the engine: "cpu" → the NumPy engine (float32, blocked online
+log-sum-exp); "cuda" → the fused Triton kernel when available, else blocked torch; "auto" → cuda if visible.
+Importing this package does not import torch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import numpy_engine
+
+
+def _use_cuda(device: str) -> bool:
+    if device == "cpu":
+        return False
+    if device.startswith("cuda"):
+        return True
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def density_ratio_kl(targets, samples, logit_scale: float = 100.0, device: str = "cpu"):
+    """(D_KL, D_KLR) float32 per target row against the reference samples of the other modality."""
+    if _use_cuda(device):
+        from .torch_engine import density_ratio_kl as torch_kl
+
+        return torch_kl(targets, samples, logit_scale, device=device if device.startswith("cuda") else "cuda")
+    return numpy_engine.density_ratio_kl(np.asarray(targets), np.asarray(samples), logit_scale)
+
+
+def centered(targets, mean, device: str = "cpu"):
+    return numpy_engine.centered(np.asarray(targets), mean)
+
+
+def whitened(targets, mean, cov_other, device: str = "cpu"):
+    return numpy_engine.whitened(np.asarray(targets), mean, cov_other)
+
+
+__all__ = ["density_ratio_kl", "centered", "whitened"]

@@ -1,0 +1,79 @@
+"""CPU engine in NumPy: float32 arithmetic on float16 inputs, blocked, with an online log-sum-exp.
+
+D_KL and D_KLR share one pass over the sample set. For each block of targets the scores
+``s = a·x·yᵀ`` of one block of samples at a time are folded into three running quantities per target:
+``m`` (the running max), ``l = Σ exp(s − m)`` and ``w = Σ exp(s − m)·(s − m)``; when the max moves from
+``m`` to ``m'`` they are rescaled exactly (``l ← l·e^{m−m'}``, ``w ← e^{m−m'}·(w + (m − m')·l)``). Then
+
+    D_KL  = w / l − log l + log N         (= Σ softmax(s)·s − (LSE − log N), without cancellation)
+    D_KLR = m + log l − log N − a·⟨x, ȳ⟩  (the mean score from the float64 sample mean ȳ)
+
+Memory is bounded by one ``block_rows × block_samples`` float32 matrix; no M × N matrix ever exists.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+DEFAULT_BLOCK_ROWS = 1024
+DEFAULT_BLOCK_SAMPLES = 4096
+
+
+def density_ratio_kl(targets: np.ndarray, samples: np.ndarray, logit_scale: float = 100.0,
+                     block_rows: int = DEFAULT_BLOCK_ROWS, block_samples: int = DEFAULT_BLOCK_SAMPLES):
+    """(D_KL, D_KLR) float32 for every row of ``targets`` against the reference ``samples``."""
+    m_total, n = len(targets), len(samples)
+    if n == 0:
+        raise ValueError("no reference samples")
+    y = np.ascontiguousarray(samples, dtype=np.float32) * np.float32(logit_scale)  # a·y, rounded once to float32
+    ybar = samples.astype(np.float64).mean(axis=0) * logit_scale
+    log_n = math.log(n)
+    kl = np.empty(m_total, np.float32)
+    klr = np.empty(m_total, np.float32)
+    buf = np.empty((min(block_rows, max(m_total, 1)), min(block_samples, n)), np.float32)
+    for r0 in range(0, m_total, block_rows):
+        x = np.asarray(targets[r0: r0 + block_rows], dtype=np.float32)
+        b = len(x)
+        mx = np.full(b, -np.inf, np.float32)
+        l = np.zeros(b, np.float32)
+        w = np.zeros(b, np.float32)
+        for c0 in range(0, n, block_samples):
+            yb = y[c0: c0 + block_samples]
+            s = buf[:b, : len(yb)]
+            np.matmul(x, yb.T, out=s)
+            new = np.maximum(mx, s.max(axis=1))
+            corr = np.exp(mx - new)
+            w = corr * (w + (mx - new) * l) if c0 else w
+            l *= corr
+            s -= new[:, None]            # s − m'
+            e = np.exp(s)
+            l += e.sum(axis=1)
+            w += np.einsum("ij,ij->i", e, s)
+            mx = new
+        log_l = np.log(l)
+        kl[r0: r0 + b] = w / l - log_l + np.float32(log_n)
+        klr[r0: r0 + b] = (mx.astype(np.float64) + log_l - log_n - x.astype(np.float64) @ ybar).astype(np.float32)
+    return kl, klr
+
+
+def centered(targets: np.ndarray, mean: np.ndarray, block_rows: int = 65536) -> np.ndarray:
+    """D_C = ‖x − μ‖², float32 from float16 inputs."""
+    mu = np.asarray(mean, dtype=np.float32)
+    out = np.empty(len(targets), np.float32)
+    for r0 in range(0, len(targets), block_rows):
+        d = np.asarray(targets[r0: r0 + block_rows], dtype=np.float32) - mu
+        out[r0: r0 + len(d)] = np.einsum("ij,ij->i", d, d)
+    return out
+
+
+def whitened(targets: np.ndarray, mean: np.ndarray, cov_other: np.ndarray, block_rows: int = 16384) -> np.ndarray:
+    """D_W = (x − μ)ᵀ Σ_other (x − μ), float32 from float16 inputs (multiplied by Σ, not its inverse)."""
+    mu = np.asarray(mean, dtype=np.float32)
+    cov = np.asarray(cov_other, dtype=np.float32)
+    out = np.empty(len(targets), np.float32)
+    for r0 in range(0, len(targets), block_rows):
+        d = np.asarray(targets[r0: r0 + block_rows], dtype=np.float32) - mu
+        out[r0: r0 + len(d)] = np.einsum("ij,ij->i", d @ cov, d)
+    return out
