@@ -69,19 +69,29 @@ class KLFilter(Filter):
             raise KLFilterError("--engine ray needs --scores_dir (on storage every node can read)")
         path = ctx.stats or (os.path.join(ctx.scores_dir, "stats.npz") if ctx.scores_dir else None)
         moments = self.mode in MOMENT_MODES  # D_KL/D_KLR need only the samples: skip the costly covariance
-        self._stats = load_stats(path, pool, archs=[self.arch]) if path and not ctx.overwrite and _exists(path) else None
-        if self._stats is not None and moments and not self._stats.has_moments:
-            self._stats = None  # made by a D_KL run: recompute with moments (the samples come out identical)
+        have = load_stats(path, pool) if path and not ctx.overwrite and _exists(path) else None
+        archs, want_moments = [self.arch], moments
+        if have is not None and not ctx.stats:
+            # a file this tool manages in --scores_dir: extend it (other families, moments) rather than lose it,
+            # and redraw it when the sampling parameters asked for differ
+            same = have.sampling() == self._sampling(ctx, have)
+            if same and self.arch in have.archs and (not moments or have.has_moments(self.arch)):
+                self._stats = have
+            else:
+                archs = sorted(set(have.archs) | {self.arch}) if same else [self.arch]
+                want_moments = moments or (same and all(have.has_moments(a) for a in have.archs))
+        elif have is not None:  # a file the user named: use it as it is, or say what it lacks
+            self._stats = load_stats(path, pool, archs=[self.arch], moments=moments)
         if self._stats is None:
-            self._stats = compute_stats(pool, archs=[self.arch], sample_ratio=self.sample_ratio,
+            self._stats = compute_stats(pool, archs=archs, sample_ratio=self.sample_ratio,
                                         num_samples=self.num_samples, seed=ctx.seed, num_workers=ctx.num_workers,
                                         progress=ctx.progress, parts_dir=parts_dir_for(path) if path else None,
-                                        reuse_parts=not ctx.overwrite, moments=moments,
+                                        reuse_parts=not ctx.overwrite, moments=want_moments,
                                         device=resolve_devices(ctx.device, 1)[0], engine=engine)
             if path:
                 save_stats(path, self._stats)
         else:
-            log.info("using statistics %s", path)
+            log.debug("using statistics %s", path)
         self.stats_path = path
         # every shard's score through the overlapped pipeline; kept in memory (4 bytes a row) for the rules,
         # or, on a remote engine, left in the score files that each shard's task reads back
@@ -127,9 +137,20 @@ class KLFilter(Filter):
         p.pop("column", None)
         p["score_column"] = self.column
         if self._stats is not None:
-            p["stats_samples_id"] = self._stats.samples_id
+            p["stats_samples_id"] = self._stats.samples_id(self.arch)
             p["num_reference_samples"] = self._stats.num_samples(self.arch, "img" if self.target == "txt" else "txt")
         return p
+
+
+    def _sampling(self, ctx, have) -> dict:
+        """The sampling parameters this run asks for, in the form ``Stats.sampling()`` reports them."""
+        from ..stats.reference import DEFAULT_SAMPLE_RATIO
+
+        ratio = -1.0 if self.num_samples is not None else (self.sample_ratio or DEFAULT_SAMPLE_RATIO)
+        num = self.num_samples if self.num_samples is not None else have.sampling()["num_samples"]
+        if self.num_samples is None and ratio != have.sampling()["sample_ratio"]:
+            num = -1
+        return {"seed": ctx.seed, "num_samples": num, "sample_ratio": ratio, "caption_filter": True}
 
 
 def _exists(path: str) -> bool:

@@ -82,13 +82,18 @@ MOMENT_MODES = ("centered", "whitened")
 def provenance(pool, stats, shard, rows: int, logit_scale: float) -> dict:
     """What a score file was made from. D_KL/D_KLR columns depend on the samples (``samples_id``), D_C/D_W
     columns on the means and covariances (``moments_id``): each column is reused only if its own inputs match."""
-    return {"pool_fingerprint": pool.fingerprint, "samples_id": stats.samples_id, "moments_id": stats.moments_id,
-            "logit_scale": logit_scale, "shard": shard.name, "rows": rows, "format": 2}
+    return {"pool_fingerprint": pool.fingerprint, "logit_scale": logit_scale, "shard": shard.name, "rows": rows,
+            "format": 3, "samples_id": {a: stats.samples_id(a) for a in stats.archs},
+            "moments_id": {a: stats.moments_id(a) for a in stats.archs}}
 
 
 def _column_valid(name: str, meta: dict, expect: dict) -> bool:
-    key = "moments_id" if name.split("_")[0] in MOMENT_MODES else "samples_id"
-    return meta.get(key) is not None and meta.get(key) == expect[key]
+    """A column is valid when the statistics it was computed from (its family's samples, or its family's
+    moments for D_C/D_W) are the ones in force now."""
+    mode, arch = name.rsplit("_", 2)[0], name.rsplit("_", 2)[1]
+    key = "moments_id" if mode in MOMENT_MODES else "samples_id"
+    made, now = meta.get(key, {}).get(arch), expect[key].get(arch)
+    return made is not None and made == now
 
 
 def score_path(scores_dir: str, shard) -> str:

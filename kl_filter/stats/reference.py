@@ -80,10 +80,10 @@ class Stats:
     def fingerprint(self) -> str:
         return str(self.arrays["pool_fingerprint"])
 
-    def _digest(self, suffixes) -> str | None:
+    def _digest(self, keys) -> str | None:
         import hashlib
 
-        keys = sorted(k for k in self.arrays if k.endswith(suffixes))
+        keys = sorted(k for k in keys if k in self.arrays)
         if not keys:
             return None
         h = hashlib.sha256()
@@ -93,18 +93,24 @@ class Stats:
         return h.hexdigest()[:16]
 
     @property
-    def samples_id(self) -> str | None:
-        """Content hash of the reference samples (what D_KL and D_KLR depend on)."""
-        return self._digest(("_sample",))
+    def archs(self) -> list[str]:
+        return [str(a) for a in self.arrays.get("archs", [])]
 
-    @property
-    def moments_id(self) -> str | None:
-        """Content hash of the means and covariances (what D_C and D_W depend on); None when absent."""
-        return self._digest(("_mean", "_cov"))
+    def samples_id(self, arch: str) -> str | None:
+        """Content hash of one family's reference samples (what its D_KL and D_KLR depend on)."""
+        return self._digest([f"{arch}_{m}_sample" for m in MODS])
 
-    @property
-    def has_moments(self) -> bool:
-        return self.moments_id is not None
+    def moments_id(self, arch: str) -> str | None:
+        """Content hash of one family's means and covariances (what its D_C and D_W depend on)."""
+        return self._digest([f"{arch}_{m}_{k}" for m in MODS for k in ("mean", "cov")])
+
+    def has_moments(self, arch: str) -> bool:
+        return self.moments_id(arch) is not None
+
+    def sampling(self) -> dict:
+        """The parameters the samples were drawn with (a managed file is redrawn when they change)."""
+        return {"seed": int(self.arrays["seed"]), "num_samples": int(self.arrays["num_samples"]),
+                "sample_ratio": float(self.arrays["sample_ratio"]), "caption_filter": bool(self.arrays["caption_filter"])}
 
     def num_samples(self, arch: str, mod: str) -> int:
         return int(self.arrays[f"{arch}_{mod}_sample"].shape[0])

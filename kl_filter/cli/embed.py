@@ -1,0 +1,34 @@
+"""``kl-filter embed``: DataComp-format metadata (parquet + npz) for your own webdataset shards (BYOD)."""
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("embed", help="embed webdataset shards into DataComp metadata (parquet + npz) with a local "
+                                     "open_clip checkpoint")
+    p.add_argument("--shards_dir", required=True, help="directory of webdataset .tar shards (.jpg/.png, .txt, .json "
+                                                       "with \"uid\")")
+    p.add_argument("--out", required=True, help="metadata directory; an existing one gets the new family added")
+    p.add_argument("--model", required=True, help="open_clip architecture, e.g. ViT-B-32, or one from --model_config")
+    p.add_argument("--checkpoint", required=True, help="LOCAL checkpoint file (state dict, or open_clip_train's "
+                                                       "{'state_dict': ...}); pretrained tags are not downloaded")
+    p.add_argument("--family", default=None, help="npz key / column prefix (default from --model: ViT-B-32 -> b32, "
+                                                  "ViT-L-14 -> l14, else the lowercased alphanumerics)")
+    p.add_argument("--batch_size", type=int, default=256)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--model_config", action="append", default=None,
+                   help="json model config (file or directory) registered with open_clip.add_model_config; repeatable")
+    p.add_argument("--no_progress", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..harness.embed import embed_shards
+    from ..progress import NoProgress, tqdm_progress
+
+    s = embed_shards(args.shards_dir, args.out, args.model, args.checkpoint, family=args.family,
+                     batch_size=args.batch_size, device=args.device, model_config=args.model_config,
+                     progress=NoProgress if args.no_progress else tqdm_progress)
+    created = sum(m == "created" for m in s["files"].values())
+    print(f"embed: {s['rows']:,} samples in {s['shards']} shard(s) -> {args.out} as {s['family']}_img/"
+          f"{s['family']}_txt ({s['dim']}-d) and clip_{s['family']}_similarity_score; {created} shard(s) created, "
+          f"{s['shards'] - created} extended; {s['seconds']:.1f}s on {s['device']}")
+    return 0

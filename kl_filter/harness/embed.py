@@ -1,0 +1,307 @@
+"""BYOD embedding: DataComp-format metadata (``<shard>.parquet`` + ``<shard>.npz``) for your own image-text shards.
+
+Input: webdataset tars (DataComp names them ``{:08d}.tar``; any ``*.tar`` is accepted, the stem names the output
+shard) whose samples carry an image (``.jpg``/``.jpeg``/``.png``/``.webp``), a caption (``.txt``) and a ``.json``
+with the sample's ``"uid"`` (32 hex digits). Samples are grouped the webdataset way: the key is the member path up
+to the first dot of its basename.
+
+Output per input shard, rows in tar order (SPEC §4)::
+
+    <shard>.parquet  uid, url, text, original_width, original_height (int64),
+                     clip_<family>_similarity_score (float32, cosine of the two embeddings),
+                     face_bboxes (list of [x1, y1, x2, y2]), sha256 (64 hex)
+    <shard>.npz      <family>_img, <family>_txt  (float16, L2-normalised)
+
+* ``url``, ``original_width``/``original_height``, ``face_bboxes`` and ``sha256`` come from the sample's json when
+  it has them (img2dataset writes the size of the image *before* resizing there, which is what DataComp's
+  columns hold); otherwise url is ``""``, the size is that of the decoded image, face_bboxes is empty and sha256
+  is the hash of the stored image bytes. No face detector and no ``dedup`` features are computed.
+* A second model ("family") embedded into an existing metadata directory ADDS its npz keys and its
+  ``clip_<family>_similarity_score`` column; the other keys and columns are kept (the files are rewritten
+  atomically). Rows are matched by uid; a shard whose uids differ from the existing parquet is an error.
+* The model is an open_clip architecture loaded from a LOCAL checkpoint (a state dict, or a dict with
+  ``"state_dict"`` as ``open_clip_train`` saves it); custom architectures are registered from ``--model_config``
+  (a json file or a directory of them, passed to ``open_clip.add_model_config``). Nothing is downloaded.
+* The cosine column is computed in float32 from the float32 unit vectors, before the float16 rounding of the npz.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import hashlib
+import io
+import json
+import logging
+import os
+import re
+import tarfile
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..atomic import atomic_open
+from ..errors import KLFilterError, MissingDependency
+from ..progress import NoProgress
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
+# DataComp's family names for OpenAI's models; any other architecture gets its lowercased alphanumerics.
+KNOWN_FAMILIES = {"vit-b-32": "b32", "vit-l-14": "l14", "vit-b-16": "b16", "vit-l-14-336": "l14336"}
+FAMILY_RE = re.compile(r"^[a-z0-9]+$")
+
+
+@dataclass
+class Sample:
+    key: str
+    uid: str
+    text: str
+    image: bytes
+    meta: dict = field(default_factory=dict)
+
+
+def default_family(model: str) -> str:
+    """``ViT-B-32`` -> ``b32``, ``ViT-L-14`` -> ``l14``; otherwise the lowercased alphanumerics of the name."""
+    m = model.lower()
+    return KNOWN_FAMILIES.get(m) or re.sub(r"[^a-z0-9]", "", m)
+
+
+def check_family(family: str) -> str:
+    if not FAMILY_RE.match(family or ""):
+        raise KLFilterError(f"--family must be lowercase letters and digits (it prefixes npz keys as "
+                            f"<family>_img), got {family!r}")
+    return family
+
+
+def list_tars(shards_dir: str) -> list[str]:
+    if not os.path.isdir(shards_dir):
+        raise KLFilterError("shards directory does not exist", shards_dir)
+    tars = sorted(f for f in os.listdir(shards_dir) if f.endswith(".tar") and not f.startswith("."))
+    if not tars:
+        raise KLFilterError("no .tar shards found", shards_dir)
+    return [os.path.join(shards_dir, f) for f in tars]
+
+
+def read_tar(path: str) -> list[Sample]:
+    """Every complete sample of one webdataset tar, in tar order."""
+    groups: dict[str, dict] = {}
+    try:
+        with tarfile.open(path, "r:*") as tf:
+            for m in tf:
+                if not m.isfile():
+                    continue
+                d, base = os.path.split(m.name)
+                if base.startswith("."):
+                    continue
+                stem, _, ext = base.partition(".")
+                key = os.path.join(d, stem)
+                groups.setdefault(key, {})[ext.lower()] = tf.extractfile(m).read()
+    except (tarfile.TarError, OSError, EOFError) as e:
+        raise KLFilterError(f"unreadable tar ({e})", path) from e
+    out = []
+    for key, parts in groups.items():
+        img_ext = next((e for e in IMAGE_EXTS if e in parts), None)
+        if img_ext is None or "txt" not in parts:
+            log.warning("%s: sample %r has no image or no .txt: skipped", path, key)
+            continue
+        try:
+            meta = json.loads(parts["json"]) if "json" in parts else {}
+        except ValueError as e:
+            raise KLFilterError(f"sample {key!r}: invalid json ({e})", path) from e
+        uid = meta.get("uid")
+        if not isinstance(uid, str) or len(uid) != 32:
+            raise KLFilterError(f"sample {key!r}: json has no 32-hex-digit \"uid\" (got {uid!r})", path)
+        out.append(Sample(key, uid.lower(), parts["txt"].decode("utf-8", errors="replace"), parts[img_ext], meta))
+    return out
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise KLFilterError("--device cuda but torch sees no GPU")
+    if device not in ("cpu", "cuda"):
+        raise KLFilterError(f"--device must be auto, cpu or cuda, got {device!r}")
+    return device
+
+
+class Embedder:
+    """An open_clip model from a local checkpoint, with its eval transform and tokenizer."""
+
+    def __init__(self, model: str, checkpoint: str, device: str = "auto", model_config: str | list | None = None):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        try:
+            import open_clip
+            import torch
+        except ImportError as e:
+            raise MissingDependency("embedding needs: pip install 'kl-filter[train]' (torch, open_clip_torch)") from e
+        for cfg in ([model_config] if isinstance(model_config, str) else (model_config or [])):
+            if not os.path.exists(cfg):
+                raise KLFilterError("model config not found", cfg)
+            open_clip.add_model_config(cfg)
+        if model not in open_clip.list_models():
+            raise KLFilterError(f"unknown open_clip architecture {model!r} (register custom ones with --model_config)")
+        if not checkpoint or not os.path.isfile(checkpoint):
+            raise KLFilterError("checkpoint not found (a local file is required; pretrained tags are not "
+                                "downloaded)", checkpoint)
+        self.device = resolve_device(device)
+        try:
+            self.model, _, self.preprocess = open_clip.create_model_and_transforms(
+                model, pretrained=checkpoint, device=self.device)
+        except (RuntimeError, KeyError, ValueError, OSError) as e:
+            raise KLFilterError(f"cannot load {model!r} from this checkpoint ({str(e).splitlines()[0][:300]})",
+                                checkpoint) from e
+        self.model.eval()
+        self.tokenizer = open_clip.get_tokenizer(model)
+        self.torch = torch
+        self.name = model
+
+    def _decode(self, data: bytes):
+        from PIL import Image
+
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()
+            size = im.size
+            tensor = self.preprocess(im.convert("RGB"))
+        return tensor, size
+
+    def embed(self, samples: list[Sample], batch_size: int, path: str = "") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(img float32 unit [n, d], txt float32 unit [n, d], decoded (width, height) int64 [n, 2])."""
+        torch = self.torch
+        n = len(samples)
+        img_out, txt_out, sizes = [], [], np.zeros((n, 2), dtype=np.int64)
+        with cf.ThreadPoolExecutor(2) as ex:
+            for lo in range(0, n, batch_size):
+                batch = samples[lo: lo + batch_size]
+                try:
+                    decoded = list(ex.map(lambda s: self._decode(s.image), batch))
+                except Exception as e:  # noqa: BLE001 - PIL raises many types
+                    raise KLFilterError(f"undecodable image in samples {lo}..{lo + len(batch) - 1} ({e})", path) from e
+                sizes[lo: lo + len(batch)] = [d[1] for d in decoded]
+                images = torch.stack([d[0] for d in decoded]).to(self.device)
+                tokens = self.tokenizer([s.text for s in batch]).to(self.device)
+                with torch.inference_mode():
+                    fi = self.model.encode_image(images).float()
+                    ft = self.model.encode_text(tokens).float()
+                img_out.append(torch.nn.functional.normalize(fi, dim=-1).cpu().numpy())
+                txt_out.append(torch.nn.functional.normalize(ft, dim=-1).cpu().numpy())
+        if not n:
+            d = int(getattr(self.model, "embed_dim", 0) or self.model.text_projection.shape[-1])
+            return np.zeros((0, d), np.float32), np.zeros((0, d), np.float32), sizes
+        img, txt = np.concatenate(img_out), np.concatenate(txt_out)
+        if not (np.isfinite(img).all() and np.isfinite(txt).all()):
+            raise KLFilterError("the model produced NaN/inf embeddings", path)
+        return img, txt, sizes
+
+
+def _base_table(samples: list[Sample], sizes: np.ndarray) -> dict:
+    def meta_int(s, k, fallback):
+        v = s.meta.get(k)
+        return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else int(fallback)
+
+    return {
+        "uid": pa.array([s.uid for s in samples], pa.string()),
+        "url": pa.array([str(s.meta.get("url") or "") for s in samples], pa.string()),
+        "text": pa.array([s.text for s in samples], pa.string()),
+        "original_width": pa.array([meta_int(s, "original_width", w) for s, (w, _) in zip(samples, sizes)], pa.int64()),
+        "original_height": pa.array([meta_int(s, "original_height", h) for s, (_, h) in zip(samples, sizes)], pa.int64()),
+        "face_bboxes": pa.array([[[float(c) for c in b] for b in (s.meta.get("face_bboxes") or [])] for s in samples],
+                                pa.list_(pa.list_(pa.float64()))),
+        "sha256": pa.array([str(s.meta.get("sha256") or hashlib.sha256(s.image).hexdigest()) for s in samples],
+                           pa.string()),
+    }
+
+
+def _read_existing(parquet: str, npz: str):
+    try:
+        table = pq.read_table(parquet)
+    except (pa.ArrowException, OSError) as e:
+        raise KLFilterError(f"existing parquet unreadable ({e})", parquet) from e
+    arrays = {}
+    if os.path.exists(npz):
+        try:
+            with np.load(npz, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+        except (OSError, ValueError, EOFError) as e:
+            raise KLFilterError(f"existing npz unreadable ({e})", npz) from e
+    return table, arrays
+
+
+def write_shard(out_dir: str, name: str, samples: list[Sample], img: np.ndarray, txt: np.ndarray,
+                sizes: np.ndarray, family: str) -> str:
+    """Write (or extend) ``<name>.parquet`` + ``<name>.npz``; returns "created" or "extended"."""
+    parquet, npz = os.path.join(out_dir, name + ".parquet"), os.path.join(out_dir, name + ".npz")
+    col = f"clip_{family}_similarity_score"
+    cos = np.einsum("ij,ij->i", img, txt).astype(np.float32)
+    img16, txt16 = img.astype(np.float16), txt.astype(np.float16)
+    if os.path.exists(parquet):
+        table, arrays = _read_existing(parquet, npz)
+        old = table.column("uid").to_pylist() if "uid" in table.column_names else None
+        new = [s.uid for s in samples]
+        if old is None or sorted(old) != sorted(new) or len(set(new)) != len(new):
+            raise KLFilterError(f"existing metadata has other uids than {name}.tar ({len(old or [])} vs {len(new)} "
+                                "rows): embed into an empty directory instead", parquet)
+        if old != new:  # same samples in another order: follow the existing rows
+            pos = {u: i for i, u in enumerate(new)}
+            order = np.array([pos[u] for u in old])
+            cos, img16, txt16 = cos[order], img16[order], txt16[order]
+        for k, a in arrays.items():
+            if a.shape[0] != len(new):
+                raise KLFilterError(f"existing npz key {k!r} has {a.shape[0]} rows, parquet has {len(new)}", npz)
+        if col in table.column_names:
+            log.info("%s: replacing existing column %s", parquet, col)
+            table = table.drop_columns([col])
+        table = table.append_column(col, pa.array(cos, pa.float32()))
+        mode = "extended"
+    else:
+        cols = _base_table(samples, sizes)
+        cols[col] = pa.array(cos, pa.float32())
+        order = ["uid", "url", "text", "original_width", "original_height", col, "face_bboxes", "sha256"]
+        table = pa.table({k: cols[k] for k in order})
+        arrays = {}
+        mode = "created"
+    arrays[f"{family}_img"], arrays[f"{family}_txt"] = img16, txt16
+    with atomic_open(npz, "wb") as f:
+        np.savez(f, **arrays)
+    with atomic_open(parquet, "wb") as f:
+        pq.write_table(table, f)
+    return mode
+
+
+def embed_shards(shards_dir: str, out_dir: str, model: str, checkpoint: str, family: str | None = None,
+                 batch_size: int = 256, device: str = "auto", model_config=None, progress=NoProgress,
+                 embedder: Embedder | None = None) -> dict:
+    """Embed every tar of ``shards_dir`` into ``out_dir``; returns a summary dict (rows, dims, timings)."""
+    t0 = time.perf_counter()
+    family = check_family(family or default_family(model))
+    if batch_size < 1:
+        raise KLFilterError(f"--batch_size must be >= 1, got {batch_size}")
+    tars = list_tars(shards_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    emb = embedder or Embedder(model, checkpoint, device, model_config)
+    rows, modes, dim = 0, {}, None
+    bar = progress(desc=f"embed {family}", total=len(tars))
+    try:
+        for tar in tars:
+            name = os.path.splitext(os.path.basename(tar))[0]
+            samples = read_tar(tar)
+            img, txt, sizes = emb.embed(samples, batch_size, tar)
+            dim = img.shape[1]
+            modes[name] = write_shard(out_dir, name, samples, img, txt, sizes, family)
+            rows += len(samples)
+            bar.update(1)
+    finally:
+        bar.close()
+    from ..pool.reader import EMBED_DIMS
+
+    if family in EMBED_DIMS and dim is not None and dim != EMBED_DIMS[family]:
+        log.warning("family %s is read as %d-d by the pool reader but this model gives %d-d embeddings",
+                    family, EMBED_DIMS[family], dim)
+    return {"shards": len(tars), "rows": rows, "family": family, "dim": dim, "model": model,
+            "checkpoint": checkpoint, "device": emb.device, "files": modes,
+            "seconds": round(time.perf_counter() - t0, 3)}
