@@ -1,0 +1,98 @@
+"""End to end: ``kl-filter select --name kl`` against merely reading and decoding the same npz files.
+
+Both with the same parallelism, on a pool on local disk; whole process, peak host RSS (and peak device
+memory on a GPU). Run on two pool sizes with the same shard size to show that peak memory does not grow with
+the number of shards. On the GPU machine the acceptance is scoring time ≤ 1.2 × read-and-decode time.
+
+    python benchmarks/bench_pipeline.py --pool POOL [--num_samples 25600] [--half]
+    python benchmarks/bench_pipeline.py --rows 12800000 --shards 256      # synthesise first (GPU machine)
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import python, run_measured, write_results  # noqa: E402
+
+
+def read_decode(pool: str, key: str, workers: int) -> float:
+    """Seconds to read every shard's npz and decode ``key`` (what scoring must read), same parallelism."""
+    files = sorted(f for f in os.listdir(pool) if f.endswith(".npz"))
+
+    def one(f):
+        with np.load(os.path.join(pool, f)) as z:
+            return z[key].shape[0]
+
+    t = time.perf_counter()
+    with cf.ThreadPoolExecutor(workers) as ex:
+        rows = sum(ex.map(one, files))
+    return time.perf_counter() - t, rows
+
+
+def subset_pool(pool: str, shards: int, dst: str) -> str:
+    os.makedirs(dst, exist_ok=True)
+    for f in sorted(os.listdir(pool)):
+        if f.endswith((".parquet", ".npz")) and int(f.split(".")[0]) < shards:
+            os.symlink(os.path.join(pool, f), os.path.join(dst, f))
+    return dst
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--pool", default=None)
+    ap.add_argument("--rows", type=int, default=2_000_000)
+    ap.add_argument("--shards", type=int, default=26)
+    ap.add_argument("--num_samples", type=int, default=1024)
+    ap.add_argument("--num_workers", type=int, default=os.cpu_count())
+    ap.add_argument("--device", default="auto")
+    args = ap.parse_args()
+    tmp = tempfile.mkdtemp(prefix="bench_pipeline_")
+    pool = args.pool
+    if pool is None:
+        from kl_filter.pool.synth import synth_pool
+
+        pool = os.path.join(tmp, "pool")
+        synth_pool(pool, rows=args.rows, shards=args.shards, seed=0, num_workers=args.num_workers)
+    n_shards = len([f for f in os.listdir(pool) if f.endswith(".parquet")])
+    runs = []
+    for shards in (n_shards // 2, n_shards):
+        p = subset_pool(pool, shards, os.path.join(tmp, f"pool_{shards}"))
+        os.system("sync")
+        io_s, rows = read_decode(p, "l14_txt", args.num_workers)
+        out = os.path.join(tmp, f"kl_{shards}.npy")
+        scores = os.path.join(tmp, f"scores_{shards}")
+        cmd = [python(), "-m", "kl_filter", "select", "--name", "kl", "--mode", "kl", "--arch", "l14", "--target",
+               "txt", "--fraction", "0.25", "--num_samples", str(args.num_samples), "--metadata_dir", p,
+               "--scores_dir", scores, "--save_path", out, "--num_workers", str(args.num_workers), "--device",
+               args.device, "--no_progress"]
+        m = run_measured(cmd)
+        side = json.load(open(out + ".json"))
+        kl_params = side["params"]
+        score_s = side["timings"]["setup_s"]
+        r = {"shards": shards, "rows": rows, "read_decode_s": round(io_s, 3), "select_wall_s": m["seconds"],
+             "stats_and_score_s": score_s, "peak_rss_gb": m["peak_rss_gb"],
+             "ratio_select_to_read": round(m["seconds"] / io_s, 2), "num_samples": kl_params["num_reference_samples"],
+             "targets_per_s": round(rows / score_s)}
+        runs.append(r)
+        print(f"{shards:4d} shards {rows:>10,} rows | read+decode {io_s:7.2f}s | select --name kl {m['seconds']:7.2f}s "
+              f"(stats+score {score_s:.2f}s) | ratio {r['ratio_select_to_read']:.2f} | peak RSS {m['peak_rss_gb']:.2f} GB")
+        shutil.rmtree(scores, ignore_errors=True)
+    line = "; ".join(f"{r['rows']:,} rows/{r['shards']} shards: select {r['select_wall_s']}s vs read+decode "
+                     f"{r['read_decode_s']}s (×{r['ratio_select_to_read']}), peak {r['peak_rss_gb']} GB, "
+                     f"N={r['num_samples']}" for r in runs)
+    write_results("bench_pipeline", {"pool": pool, "num_workers": args.num_workers, "device": args.device,
+                                     "runs": runs}, line)
+
+
+if __name__ == "__main__":
+    main()
