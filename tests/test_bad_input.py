@@ -185,3 +185,33 @@ def test_no_row_passes_caption_filter(tmp_path):
     write_shard(root, "00000000", 50, seed=0, text=["ein roter Apfel auf dem Tisch"] * 50)
     p = run_cli("stats", "--metadata_dir", root, "--out", tmp_path / "s.npz")
     assert p.returncode == 2 and "0 rows pass the caption filter" in p.stderr and not (tmp_path / "s.npz").exists()
+
+
+def test_empty_shard_is_counted_not_fatal(tmp_path):
+    """Policy: an empty shard (0 rows) is processed like any other, warned about and listed in the sidecar."""
+    import json
+
+    root = make_minipool(tmp_path / "pool")
+    write_shard(root, "00000002", 0, seed=2, uid_start=10_000)
+    out = tmp_path / "u.npy"
+    p = run_cli("select", "--name", "clip_score", "--arch", "b32", "--fraction", "0.5", "--metadata_dir", root,
+                "--save_path", out, "--no_progress")
+    assert p.returncode == 0, p.stderr
+    assert "1 empty shard(s): 00000002" in p.stderr
+    side = json.loads(open(f"{out}.json").read())
+    assert side["empty_shards"] == ["00000002"] and side["pool_rows"] == 600 and side["kept"] == 301
+
+
+def test_check_uids_cli(tmp_path):
+    root = make_minipool(tmp_path / "pool")
+    good = tmp_path / "good.npy"
+    run_cli("select", "--name", "no_filter", "--metadata_dir", root, "--save_path", good, check=True)
+    p = run_cli("check-uids", good, "--metadata_dir", root)
+    assert p.returncode == 0 and "600 uids" in p.stdout
+    arr = np.load(good)
+    cases = {"unsorted.npy": (arr[::-1], "not sorted"), "dtype.npy": (arr["f0"], "dtype is uint64"),
+             "foreign.npy": (np.sort(np.concatenate([arr, np.array([(7, 7)], arr.dtype)])), "not in the pool")}
+    for name, (a, msg) in cases.items():
+        np.save(tmp_path / name, a)
+        p = run_cli("check-uids", tmp_path / name, "--metadata_dir", root)
+        assert p.returncode == 2 and msg in p.stderr and name in p.stderr, (name, p.stderr)
