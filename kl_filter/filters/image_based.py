@@ -1,0 +1,131 @@
+"""DataComp's image-based baselines (SPEC §6).
+
+``image_based``: DataComp's caption filter (fastText English, more than one token, more than 5 characters),
+then each row's ``l14_img`` is assigned to its nearest k-means centroid (argmax of the dot product, first
+maximum on ties, as ``torch.argmax``), and kept if that centroid is the nearest centroid of some ImageNet-1k
+training image. ``image_based_intersect_clip_score``: the CLIP-score rule (threshold over the whole pool),
+then the same.
+
+DataComp downloads its assets at run time; here they are files you give:
+``--centroids`` (the ``{scale}_centroids_l14.pt`` DataComp uses, a NumPy array saved with ``torch.save``, or a
+``.npy``) and ``--in1k_features`` (``in1k_clip_vit_l14_{0..4}.pt``: dicts with ``image_features``, or ``.npy``
+arrays). ``--image_based_scale`` is recorded for DataComp compatibility; the centroids file decides.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from ..errors import KLFilterError, MissingDependency
+from ..text.caption import caption_filter
+from .base import Filter, Keep, Top, check_fraction, check_threshold
+from .datacomp import clip_column, texts_at
+
+HINT = ("DataComp's image-based assets are needed: --centroids {scale}_centroids_l14.pt and --in1k_features "
+        "in1k_clip_vit_l14_0.pt ... in1k_clip_vit_l14_4.pt (see the README)")
+
+
+def load_array(path: str, key: str | None = None) -> np.ndarray:
+    """A float32 matrix from ``.npy`` or a torch ``.pt`` (an array, a tensor, or a dict holding ``key``)."""
+    import os
+
+    if not os.path.exists(path):
+        raise KLFilterError(f"file not found ({HINT})", path)
+    if path.endswith(".npy"):
+        obj = np.load(path, allow_pickle=False)
+    else:
+        try:
+            import torch
+        except ImportError as e:
+            raise MissingDependency(f"reading {path} needs torch: pip install torch, or convert it to .npy") from e
+        obj = torch.load(path, map_location="cpu", weights_only=False)
+        if isinstance(obj, dict):
+            if key not in obj:
+                raise KLFilterError(f"no {key!r} in this file (keys: {sorted(obj)})", path)
+            obj = obj[key]
+        obj = obj.numpy() if hasattr(obj, "numpy") else np.asarray(obj)
+    obj = np.asarray(obj, dtype=np.float32)
+    if obj.ndim != 2:
+        raise KLFilterError(f"expected a 2-d matrix, got shape {obj.shape}", path)
+    return obj
+
+
+def nearest_centroid(x: np.ndarray, centroids: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+    """Index of the largest dot product per row (first maximum on ties), float32, in blocks."""
+    out = np.empty(len(x), np.int64)
+    for i in range(0, len(x), batch_size):
+        out[i: i + batch_size] = np.argmax(np.asarray(x[i: i + batch_size], np.float32) @ centroids.T, axis=1)
+    return out
+
+
+@functools.lru_cache(maxsize=2)
+def _assets(centroids_path: str, feature_paths: tuple, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(centroids, ids of the centroids nearest to some ImageNet-1k image), loaded once per process (worker
+    processes forked after ``setup`` inherit them)."""
+    centroids = load_array(centroids_path)
+    feats = np.concatenate([load_array(p, "image_features") for p in feature_paths])
+    if feats.shape[1] != centroids.shape[1]:
+        raise KLFilterError(f"ImageNet-1k features have dimension {feats.shape[1]}, the centroids "
+                            f"{centroids.shape[1]}", feature_paths[0])
+    return centroids, np.unique(nearest_centroid(feats, centroids, batch_size))
+
+
+class ImageBased(Filter):
+    """Caption filter, then l14 image features whose nearest centroid is nearest to some ImageNet-1k image."""
+
+    name = "image_based"
+    keys = ("l14_img",)
+    refine_columns = ("text",)
+    parallel = "processes"  # the caption filter's language ID is a Python loop
+
+    def __init__(self, image_based_scale: str | None = None, centroids: str | None = None,
+                 in1k_features: list[str] | None = None, batch_size: int = 1024, num_gpus: int | None = None,
+                 fasttext_model: str | None = None):
+        if not centroids or not in1k_features:
+            raise KLFilterError(f"{self.name}: {HINT}")
+        self.image_based_scale, self.centroids, self.in1k_features = image_based_scale, centroids, list(in1k_features)
+        self.batch_size, self.num_gpus, self.fasttext_model = batch_size, num_gpus, fasttext_model
+
+    def _load(self):
+        return _assets(self.centroids, tuple(self.in1k_features), self.batch_size)
+
+    def setup(self, pool, ctx):
+        self.in1k_centroids = int(len(self._load()[1]))  # validates the files before any shard; recorded
+
+    def score(self, data):
+        centroids, targets = self._load()
+        ids = nearest_centroid(data.embeddings["l14_img"], centroids, self.batch_size)
+        return {"in1k_centroid": np.isin(ids, targets)}
+
+    def rules(self):
+        return [Keep("in1k_centroid")]
+
+    def refine(self, data, keep):
+        idx, texts = texts_at(data, keep)
+        out = np.zeros_like(keep)
+        out[idx] = caption_filter(texts, self.fasttext_model)
+        return out
+
+
+class ImageBasedIntersectClipScore(ImageBased):
+    """The CLIP-score rule (over the whole pool) intersected with the image-based rule."""
+
+    name = "image_based_intersect_clip_score"
+
+    def __init__(self, arch: str | None = None, fraction: float | None = None, threshold: float | None = None,
+                 **kwargs):
+        if arch is None or (fraction is None) == (threshold is None):
+            raise KLFilterError("image_based_intersect_clip_score needs --arch and exactly one of --fraction or --threshold")
+        check_fraction(fraction)
+        check_threshold(threshold)
+        super().__init__(**kwargs)
+        self.arch, self.fraction, self.threshold = arch, fraction, threshold
+        self.columns = (clip_column(arch),)
+
+    def score(self, data):
+        return {**super().score(data), self.columns[0]: data.columns[self.columns[0]]}
+
+    def rules(self):
+        return [Top(self.columns[0], fraction=self.fraction, threshold=self.threshold), *super().rules()]

@@ -1,0 +1,46 @@
+"""DataComp's text-based baseline: fastText English AND a caption word whose first WordNet synset is an
+ImageNet-21k class (see :mod:`kl_filter.text.wordnet` for where WordNet and the id list come from)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..text.langid import fasttext_english
+from ..text.wordnet import EntityMatcher, ensure_wordnet, imagenet21k_offsets
+from .base import Filter
+from .datacomp import texts_at
+
+
+class TextBased(Filter):
+    """fastText English and a caption word whose first WordNet synset is an ImageNet-21k class."""
+
+    name = "text_based"
+    refine_columns = ("text",)
+    parallel = "processes"  # WordNet lookups and language ID are Python loops
+
+    def __init__(self, synsets: str | None = None, wordnet_dir: str | None = None, fasttext_model: str | None = None):
+        self.synsets, self.wordnet_dir, self.fasttext_model = synsets, wordnet_dir, fasttext_model
+        self._matcher = None
+
+    def setup(self, pool, ctx):
+        self.wordnet_dir = ensure_wordnet(self.wordnet_dir)  # fail early, with the hint, before any shard
+        imagenet21k_offsets(self.synsets)
+
+    def __getstate__(self):  # worker processes rebuild the matcher from paths
+        return {**self.__dict__, "_matcher": None}
+
+    def score(self, data):
+        return {}
+
+    def rules(self):
+        return []
+
+    def refine(self, data, keep):
+        if self._matcher is None:
+            self._matcher = EntityMatcher(self.wordnet_dir, self.synsets)
+        idx, texts = texts_at(data, keep)
+        out = np.zeros_like(keep)
+        english = fasttext_english(texts, self.fasttext_model)
+        out[idx] = english & np.fromiter((e and self._matcher.matches(t) for t, e in zip(texts, english)),
+                                         dtype=bool, count=len(texts))
+        return out
