@@ -1,0 +1,26 @@
+"""``kl-filter reshard``: keep a UID subset's samples of webdataset tars (DataComp's resharder semantics)."""
+
+import os
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("reshard", help="reshard webdataset tars to the samples of a UID file")
+    p.add_argument("--shards_dir", required=True, help="input {:08d}.tar shards (json carries the uid)")
+    p.add_argument("--uids", required=True, help="subset .npy (u8,u8); duplicated uids upsample")
+    p.add_argument("--out", required=True)
+    p.add_argument("--shard_size", type=int, default=10_000)
+    p.add_argument("--num_workers", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--no_progress", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..harness.reshard import reshard
+    from ..progress import NoProgress, tqdm_progress
+
+    meta = reshard(args.shards_dir, args.uids, args.out, args.num_workers, args.shard_size,
+                   NoProgress if args.no_progress else tqdm_progress)
+    print(f"reshard: {meta['output_count']:,} samples in {meta['output_shard_count']} shards -> {args.out} "
+          f"({meta['subset_not_found']:,} subset uids not found, {len(meta['missing_shards'])} input shards missing, "
+          f"{len(meta['failed_shards'])} unreadable)")
+    return 0

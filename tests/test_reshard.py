@@ -1,0 +1,78 @@
+"""Resharding keeps exactly the subset's samples, with duplicates upsampled, as DataComp's resharder does."""
+
+import io
+import json
+import os
+import tarfile
+
+import numpy as np
+from PIL import Image
+
+from conftest import run_cli
+from kl_filter.harness.reshard import read_samples
+from kl_filter.uids import hex_to_u8u8, sort_uids
+
+
+def jpeg(i):
+    buf = io.BytesIO()
+    Image.new("RGB", (8 + i % 5, 8), (i % 256, 0, 0)).save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+def make_tars(root, shards=3, per=7, skip=()):
+    os.makedirs(root)
+    samples = {}
+    for s in range(shards):
+        if s in skip:
+            continue
+        with tarfile.open(root / f"{s:08d}.tar", "w") as tf:
+            for i in range(per):
+                n = s * per + i
+                uid = f"{n:032x}"
+                body = {"jpg": jpeg(n), "txt": f"caption {n}".encode(), "json": json.dumps({"uid": uid}).encode()}
+                samples[uid] = body
+                for ext, data in body.items():
+                    info = tarfile.TarInfo(f"{n:09d}.{ext}")
+                    info.size = len(data)
+                    tf.addfile(info, io.BytesIO(data))
+    return samples
+
+
+def test_reshard_exact_samples_multiplicities_and_meta(tmp_path):
+    samples = make_tars(tmp_path / "in", shards=4, skip=(2,))  # shard 2 is missing
+    (tmp_path / "in" / "00000003.tar").write_bytes(b"not a tar")  # and shard 3 is unreadable
+    present = sorted(samples)[:14]  # shards 0 and 1
+    subset = [present[0], present[0], present[0], present[5], present[13], "f" * 32, f"{2 * 7:032x}"]
+    uids = tmp_path / "subset.npy"
+    np.save(uids, sort_uids(hex_to_u8u8(subset)))
+    outs = {}
+    for workers in (1, 3):
+        out = tmp_path / f"out{workers}"
+        p = run_cli("reshard", "--shards_dir", tmp_path / "in", "--uids", uids, "--out", out, "--shard_size", "2",
+                    "--num_workers", workers, "--no_progress")
+        assert p.returncode == 0, p.stderr
+        outs[workers] = out
+        got = []
+        for f in sorted(os.listdir(out)):
+            if f.endswith(".tar"):
+                got += list(read_samples(str(out / f)))
+        keys = [k for k, _ in got]
+        assert sorted(keys) == sorted([f"{present[0]}-0", f"{present[0]}-1", f"{present[0]}-2",
+                                       f"{present[5]}-0", f"{present[13]}-0"])
+        for k, s in got:
+            assert s == samples[k.split("-")[0]]  # bytes intact
+        meta = json.loads((out / "meta.json").read_text())
+        assert meta["output_shard_count"] == 3 and meta["output_shard_format"] == "{:08d}.tar"
+        assert meta["output_count"] == 5 and meta["missing_shards"] == ["00000002.tar"]
+        assert list(meta["failed_shards"]) == ["00000003.tar"] and meta["subset_not_found"] == 2
+        assert (out / "sample_ids.npy").read_bytes() == uids.read_bytes()
+        assert json.loads((out / "00000000_stats.json").read_text()) == {"successes": 2}
+    for f in sorted(os.listdir(outs[1])):  # identical output for any number of workers
+        assert (outs[1] / f).read_bytes() == (outs[3] / f).read_bytes() or f == "meta.json"
+
+
+def test_reshard_bad_uid_file(tmp_path):
+    make_tars(tmp_path / "in", shards=1)
+    np.save(tmp_path / "bad.npy", np.arange(3, dtype=np.uint64))
+    p = run_cli("reshard", "--shards_dir", tmp_path / "in", "--uids", tmp_path / "bad.npy", "--out", tmp_path / "o")
+    assert p.returncode == 2 and "bad.npy" in p.stderr and "dtype" in p.stderr
