@@ -32,15 +32,29 @@ def density_ratio_kl(targets, samples, logit_scale: float = 100.0, device: str =
     if _use_cuda(device):
         from .torch_engine import density_ratio_kl as torch_kl
 
-        return torch_kl(targets, samples, logit_scale, device=device if device.startswith("cuda") else "cuda")
+        return torch_kl(targets, samples, logit_scale, device=_cuda_device(device))
     return numpy_engine.density_ratio_kl(np.asarray(targets), np.asarray(samples), logit_scale)
 
 
+def _cuda_device(device: str) -> str:
+    return device if device.startswith("cuda") else "cuda"
+
+
 def centered(targets, mean, device: str = "cpu"):
+    """D_C = ‖x − μ‖² (a matrix-free row reduction; on the GPU when ``device`` is one)."""
+    if _use_cuda(device):
+        from .torch_engine import centered as torch_centered
+
+        return torch_centered(targets, mean, _cuda_device(device))
     return numpy_engine.centered(np.asarray(targets), mean)
 
 
 def whitened(targets, mean, cov_other, device: str = "cpu"):
+    """D_W = (x − μ)ᵀ Σ_other (x − μ) (a matrix product; on the GPU when ``device`` is one)."""
+    if _use_cuda(device):
+        from .torch_engine import whitened as torch_whitened
+
+        return torch_whitened(targets, mean, cov_other, _cuda_device(device))
     return numpy_engine.whitened(np.asarray(targets), mean, cov_other)
 
 
