@@ -76,3 +76,21 @@ def write_results(name: str, record: dict, md_line: str) -> None:
 
 def python() -> str:
     return sys.executable
+
+
+def add_pool_arguments(ap, rows: int, shards: int) -> None:
+    ap.add_argument("--pool", default=None, help="an existing pool (default: synthesise one in a temp dir)")
+    ap.add_argument("--rows", type=int, default=rows)
+    ap.add_argument("--shards", type=int, default=shards)
+    ap.add_argument("--num_workers", type=int, default=os.cpu_count())
+
+
+def pool_or_synth(args, tmp: str) -> str:
+    """``--pool`` when given, else a synthetic pool of ``--rows`` rows in ``--shards`` shards (seed 0)."""
+    if args.pool:
+        return args.pool
+    from kl_filter.pool.synth import synth_pool
+
+    pool = os.path.join(tmp, "pool")
+    synth_pool(pool, rows=args.rows, shards=args.shards, seed=0, num_workers=args.num_workers)
+    return pool

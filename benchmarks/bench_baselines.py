@@ -18,7 +18,7 @@ import tempfile
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import python, run_measured, write_results  # noqa: E402
+from _common import add_pool_arguments, pool_or_synth, python, run_measured, write_results  # noqa: E402
 
 CASES = {
     "clip_score_l14_30": (["--name", "clip_score", "--arch", "l14", "--fraction", "0.3"], 5.0),
@@ -29,20 +29,12 @@ CASES = {
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--datacomp_dir", required=True, help="a checkout of mlfoundations/datacomp")
-    ap.add_argument("--pool", default=None, help="existing pool (default: synthesise one in a temp dir)")
-    ap.add_argument("--rows", type=int, default=2_000_000)
-    ap.add_argument("--shards", type=int, default=26)
-    ap.add_argument("--num_workers", type=int, default=os.cpu_count())
     ap.add_argument("--cases", nargs="+", default=list(CASES))
+    add_pool_arguments(ap, 2_000_000, 26)
     args = ap.parse_args()
 
     tmp = tempfile.mkdtemp(prefix="bench_baselines_")
-    pool = args.pool
-    if pool is None:
-        from kl_filter.pool.synth import synth_pool
-
-        pool = os.path.join(tmp, "pool")
-        synth_pool(pool, rows=args.rows, shards=args.shards, seed=0, num_workers=args.num_workers)
+    pool = pool_or_synth(args, tmp)
     rows = {}
     for case in args.cases:
         flags, target = CASES[case]

@@ -17,26 +17,18 @@ import numpy as np
 import pyarrow.parquet as pq
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import python, run_measured, write_results  # noqa: E402
+from _common import add_pool_arguments, pool_or_synth, python, run_measured, write_results  # noqa: E402
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--pool", default=None)
-    ap.add_argument("--rows", type=int, default=200_000)
-    ap.add_argument("--shards", type=int, default=4)
     ap.add_argument("--num_samples", type=int, default=4096)
     ap.add_argument("--arch", default="l14")
     ap.add_argument("--target", default="txt")
-    ap.add_argument("--num_workers", type=int, default=os.cpu_count())
+    add_pool_arguments(ap, 200_000, 4)
     args = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="bench_cpu_")
-    pool = args.pool
-    if pool is None:
-        from kl_filter.pool.synth import synth_pool
-
-        pool = os.path.join(tmp, "pool")
-        synth_pool(pool, rows=args.rows, shards=args.shards, seed=0, num_workers=args.num_workers)
+    pool = pool_or_synth(args, tmp)
     stats = os.path.join(tmp, "stats.npz")
     run_measured([python(), "-m", "kl_filter", "stats", "--metadata_dir", pool, "--out", stats, "--arch", args.arch,
                   "--num_samples", str(args.num_samples), "--no_moments", "--no_progress"])

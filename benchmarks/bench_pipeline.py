@@ -22,7 +22,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import python, run_measured, write_results  # noqa: E402
+from _common import add_pool_arguments, pool_or_synth, python, run_measured, write_results  # noqa: E402
 
 
 def read_decode(pool: str, key: str, workers: int) -> float:
@@ -49,20 +49,12 @@ def subset_pool(pool: str, shards: int, dst: str) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--pool", default=None)
-    ap.add_argument("--rows", type=int, default=2_000_000)
-    ap.add_argument("--shards", type=int, default=26)
     ap.add_argument("--num_samples", type=int, default=1024)
-    ap.add_argument("--num_workers", type=int, default=os.cpu_count())
     ap.add_argument("--device", default="auto")
+    add_pool_arguments(ap, 2_000_000, 26)
     args = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="bench_pipeline_")
-    pool = args.pool
-    if pool is None:
-        from kl_filter.pool.synth import synth_pool
-
-        pool = os.path.join(tmp, "pool")
-        synth_pool(pool, rows=args.rows, shards=args.shards, seed=0, num_workers=args.num_workers)
+    pool = pool_or_synth(args, tmp)
     n_shards = len([f for f in os.listdir(pool) if f.endswith(".parquet")])
     runs = []
     for shards in (n_shards // 2, n_shards):

@@ -11,23 +11,15 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import python, run_measured, write_results  # noqa: E402
+from _common import add_pool_arguments, pool_or_synth, python, run_measured, write_results  # noqa: E402
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--pool", default=None)
-    ap.add_argument("--rows", type=int, default=400_000)
-    ap.add_argument("--shards", type=int, default=8)
-    ap.add_argument("--num_workers", type=int, default=os.cpu_count())
+    add_pool_arguments(ap, 400_000, 8)
     args = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="bench_ray_")
-    pool = args.pool
-    if pool is None:
-        from kl_filter.pool.synth import synth_pool
-
-        pool = os.path.join(tmp, "pool")
-        synth_pool(pool, rows=args.rows, shards=args.shards, seed=0, num_workers=args.num_workers)
+    pool = pool_or_synth(args, tmp)
     cases = {
         "clip_score_l14_30": ["--name", "clip_score", "--arch", "l14", "--fraction", "0.3"],
         "laion2b": ["--name", "laion2b"],

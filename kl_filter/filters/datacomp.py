@@ -28,6 +28,14 @@ def texts_at(data, keep: np.ndarray) -> tuple[np.ndarray, list[str]]:
     return idx, col.take(idx).to_pylist()
 
 
+def refine_by_text(data, keep: np.ndarray, check) -> np.ndarray:
+    """``keep`` narrowed to the candidates whose caption passes ``check(texts) -> bool array``."""
+    idx, texts = texts_at(data, keep)
+    out = np.zeros_like(keep)
+    out[idx] = check(texts)
+    return out
+
+
 class NoFilter(Filter):
     """Every uid of the pool."""
 
@@ -75,10 +83,7 @@ class Laion2B(Filter):
         return [Top("clip_b32_similarity_score", threshold=LAION2B_THRESHOLD)]
 
     def refine(self, data, keep):
-        idx, texts = texts_at(data, keep)
-        out = np.zeros_like(keep)
-        out[idx] = gcld3_english(texts)
-        return out
+        return refine_by_text(data, keep, gcld3_english)
 
 
 class BasicFilter(Filter):
@@ -107,7 +112,4 @@ class BasicFilter(Filter):
         return [Keep("basic")]
 
     def refine(self, data, keep):
-        idx, texts = texts_at(data, keep)
-        out = np.zeros_like(keep)
-        out[idx] = fasttext_english(texts, self.fasttext_model)
-        return out
+        return refine_by_text(data, keep, lambda texts: fasttext_english(texts, self.fasttext_model))

@@ -21,7 +21,7 @@ import numpy as np
 from ..errors import KLFilterError, MissingDependency
 from ..text.caption import caption_filter
 from .base import Filter, Keep, Top, check_fraction, check_threshold
-from .datacomp import clip_column, texts_at
+from .datacomp import clip_column, refine_by_text
 
 HINT = ("DataComp's image-based assets are needed: --centroids {scale}_centroids_l14.pt and --in1k_features "
         "in1k_clip_vit_l14_0.pt ... in1k_clip_vit_l14_4.pt (see the README)")
@@ -103,10 +103,7 @@ class ImageBased(Filter):
         return [Keep("in1k_centroid")]
 
     def refine(self, data, keep):
-        idx, texts = texts_at(data, keep)
-        out = np.zeros_like(keep)
-        out[idx] = caption_filter(texts, self.fasttext_model)
-        return out
+        return refine_by_text(data, keep, lambda texts: caption_filter(texts, self.fasttext_model))
 
 
 class ImageBasedIntersectClipScore(ImageBased):

@@ -16,7 +16,7 @@ from ..errors import KLFilterError
 from ..scores.stage import (ARCHS, DEFAULT_LOGIT_SCALE, MODES, MOMENT_MODES, TARGETS, column_name, kl_ceiling,
                             resolve_devices, score_path, score_pool)
 from .base import Filter, Top, Uniform, check_fraction, check_threshold
-from .datacomp import clip_column, texts_at
+from .datacomp import clip_column, refine_by_text
 
 log = logging.getLogger(__name__)
 
@@ -127,10 +127,7 @@ class KLFilter(Filter):
     def refine(self, data, keep):
         from ..text.langid import gcld3_english
 
-        idx, texts = texts_at(data, keep)
-        keep = keep.copy()
-        keep[idx] = gcld3_english(texts)
-        return keep
+        return refine_by_text(data, keep, gcld3_english)
 
     def params(self):
         p = super().params()

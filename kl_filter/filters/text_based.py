@@ -8,7 +8,7 @@ import numpy as np
 from ..text.langid import fasttext_english
 from ..text.wordnet import EntityMatcher, ensure_wordnet, imagenet21k_offsets
 from .base import Filter
-from .datacomp import texts_at
+from .datacomp import refine_by_text
 
 
 class TextBased(Filter):
@@ -38,9 +38,9 @@ class TextBased(Filter):
     def refine(self, data, keep):
         if self._matcher is None:
             self._matcher = EntityMatcher(self.wordnet_dir, self.synsets)
-        idx, texts = texts_at(data, keep)
-        out = np.zeros_like(keep)
-        english = fasttext_english(texts, self.fasttext_model)
-        out[idx] = english & np.fromiter((e and self._matcher.matches(t) for t, e in zip(texts, english)),
+        def check(texts):
+            english = fasttext_english(texts, self.fasttext_model)
+            return english & np.fromiter((e and self._matcher.matches(t) for t, e in zip(texts, english)),
                                          dtype=bool, count=len(texts))
-        return out
+
+        return refine_by_text(data, keep, check)
