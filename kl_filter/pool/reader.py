@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 import fsspec
+from fsspec.implementations.local import LocalFileSystem
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -85,7 +86,10 @@ class Pool:
         ]
 
     def _url(self, name: str) -> str:
-        return self.fs.unstrip_protocol(f"{self.root.rstrip('/')}/{name}") if self.fs.protocol not in ("file", ("file", "local")) else os.path.join(self.root, name)
+        """A path for local pools, a full URL (with its protocol) for remote ones."""
+        if isinstance(self.fs, LocalFileSystem):
+            return os.path.join(self.root, name)
+        return self.fs.unstrip_protocol(f"{self.root.rstrip('/')}/{name}")
 
     def __len__(self) -> int:
         return len(self.shards)
