@@ -69,19 +69,20 @@ class KLFilter(Filter):
             raise KLFilterError("--engine ray needs --scores_dir (on storage every node can read)")
         path = ctx.stats or (os.path.join(ctx.scores_dir, "stats.npz") if ctx.scores_dir else None)
         moments = self.mode in MOMENT_MODES  # D_KL/D_KLR need only the samples: skip the costly covariance
-        have = load_stats(path, pool) if path and not ctx.overwrite and _exists(path) else None
+        exists = bool(path) and not ctx.overwrite and _exists(path)
         archs, want_moments = [self.arch], moments
-        if have is not None and not ctx.stats:
+        if exists and ctx.stats:  # a file the user named: use it as it is, or say what it lacks
+            self._stats = load_stats(path, pool, archs=[self.arch], moments=moments)
+        elif exists:
             # a file this tool manages in --scores_dir: extend it (other families, moments) rather than lose it,
             # and redraw it when the sampling parameters asked for differ
+            have = load_stats(path, pool)
             same = have.sampling() == self._sampling(ctx, have)
             if same and self.arch in have.archs and (not moments or have.has_moments(self.arch)):
                 self._stats = have
             else:
                 archs = sorted(set(have.archs) | {self.arch}) if same else [self.arch]
                 want_moments = moments or (same and all(have.has_moments(a) for a in have.archs))
-        elif have is not None:  # a file the user named: use it as it is, or say what it lacks
-            self._stats = load_stats(path, pool, archs=[self.arch], moments=moments)
         if self._stats is None:
             self._stats = compute_stats(pool, archs=archs, sample_ratio=self.sample_ratio,
                                         num_samples=self.num_samples, seed=ctx.seed, num_workers=ctx.num_workers,
