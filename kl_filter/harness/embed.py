@@ -253,10 +253,11 @@ def write_shard(out_dir: str, name: str, samples: list[Sample], img: np.ndarray,
         for k, a in arrays.items():
             if a.shape[0] != len(new):
                 raise KLFilterError(f"existing npz key {k!r} has {a.shape[0]} rows, parquet has {len(new)}", npz)
-        if col in table.column_names:
+        if col in table.column_names:  # the same family again: replaced in place
             log.info("%s: replacing existing column %s", parquet, col)
-            table = table.drop_columns([col])
-        table = table.append_column(col, pa.array(cos, pa.float32()))
+            table = table.set_column(table.column_names.index(col), col, pa.array(cos, pa.float32()))
+        else:
+            table = table.append_column(col, pa.array(cos, pa.float32()))
         mode = "extended"
     else:
         cols = _base_table(samples, sizes)

@@ -58,8 +58,8 @@ MODEL_CONFIGS = {
                 "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "patch_size": 16, "head_width": 32},
                 "text_cfg": {**_TEXT, "width": 64, "heads": 2, "layers": 2}},
     TEACHER_L: {"embed_dim": 768,
-                "vision_cfg": {"image_size": 64, "layers": 3, "width": 128, "patch_size": 16, "head_width": 32},
-                "text_cfg": {**_TEXT, "width": 128, "heads": 4, "layers": 3}},
+                "vision_cfg": {"image_size": 64, "layers": 3, "width": 96, "patch_size": 16, "head_width": 32},
+                "text_cfg": {**_TEXT, "width": 96, "heads": 3, "layers": 3}},
 }
 MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP normalisation, as open_clip's preprocess
 STD = (0.26862954, 0.26130258, 0.27577711)
@@ -81,12 +81,12 @@ class TrackConfig:
     pool: int = 16_000            # pool samples
     pool_shard: int = 2_000
     teacher_pairs: int = 12_000   # clean pairs for the teachers (disjoint from the pool)
-    teacher_s_seen: int = 98_304  # samples seen by the small teacher
+    teacher_s_seen: int = 131_072  # samples seen by the small teacher (both teachers train side by side)
     teacher_l_seen: int = 98_304
     teacher_lr: float = 2e-3
-    student_seen: int = 32_768    # samples seen by every student, whatever its subset size
+    student_seen: int = 32_768     # samples seen by every student, whatever its subset size
     student_lr: float = 2e-3
-    batch_size: int = 256
+    batch_size: int = 128
     warmup_frac: float = 0.1
     weight_decay: float = 0.2
     beta2: float = 0.98
@@ -96,8 +96,8 @@ class TrackConfig:
 
     @classmethod
     def quick(cls) -> "TrackConfig":
-        return cls(pool=3_000, pool_shard=1_000, teacher_pairs=3_000, teacher_s_seen=16_384, teacher_l_seen=16_384,
-                   student_seen=8_192, eval_scenes_per_class=40, eval_digits=200, eval_retrieval=200)
+        return cls(pool=2_000, pool_shard=1_000, teacher_pairs=2_000, teacher_s_seen=8_192, teacher_l_seen=4_096,
+                   student_seen=6_144, eval_scenes_per_class=30, eval_digits=150, eval_retrieval=150)
 
 
 # --- models ----------------------------------------------------------------------------------------------------
@@ -122,16 +122,16 @@ def register_model_configs(directory: str) -> str:
 
 
 def load_pairs(shards_dir: str) -> tuple[np.ndarray, list[str], list[str]]:
-    """Every sample of the tars in ``shards_dir``: uint8 images [n, 64, 64, 3], captions, uids."""
-    from PIL import Image
+    """Every sample of the tars in ``shards_dir``: uint8 images [n, 64, 64, 3], captions, uids (in tar order)."""
     import io
+
+    from PIL import Image
 
     from .embed import list_tars, read_tar
     from .tiny_data import IMAGE_SIZE
 
     images, texts, uids = [], [], []
-    tars = [t for t in list_tars(shards_dir)] if any(f.endswith(".tar") for f in os.listdir(shards_dir)) else []
-    for tar in tars:
+    for tar in list_tars(shards_dir):
         for s in read_tar(tar):
             with Image.open(io.BytesIO(s.image)) as im:
                 im = im.convert("RGB")
@@ -202,7 +202,7 @@ def train_clip(model_name: str, images: np.ndarray, texts: list[str], samples_se
         losses.append(float(loss.detach()))
     model.eval()
     info = {"steps": steps, "samples_seen": steps * batch_size, "unique_samples": n, "epochs": steps * batch_size / n,
-            "final_loss": float(np.mean(losses[-max(1, steps // 10):])), "logit_scale": float(model.logit_scale.exp()),
+            "final_loss": float(np.mean(losses[-max(1, steps // 10):])), "logit_scale": float(model.logit_scale.detach().exp()),
             "seconds": round(time.perf_counter() - t0, 2)}
     return model, info
 
@@ -270,6 +270,9 @@ def plan_recipes(names: list[str] | None, quick: bool) -> tuple[list, list[dict]
 
     recipes = [load_recipe(n) for n in names] if names else \
         ([load_recipe(n) for n in QUICK_RECIPES] if quick else list_recipes())
+    if not names:  # the reference first, then DataComp's baselines, then the KL recipes
+        order = ["no_filter", "basic_filter", "text_based", "laion2b", "clip_score"]
+        recipes.sort(key=lambda r: (order.index(r.filter) if r.filter in order else len(order), r.name))
     run, skipped = [], []
     for r in recipes:
         reason = offline_reason(r)
@@ -292,13 +295,11 @@ def offline_reason(recipe) -> str | None:
         flt = build_filter_from_params(recipe.filter, dict(recipe.params))
     except KLFilterError as e:
         return f"filter unavailable: {e}"
-    if recipe.filter == "text_based":  # needs WordNet data and ImageNet synset lists from packages
+    if recipe.filter == "text_based":  # WordNet and the ImageNet-21k ids must come from installed packages
         try:
-            probe = getattr(flt, "check_assets", None)
-            if probe:
-                probe()
+            flt.setup(None, None)  # its setup only locates the assets (and fails with the install hint)
         except KLFilterError as e:
-            return f"assets unavailable: {e}"
+            return f"assets unavailable offline: {e}"
     del filters
     return None
 
@@ -318,27 +319,90 @@ def _kind_shares(uids_u8u8: np.ndarray, truth) -> dict:
     return {k: float((kinds == k).sum() / n) for k in all_kinds}
 
 
+# --- training tasks (run in worker processes, one torch thread each) --------------------------------------------
+# On 2 cores, two single-threaded trainings side by side match one two-threaded training when the machine is idle,
+# and degrade gracefully when it is not (multi-threaded OpenMP collapses under oversubscription: measured 10-25x
+# slower steps with a competing process). Every task is deterministic given its seed.
+_CACHE: dict = {}
+
+
+def _quiet_logs():
+    """open_clip logs model creation on the root logger at INFO: keep it out of the track's log."""
+    class _Drop(logging.Filter):
+        def filter(self, record):
+            return not (record.name == "root" and record.levelno <= logging.WARNING)
+
+    root = logging.getLogger()
+    if not any(isinstance(f, _Drop) for f in root.filters):
+        root.addFilter(_Drop())
+    for h in root.handlers:
+        if not any(isinstance(f, _Drop) for f in h.filters):
+            h.addFilter(_Drop())
+
+
+def _worker_init(cfg_dir: str, threads: int = 1) -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    torch, open_clip = _torch()
+    torch.set_num_threads(threads)
+    _quiet_logs()
+    open_clip.add_model_config(cfg_dir)
+
+
+def _cached(key, fn):
+    if key not in _CACHE:
+        if len(_CACHE) > 2:
+            _CACHE.clear()
+        _CACHE[key] = fn()
+    return _CACHE[key]
+
+
+def _load_evals(path: str) -> dict:
+    import pickle
+
+    with open(path, "rb") as f:
+        return pickle.load(f)
+
+
+def train_task(spec: dict) -> dict:
+    """Train ``spec['model']`` on the tars in ``spec['data_dir']``, evaluate it, optionally save a checkpoint."""
+    torch, _ = _torch()
+    images, texts, _ = _cached(("pairs", spec["data_dir"]), lambda: load_pairs(spec["data_dir"]))
+    evals = _cached(("evals", spec["evals"]), lambda: _load_evals(spec["evals"]))
+    model, info = train_clip(spec["model"], images, texts, spec["samples_seen"], spec["batch_size"], spec["lr"],
+                             spec["seed"], spec["warmup_frac"], spec["weight_decay"], spec["beta2"])
+    out = {"train": info, "eval": evaluate(model, spec["model"], evals),
+           "params": int(sum(p.numel() for p in model.parameters()))}
+    if spec.get("checkpoint"):
+        save_checkpoint(torch, model, spec["model"], spec["checkpoint"])
+    return out
+
+
+def _executor(workers: int, cfg_dir: str):
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
+    ctx = mp.get_context("forkserver" if sys.platform.startswith("linux") else "spawn")
+    return cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(cfg_dir,))
+
+
 # --- the run ------------------------------------------------------------------------------------------------------------
-@dataclass
-class TrackResult:
-    rows: list = field(default_factory=list)
-    skipped: list = field(default_factory=list)
-    teachers: dict = field(default_factory=dict)
-
-
 def run_track(out: str, scale: str = "tiny", quick: bool = False, seeds: int | None = None,
               recipes: list[str] | None = None, pool_seed: int = 0, keep_work: bool = False,
-              work_dir: str | None = None, num_workers: int = 2, config: TrackConfig | None = None,
-              argv: list[str] | None = None) -> dict:
+              work_dir: str | None = None, num_workers: int = 2, train_workers: int | None = None,
+              config: TrackConfig | None = None, argv: list[str] | None = None) -> dict:
     """Run the tiny track end to end into ``out``; returns the run record (also written to ``out/run.json``)."""
     if scale != "tiny":
         raise KLFilterError(f"--scale {scale!r}: only the offline 'tiny' scale runs here (small and larger scales "
-                            "use DataComp's harness: kl-filter harness)")
+                            "use DataComp's harness)")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch, open_clip = _torch()
+    import pickle
+
+    import pyarrow.parquet as pq
+
+    from ..cli.common import build_filter_from_params
     from ..progress import NoProgress
     from ..selection.runner import RunContext, run_filter
-    from ..cli.common import build_filter_from_params
     from ..uids import load_uids
     from . import tiny_data
     from .embed import embed_shards
@@ -348,8 +412,9 @@ def run_track(out: str, scale: str = "tiny", quick: bool = False, seeds: int | N
     seeds = seeds if seeds is not None else (1 if quick else 3)
     if seeds < 1:
         raise KLFilterError(f"--seeds must be >= 1, got {seeds}")
-    threads = max(1, os.cpu_count() or 1)
-    torch.set_num_threads(threads)
+    train_workers = train_workers or max(1, min(2, os.cpu_count() or 1))
+    torch.set_num_threads(1)  # the main process generates data, embeds and filters beside the training workers
+    _quiet_logs()
     os.makedirs(out, exist_ok=True)
     work = work_dir or os.path.join(out, "work")
     timings: dict = {}
@@ -360,94 +425,99 @@ def run_track(out: str, scale: str = "tiny", quick: bool = False, seeds: int | N
 
     def stage(name, t):
         timings[name] = round(time.perf_counter() - t, 2)
-        log.info("track: %s done in %.1fs", name, timings[name])
+        log.info("track: %s %.1fs", name, timings[name])
 
-    # 1. data
-    t = time.perf_counter()
+    common = {"batch_size": cfg.batch_size, "warmup_frac": cfg.warmup_frac, "weight_decay": cfg.weight_decay,
+              "beta2": cfg.beta2}
     cfg_dir = register_model_configs(os.path.join(work, "model_configs"))
-    pool_dir, teacher_dir = os.path.join(work, "pool_shards"), os.path.join(work, "teacher_shards")
-    pool_info = tiny_data.make_pool(pool_dir, cfg.pool, pool_seed, cfg.pool_shard)
-    tiny_data.make_teacher_split(teacher_dir, cfg.teacher_pairs, pool_seed)
-    evals = tiny_data.eval_sets(pool_seed, cfg.eval_scenes_per_class, cfg.eval_digits, cfg.eval_retrieval)
-    import pyarrow.parquet as pq
-
-    truth = pq.read_table(os.path.join(pool_dir, "truth.parquet")).to_pydict()
-    stage("data_s", t)
-
-    # 2. teachers
-    t = time.perf_counter()
-    t_images, t_texts, _ = load_pairs(teacher_dir)
-    teachers = {}
-    for fam, name, seen in (("b32", TEACHER_S, cfg.teacher_s_seen), ("l14", TEACHER_L, cfg.teacher_l_seen)):
-        model, info = train_clip(name, t_images, t_texts, seen, cfg.batch_size, cfg.teacher_lr, seed=pool_seed + 1000,
-                                 warmup_frac=cfg.warmup_frac, weight_decay=cfg.weight_decay, beta2=cfg.beta2)
-        ckpt = os.path.join(work, "teachers", f"{name}.pt")
-        save_checkpoint(torch, model, name, ckpt)
-        teachers[fam] = {"model": name, "checkpoint": ckpt, "train": info, "eval": evaluate(model, name, evals),
-                         "embed_dim": MODEL_CONFIGS[name]["embed_dim"],
-                         "params": int(sum(p.numel() for p in model.parameters()))}
-        del model
-    del t_images, t_texts
-    stage("teachers_s", t)
-
-    # 3. metadata
-    t = time.perf_counter()
-    meta_dir = os.path.join(work, "metadata")
-    if os.path.isdir(meta_dir):
-        shutil.rmtree(meta_dir)
-    for fam, tinfo in teachers.items():
-        tinfo["embed"] = embed_shards(pool_dir, meta_dir, tinfo["model"], tinfo["checkpoint"], family=fam,
-                                      batch_size=512, device="cpu", model_config=cfg_dir)
-    stage("embed_s", t)
-
-    # 4-7. filter, reshard, train, evaluate
-    from .reshard import reshard  # the harness's resharder (another module of this package)
-
-    rows, filter_s, reshard_s, train_s = [], 0.0, 0.0, 0.0
-    subsets_dir = os.path.join(out, "subsets")
-    scores_dir = os.path.join(work, "scores")
-    for r in plan:
+    with _executor(train_workers, cfg_dir) as ex:
+        # 1. teacher data, then the teachers train in the workers while this process draws the pool
         t = time.perf_counter()
-        flt = build_filter_from_params(r.filter, dict(r.params))
-        save = os.path.join(subsets_dir, f"{r.name}.npy")
-        summary = run_filter(flt, meta_dir, save, RunContext(num_workers=num_workers, seed=pool_seed, device="cpu",
-                                                               scores_dir=scores_dir, progress=NoProgress),
-                             recipe=r.name)
-        filter_s += time.perf_counter() - t
-        uids = load_uids(save)
-        row = {"recipe": r.name, "filter": r.filter, "subset_size": int(len(uids)),
-               "subset_share": len(uids) / pool_info["rows"], "kinds": _kind_shares(uids, truth),
-               "filter_summary": {k: v for k, v in summary.items() if k not in ("argv",)}, "runs": []}
-        if len(uids) == 0:
-            row["note"] = "empty subset: no student trained, metrics are 0"
-            row["runs"] = [{"seed": s, **{m: 0.0 for m in METRICS}} for s in range(seeds)]
+        pool_dir, teacher_dir = os.path.join(work, "pool_shards"), os.path.join(work, "teacher_shards")
+        evals_path = os.path.join(work, "evals.pkl")
+        evals = tiny_data.eval_sets(pool_seed, cfg.eval_scenes_per_class, cfg.eval_digits, cfg.eval_retrieval)
+        with open(evals_path, "wb") as f:
+            pickle.dump(evals, f)
+        tiny_data.make_teacher_split(teacher_dir, cfg.teacher_pairs, pool_seed)
+        teacher_futs = {}
+        for fam, name, seen in (("l14", TEACHER_L, cfg.teacher_l_seen), ("b32", TEACHER_S, cfg.teacher_s_seen)):
+            spec = {"model": name, "data_dir": teacher_dir, "samples_seen": seen, "lr": cfg.teacher_lr,
+                    "seed": pool_seed + 1000, "evals": evals_path,
+                    "checkpoint": os.path.join(work, "teachers", f"{name}.pt"), **common}
+            teacher_futs[fam] = (spec, ex.submit(train_task, spec))
+        pool_info = tiny_data.make_pool(pool_dir, cfg.pool, pool_seed, cfg.pool_shard)
+        truth = pq.read_table(os.path.join(pool_dir, "truth.parquet")).to_pydict()
+        stage("data_s", t)
+
+        # 2-3. teachers → metadata (b32 first: the small teacher finishes first)
+        meta_dir = os.path.join(work, "metadata")
+        if os.path.isdir(meta_dir):
+            shutil.rmtree(meta_dir)
+        teachers = {}
+        for fam in ("b32", "l14"):
+            spec, fut = teacher_futs[fam]
+            res = fut.result()
+            t = time.perf_counter()
+            teachers[fam] = {"model": spec["model"], "embed_dim": MODEL_CONFIGS[spec["model"]]["embed_dim"], **res}
+            teachers[fam]["embed"] = embed_shards(pool_dir, meta_dir, spec["model"], spec["checkpoint"], family=fam,
+                                                  batch_size=512, device="cpu", model_config=cfg_dir)
+            stage(f"embed_{fam}_s", t)
+        timings["teachers_ready_s"] = round(time.perf_counter() - t_start, 2)
+
+        # 4-5. filter and reshard each recipe; its students start at once in the workers
+        from .reshard import reshard  # the harness's resharder
+
+        rows, futs, filter_s, reshard_s = [], [], 0.0, 0.0
+        subsets_dir = os.path.join(out, "subsets")
+        scores_dir = os.path.join(work, "scores")
+        for r in plan:
+            t = time.perf_counter()
+            flt = build_filter_from_params(r.filter, dict(r.params))
+            save = os.path.join(subsets_dir, f"{r.name}.npy")
+            summary = run_filter(flt, meta_dir, save, RunContext(num_workers=num_workers, seed=pool_seed,
+                                                                   device="cpu", scores_dir=scores_dir,
+                                                                   progress=NoProgress), recipe=r.name)
+            filter_s += time.perf_counter() - t
+            uids = load_uids(save)
+            row = {"recipe": r.name, "filter": r.filter, "params": dict(r.params), "subset_size": int(len(uids)),
+                   "subset_share": len(uids) / pool_info["rows"], "kinds": _kind_shares(uids, truth),
+                   "filter_summary": {k: v for k, v in summary.items() if k != "argv"}, "runs": []}
             rows.append(row)
-            continue
+            log.info("track: %s keeps %d of %d rows", r.name, len(uids), pool_info["rows"])
+            if len(uids) == 0:
+                row["note"] = "empty subset: no student trained"
+                continue
+            t = time.perf_counter()
+            shard_out = os.path.join(work, "reshard", r.name)
+            if os.path.isdir(shard_out):
+                shutil.rmtree(shard_out)
+            meta = reshard(pool_dir, save, shard_out, num_workers=num_workers)
+            row["reshard"] = {k: meta[k] for k in ("output_count", "output_shard_count", "subset_not_found")}
+            if meta["output_count"] != len(uids):
+                raise KLFilterError(f"{r.name}: resharded {meta['output_count']} samples but the UID file has "
+                                    f"{len(uids)}", shard_out)
+            reshard_s += time.perf_counter() - t
+            for s in range(seeds):
+                spec = {"model": STUDENT, "data_dir": shard_out, "samples_seen": cfg.student_seen,
+                        "lr": cfg.student_lr, "seed": s, "evals": evals_path, **common}
+                futs.append((row, s, ex.submit(train_task, spec)))
+        timings.update(filter_s=round(filter_s, 2), reshard_s=round(reshard_s, 2))
+
+        # 6-7. collect the students
         t = time.perf_counter()
-        shard_out = os.path.join(work, "reshard", r.name)
-        if os.path.isdir(shard_out):
-            shutil.rmtree(shard_out)
-        row["reshard"] = _call_reshard(reshard, save, pool_dir, shard_out, num_workers)
-        images, texts, got = load_pairs(shard_out)
-        if len(got) != len(uids):
-            raise KLFilterError(f"{r.name}: resharded {len(got)} samples but the UID file has {len(uids)}", shard_out)
-        reshard_s += time.perf_counter() - t
-        t = time.perf_counter()
-        for s in range(seeds):
-            model, info = train_clip(STUDENT, images, texts, cfg.student_seen, cfg.batch_size, cfg.student_lr, seed=s,
-                                     warmup_frac=cfg.warmup_frac, weight_decay=cfg.weight_decay, beta2=cfg.beta2)
-            row["runs"].append({"seed": s, **evaluate(model, STUDENT, evals), "train": info})
-            log.info("track: %s seed %d: %s", r.name, s, {m: round(row["runs"][-1][m], 3) for m in METRICS})
-        train_s += time.perf_counter() - t
-        if not keep_work:
-            shutil.rmtree(shard_out, ignore_errors=True)
-        rows.append(row)
-    timings.update(filter_s=round(filter_s, 2), reshard_s=round(reshard_s, 2), students_s=round(train_s, 2))
+        for row, s, fut in futs:
+            res = fut.result()
+            if res["train"]["unique_samples"] != row["subset_size"]:
+                raise KLFilterError(f"{row['recipe']}: the resharded subset has {res['train']['unique_samples']} "
+                                    f"samples but the UID file has {row['subset_size']}")
+            row["runs"].append({"seed": s, **res["eval"], "train": res["train"]})
+            log.info("track: %s seed %d: average %.3f", row["recipe"], s, res["eval"]["average"])
+        stage("students_wait_s", t)
 
     for row in rows:
         for m in METRICS:
             vals = np.array([run[m] for run in row["runs"]], dtype=np.float64)
-            row[f"{m}_mean"] = float(vals.mean())
+            row[f"{m}_mean"] = float(vals.mean()) if len(vals) else float("nan")
             row[f"{m}_std"] = float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
 
     timings["total_s"] = round(time.perf_counter() - t_start, 2)
@@ -456,33 +526,14 @@ def run_track(out: str, scale: str = "tiny", quick: bool = False, seeds: int | N
         "scale": scale, "quick": quick, "seeds": list(range(seeds)), "pool_seed": pool_seed,
         "config": asdict(cfg), "model_configs": MODEL_CONFIGS, "versions": _versions(),
         "machine": {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
-                    "torch_threads": threads},
+                    "train_workers": train_workers, "torch_threads_per_worker": 1},
         "wall_time_s": timings["total_s"], "timings": timings, "pool": pool_info,
-        "teachers": {k: {kk: vv for kk, vv in v.items() if kk != "checkpoint"} for k, v in teachers.items()},
-        "skipped": skipped, "metrics": METRIC_DOC,
-        "results": [{k: v for k, v in row.items()} for row in rows],
+        "teachers": teachers, "skipped": skipped, "metrics": METRIC_DOC, "results": rows,
     }
     write_results(out, rows, skipped, teachers, record)
     if not keep_work:
         shutil.rmtree(work, ignore_errors=True)
     return record
-
-
-def _call_reshard(reshard, uid_path: str, shards_dir: str, out_dir: str, num_workers: int):
-    """Call the harness resharder with whatever subset of its keyword arguments it takes."""
-    import inspect
-
-    params = inspect.signature(reshard).parameters
-    kw = {}
-    names = {"uid_path": uid_path, "subset_file": uid_path, "uids": uid_path, "subset": uid_path,
-             "input_dir": shards_dir, "shards_dir": shards_dir, "input_shards": shards_dir,
-             "output_dir": out_dir, "out_dir": out_dir,
-             "num_workers": num_workers, "workers": num_workers, "progress": None}
-    for k, v in names.items():
-        if k in params and v is not None:
-            kw[k] = v
-    res = reshard(**kw)
-    return res if isinstance(res, (dict, int, float, str, type(None))) else str(res)
 
 
 def _versions() -> dict:

@@ -1,0 +1,39 @@
+"""``kl-filter track``: the offline tiny track (pool → teachers → filters → reshard → students → evaluation)."""
+
+import os
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("track", help="run every offline recipe end to end on a generated tiny pool (CPU, no network) "
+                                     "and report the students' zero-shot and retrieval scores")
+    p.add_argument("--scale", default="tiny", choices=["tiny"], help="only 'tiny' runs offline")
+    p.add_argument("--out", required=True, help="output directory: results.md, results.csv, results.png, run.json")
+    p.add_argument("--quick", action="store_true", help="smoke run: small pool, short training, 1 seed, "
+                                                        "recipes no_filter, clip_score_l14_30, kl_l14_txt_25")
+    p.add_argument("--seeds", type=int, default=None, help="student training seeds (default 3, or 1 with --quick)")
+    p.add_argument("--recipes", nargs="+", default=None, help="recipe names or paths (default: every recipe in "
+                                                              "baselines/ that runs offline)")
+    p.add_argument("--pool_seed", type=int, default=0, help="seed of the pool, the teachers and the filters")
+    p.add_argument("--num_workers", type=int, default=min(2, os.cpu_count() or 1), help="workers for the filters")
+    p.add_argument("--train_workers", type=int, default=None,
+                   help="training processes, one torch thread each (default: min(2, cores))")
+    p.add_argument("--work_dir", default=None, help="intermediate files (default OUT/work)")
+    p.add_argument("--keep_work", action="store_true", help="keep the pool, metadata, teachers and reshards")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import sys
+
+    from ..harness.track import run_track
+
+    rec = run_track(args.out, scale=args.scale, quick=args.quick, seeds=args.seeds, recipes=args.recipes,
+                    pool_seed=args.pool_seed, keep_work=args.keep_work, work_dir=args.work_dir,
+                    num_workers=args.num_workers, train_workers=args.train_workers, argv=["kl-filter", *sys.argv[1:]])
+    print(f"track: {len(rec['results'])} recipe(s) x {len(rec['seeds'])} seed(s) in {rec['wall_time_s'] / 60:.1f} min"
+          f" -> {os.path.join(args.out, 'results.md')}"
+          + (f"; skipped: {', '.join(s['recipe'] for s in rec['skipped'])}" if rec["skipped"] else ""))
+    for r in rec["results"]:
+        print(f"  {r['recipe']:<36} {r['subset_size']:>7,} ({100 * r['subset_share']:5.1f}%)  "
+              f"average {r['average_mean']:.3f} ± {r['average_std']:.3f}")
+    return 0

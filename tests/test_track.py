@@ -1,0 +1,100 @@
+"""The offline tiny track: ``kl-filter track --quick`` end to end, and its generated data."""
+
+import csv
+import hashlib
+import json
+import os
+
+import numpy as np
+import pytest
+
+from conftest import run_cli
+
+pytest.importorskip("torch")
+pytest.importorskip("open_clip")
+pytest.importorskip("sklearn")
+pytest.importorskip("skimage")
+pytest.importorskip("matplotlib")
+
+
+def _digest(d):
+    return {f: hashlib.sha256(open(os.path.join(d, f), "rb").read()).hexdigest() for f in sorted(os.listdir(d))}
+
+
+def test_pool_is_seeded_and_noisy(tmp_path):
+    from kl_filter.harness import tiny_data
+
+    a, b, c = (str(tmp_path / x) for x in "abc")
+    info = tiny_data.make_pool(a, 300, seed=5, shard_size=120)
+    tiny_data.make_pool(b, 300, seed=5, shard_size=120)
+    tiny_data.make_pool(c, 300, seed=6, shard_size=120)
+    assert info["rows"] == 300 and info["shards"] == 3 and sum(info["kinds"].values()) == 300
+    assert sorted(os.listdir(a)) == ["00000000.tar", "00000000_stats.json", "00000001.tar", "00000001_stats.json",
+                                     "00000002.tar", "00000002_stats.json", "truth.parquet"]
+    assert _digest(a) == _digest(b)  # same seed: byte-identical shards
+    assert _digest(a)["00000000.tar"] != _digest(c)["00000000.tar"]
+    assert all(v > 0 for k, v in info["kinds"].items() if k != "banner")  # every kind of noise is present
+    from kl_filter.harness.embed import read_tar
+
+    samples = [s for t in sorted(f for f in os.listdir(a) if f.endswith(".tar")) for s in read_tar(os.path.join(a, t))]
+    assert len({s.uid for s in samples}) == 300
+    tiny = [s for s in samples if min(s.meta["original_width"], s.meta["original_height"]) < 200]
+    assert tiny and all(len(s.meta["uid"]) == 32 for s in samples)
+
+
+def test_eval_sets_are_disjoint_from_training_digits():
+    from kl_filter.harness import tiny_data
+
+    split = tiny_data.digit_split(0)
+    ev, te, po = (set(split[k].tolist()) for k in ("eval", "teacher", "pool"))
+    assert not (ev & te) and not (ev & po) and not (te & po) and len(ev | te | po) == 1797
+    e = tiny_data.eval_sets(0, 3, 10, 12)
+    assert e["scenes"]["images"].shape == (18, 64, 64, 3) and e["digits"]["images"].shape == (10, 64, 64, 3)
+    assert len(set(e["retrieval"]["captions"])) == 12
+
+
+def test_offline_plan_skips_image_based():
+    from kl_filter.harness.track import QUICK_RECIPES, plan_recipes
+
+    run, skipped = plan_recipes(None, quick=False)
+    names = {r.name for r in run}
+    assert {"no_filter", "clip_score_b32_30", "clip_score_l14_30", "laion2b", "kl_l14_txt_25"} <= names
+    assert {"image_based", "image_based_intersect_clip_score_l14_30"} <= {s["recipe"] for s in skipped}
+    assert all(s["reason"] for s in skipped)
+    run, skipped = plan_recipes(None, quick=True)
+    assert [r.name for r in run] == QUICK_RECIPES and not skipped
+
+
+def test_track_quick(tmp_path):
+    from kl_filter.harness.track import METRICS, QUICK_RECIPES
+    from kl_filter.uids import check_uid_array, load_uids
+
+    out = tmp_path / "tiny"
+    p = run_cli("track", "--scale", "tiny", "--out", out, "--quick", check=True)
+    assert "3 recipe(s) x 1 seed(s)" in p.stdout
+    for f in ("results.md", "results.csv", "results.png", "run.json"):
+        assert (out / f).stat().st_size > 0, f
+    assert not (out / "work").exists()  # intermediates are removed, the UID files stay
+    with open(out / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["recipe"] for r in rows] == QUICK_RECIPES
+    rec = json.loads((out / "run.json").read_text())
+    assert rec["seeds"] == [0] and rec["quick"] and rec["wall_time_s"] > 0
+    assert rec["command"][:2] == ["kl-filter", "track"] and rec["versions"]["torch"] and rec["versions"]["open_clip_torch"]
+    assert set(rec["teachers"]) == {"b32", "l14"}
+    assert rec["teachers"]["b32"]["embed"]["dim"] == 512 and rec["teachers"]["l14"]["embed"]["dim"] == 768
+    pool_rows = rec["pool"]["rows"]
+    for r in rows:
+        uids = load_uids(str(out / "subsets" / f"{r['recipe']}.npy"))
+        check_uid_array(uids, r["recipe"])
+        assert int(r["subset_size"]) == len(uids) > 0
+        assert abs(float(r["subset_share"]) - len(uids) / pool_rows) < 1e-6
+        for m in METRICS:
+            assert 0.0 <= float(r[f"{m}_mean"]) <= 1.0, (r["recipe"], m)
+            assert float(r[f"{m}_std"]) == 0.0  # one seed
+    by = {r["recipe"]: r for r in rows}
+    assert int(by["no_filter"]["subset_size"]) == pool_rows
+    assert int(by["clip_score_l14_30"]["subset_size"]) == pytest.approx(0.3 * pool_rows, abs=2)
+    md = (out / "results.md").read_text()
+    assert all(name in md for name in QUICK_RECIPES) and "±" not in md.split("## What")[0].split("| recipe")[1]
+    assert np.isfinite([rec["results"][i]["average_mean"] for i in range(3)]).all()
