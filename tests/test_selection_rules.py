@@ -125,7 +125,8 @@ def test_uniform_rule_in_runner_is_seeded():
 @pytest.mark.parametrize("name", sorted(ADVERSARIAL))
 @pytest.mark.parametrize("parts", [1, 7])
 def test_distributed_kth_equals_full_sort(name, parts):
-    from kl_filter.selection.kth import fraction_threshold_distributed, kth_largest
+    from kl_filter.selection.kth import kth_largest
+    from kl_filter.selection.threshold import kth_index
 
     x = ADVERSARIAL[name]
     chunks = np.array_split(x, parts)
@@ -135,7 +136,7 @@ def test_distributed_kth_equals_full_sort(name, parts):
         got = kth_largest(chunks, k, x.dtype)
         assert (np.isnan(ref) and np.isnan(got)) or got == ref
         if not np.isnan(ref):
-            assert fraction_threshold_distributed(chunks, f, dtype=x.dtype) == fraction_threshold(x, f)
+            assert kth_largest(chunks, kth_index(len(x), f), x.dtype) == fraction_threshold(x, f)
 
 
 def test_distributed_kth_signed_zero_and_extremes():

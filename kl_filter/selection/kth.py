@@ -78,12 +78,3 @@ def kth_largest(partitions: Sequence, k: int, dtype=np.float32, mapper: Callable
         rank -= int(cum[digit - 1]) if digit else 0
         prefix, prefix_shift = (prefix << DIGIT_BITS) | digit, shift
     return keys_to_float(prefix, dtype)
-
-
-def fraction_threshold_distributed(partitions: Sequence, fraction: float, reverse: bool = False, dtype=np.float32,
-                                   mapper: Callable = None):
-    """DataComp's fraction threshold (see :mod:`.threshold`) without gathering the scores."""
-    mapper = mapper or (lambda fn, parts: [fn(p) for p in parts])
-    n = sum(mapper(len, partitions))
-    k = min(int(n * ((1.0 - fraction) if reverse else fraction)), n - 1)
-    return kth_largest(partitions, k, dtype, mapper)

@@ -33,7 +33,7 @@ from ..pool import Pool
 from ..progress import NoProgress
 from ..uids import concat_uids, save_uids, sort_uids, u8u8_to_hex
 from .kth import kth_largest
-from .threshold import exact_count, keep_mask
+from .threshold import exact_count, keep_mask, kth_index
 from .uniform import uniform_keep
 
 log = logging.getLogger(__name__)
@@ -134,7 +134,7 @@ def resolve_rules(rules, handles, engine, seed: int, sizes: list[int]) -> tuple[
                 col = rule.column
                 dtype = engine.mapper(lambda s, c=col: s.columns[c].dtype, handles[:1])[0] if handles else np.float32
                 frac = (1.0 - rule.fraction) if rule.reverse else rule.fraction
-                r = kth_largest(handles, min(int(n * frac), n - 1), dtype,
+                r = kth_largest(handles, kth_index(n, frac), dtype,
                                 mapper=lambda fn, hs, c=col: engine.mapper(lambda s: fn(s.columns[c]), hs))
             info["computed_threshold"] = float(r)
             if rule.ties == "exact" and rule.fraction is not None:

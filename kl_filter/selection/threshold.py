@@ -17,7 +17,8 @@ def kth_index(n: int, fraction: float) -> int:
 
 
 def fraction_threshold(scores: np.ndarray, fraction: float, reverse: bool = False):
-    """The value DataComp's rule keeps down to (``>=``), or up to (``<=``) when ``reverse``."""
+    """The value DataComp's rule keeps down to (``>=``), or up to (``<=``) when ``reverse``, for scores in
+    memory. The run loop finds the same order statistic without gathering (:func:`.kth.kth_largest`)."""
     n = len(scores)
     if n == 0:
         raise ValueError("no scores")
