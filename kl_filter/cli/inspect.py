@@ -1,0 +1,55 @@
+"""``kl-filter inspect``: an HTML report of the score columns and of what the chosen recipes keep."""
+
+from __future__ import annotations
+
+import os
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("inspect", help="write an HTML report: score distributions, examples, n-grams, overlaps",
+                       description="Score histograms with each recipe's threshold, top and bottom examples, the "
+                                   "paper's n-gram decile analysis, correlations, and the overlap of the recipes' "
+                                   "subsets, as REPORT_DIR/index.html (+ figures.json, plots/, sample.parquet).")
+    p.add_argument("--metadata_dir", required=True, help="the pool: <shard>.parquet + <shard>.npz (local or fsspec URL)")
+    p.add_argument("--scores_dir", default=None,
+                   help="per-shard score files (kl-filter score); KL recipes write theirs here too "
+                        "(default: REPORT_DIR/scores)")
+    p.add_argument("--shards_dir", default=None, help="the pool's image tars, for example thumbnails")
+    p.add_argument("--out", required=True, help="report directory (replaced atomically if it holds a report)")
+    p.add_argument("--filters", nargs="*", default=None, metavar="RECIPE",
+                   help="recipe names or YAML paths to run, or finished subset .npy files "
+                        "(default: CLIP score L/14 30%%, LAION-2B, basic, D_KL and D_KLR L/14 txt 25%%, D_KL ∩ CLIP)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sample and of the recipes (recorded)")
+    p.add_argument("--sample_size", type=int, default=100_000,
+                   help="rows of the uniform sample behind Spearman, n-gram and English figures")
+    p.add_argument("--examples", type=int, default=8, help="top and bottom rows shown per score column")
+    p.add_argument("--bins", type=int, default=50, help="histogram bins per score column")
+    p.add_argument("--ngram_top_k", type=int, default=50, help="K of the top-K n-gram coverage")
+    p.add_argument("--thumb_size", type=int, default=128, help="thumbnail side in pixels")
+    p.add_argument("--num_workers", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where KL recipes score")
+    p.add_argument("--no_progress", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..errors import KLFilterError
+    from ..progress import NoProgress, tqdm_progress
+    from ..report import build_report
+    from ..selection.runner import RunContext
+
+    if args.num_workers < 1:
+        raise KLFilterError(f"--num_workers must be at least 1, got {args.num_workers}")
+    progress = NoProgress if args.no_progress else tqdm_progress
+    ctx = RunContext(num_workers=args.num_workers, seed=args.seed, device=args.device, scores_dir=args.scores_dir,
+                     progress=progress)
+    fig = build_report(args.metadata_dir, args.out, scores_dir=args.scores_dir, shards_dir=args.shards_dir,
+                       filters=args.filters, ctx=ctx, sample_size=args.sample_size, examples=args.examples,
+                       bins=args.bins, ngram_top_k=args.ngram_top_k, thumb_size=args.thumb_size, progress=progress)
+    subs = fig["subsets"]
+    kept = ", ".join(f"{n} {100 * s['share']:.1f}%" for n, s in subs.items()) or "none"
+    print(f"report: {fig['pool']['rows']:,} rows, {len(fig['columns'])} score columns, {len(subs)} subsets ({kept})")
+    for s in fig["report"]["skipped_filters"]:
+        print(f"report: skipped {s['recipe']}: {s['reason']}")
+    print(f"report: {os.path.join(os.path.abspath(args.out), 'index.html')}")
+    return 0

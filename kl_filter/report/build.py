@@ -1,0 +1,140 @@
+"""``build_report``: subsets → figures → thumbnails → plots → page, written as one directory, atomically.
+
+Layout of ``REPORT_DIR``::
+
+    index.html       the page (open it in any browser; nothing is fetched)
+    figures.json     every number the page and the plots show (:mod:`.figures`), plus how it was made
+    sample.parquet   the uniform sample behind the sampled figures (uid, text, scores, English, subset flags)
+    plots/*.png      histograms, heatmaps, n-gram coverage, kept-row distributions
+    thumbs/*.jpg     example images (only with ``shards_dir``)
+    uids/*.npy       the subset files of the recipes the report ran (with their .json sidecars)
+
+Everything is written into a temporary sibling directory which then replaces ``REPORT_DIR`` in one rename;
+an existing ``REPORT_DIR`` is replaced only if it is a previous report (it holds ``figures.json``), so a wrong
+``--out`` never deletes someone's data. The report directory is local (the pool may be any fsspec URL).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import sys
+import uuid
+
+import pyarrow.parquet as pq
+
+from .. import __version__
+from ..errors import KLFilterError
+from ..pool import Pool
+from ..progress import NoProgress
+from .figures import compute_figures
+from .page import now, render
+from .plots import all_plots
+from .sources import ScoreSource, prepare_subsets
+
+log = logging.getLogger(__name__)
+# Shown when --filters is not given: the CLIP-score and LAION-2B baselines beside the paper's text-target scores.
+DEFAULT_FILTERS = ["clip_score_l14_30", "laion2b", "basic_filter", "kl_l14_txt_25", "kl_reverse_l14_txt_25",
+                   "kl_l14_txt_25_x_clip_l14_30"]
+
+
+def _write(path: str, data: bytes) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def _check_out(out: str) -> None:
+    if os.path.exists(out) and not (os.path.isdir(out) and (not os.listdir(out)
+                                                             or os.path.exists(os.path.join(out, "figures.json")))):
+        raise KLFilterError("exists and is not a kl-filter report (no figures.json): not replaced", out)
+
+
+def _swap_in(tmp: str, out: str) -> None:
+    old = None
+    if os.path.exists(out):
+        old = f"{out}.old-{uuid.uuid4().hex[:8]}"
+        os.rename(out, old)
+    os.rename(tmp, out)
+    if old:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def build_report(metadata_dir: str, out: str, scores_dir: str | None = None, shards_dir: str | None = None,
+                 filters: list[str] | None = None, ctx=None, sample_size: int = 100_000, examples: int = 8,
+                 bins: int = 50, ngram_top_k: int = 50, thumb_size: int = 128, progress=NoProgress) -> dict:
+    """Build the report; return the figures. ``filters=None`` means :data:`DEFAULT_FILTERS` (each skipped
+    with a warning when it cannot run on this pool); filters given explicitly must all run."""
+    from ..selection.runner import RunContext
+
+    out = os.path.abspath(out.rstrip("/"))
+    _check_out(out)
+    for name, v in (("--sample_size", sample_size), ("--examples", examples), ("--bins", bins),
+                    ("--ngram_top_k", ngram_top_k), ("--thumb_size", thumb_size)):
+        if v < (0 if name in ("--sample_size", "--examples") else 1):
+            raise KLFilterError(f"{name} must be positive, got {v}")
+    pool = Pool(metadata_dir)
+    parent = os.path.dirname(out)
+    try:
+        os.makedirs(parent, exist_ok=True)
+        tmp = os.path.join(parent, f".{os.path.basename(out)}.{uuid.uuid4().hex[:8]}.tmp")
+        os.makedirs(tmp)
+    except OSError as e:
+        raise KLFilterError(f"cannot create the report directory ({e.strerror or e})", out) from e
+    try:
+        ctx = ctx or RunContext(progress=progress)
+        if ctx.scores_dir is None:
+            ctx.scores_dir = scores_dir or os.path.join(tmp, "scores")
+        subsets, skipped = _subsets(filters, metadata_dir, tmp, ctx)
+        used_scores = ctx.scores_dir if os.path.isdir(ctx.scores_dir) else None
+        source = ScoreSource(pool, used_scores)
+        for s in subsets:  # paths inside the report are given relative to it (the temp name goes away)
+            if s.path.startswith(tmp + os.sep):
+                s.path = os.path.relpath(s.path, tmp)
+        figures, sample = compute_figures(source, subsets, seed=ctx.seed, sample_size=sample_size,
+                                          examples=examples, bins=bins, ngram_top_k=ngram_top_k,
+                                          loaders=max(1, ctx.num_workers), progress=progress)
+        thumbs = {}
+        if shards_dir:
+            from .thumbs import make_thumbnails
+
+            wanted = {e["uid"] for c in figures["columns"].values() for e in c["top"] + c["bottom"]}
+            for uid, data in make_thumbnails(shards_dir, wanted, thumb_size, ctx.num_workers, progress).items():
+                thumbs[uid] = f"thumbs/{uid}.jpg"
+                _write(os.path.join(tmp, thumbs[uid]), data)
+        for c in figures["columns"].values():
+            for e in c["top"] + c["bottom"]:
+                e["thumbnail"] = thumbs.get(e["uid"])
+        plots = all_plots(figures)
+        for rel, data in plots.items():
+            _write(os.path.join(tmp, rel), data)
+        if used_scores and used_scores.startswith(tmp + os.sep):
+            used_scores = os.path.relpath(used_scores, tmp)
+        meta = {"version": __version__, "created": now(), "argv": sys.argv, "scores_dir": used_scores,
+                "shards_dir": shards_dir, "filters": filters, "sample_size": sample_size, "examples": examples,
+                "bins": bins, "ngram_top_k": ngram_top_k, "thumb_size": thumb_size,
+                "skipped_filters": skipped}
+        figures["report"] = dict(meta, plots=sorted(plots), thumbnails=len(thumbs))
+        pq.write_table(sample, os.path.join(tmp, "sample.parquet"))
+        _write(os.path.join(tmp, "figures.json"), json.dumps(figures, indent=1, allow_nan=False).encode())
+        _write(os.path.join(tmp, "index.html"), render(figures, set(plots), thumbs, meta).encode("utf-8"))
+        _swap_in(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return figures
+
+
+def _subsets(filters, metadata_dir, tmp, ctx):
+    if filters is not None:
+        return prepare_subsets(filters, metadata_dir, tmp, ctx), []
+    got, skipped = [], []
+    for f in DEFAULT_FILTERS:
+        try:
+            got += prepare_subsets([f], metadata_dir, tmp, ctx)
+        except KLFilterError as e:
+            log.warning("report: default recipe %s skipped: %s", f, e)
+            skipped.append({"recipe": f, "reason": str(e)})
+    return got, skipped

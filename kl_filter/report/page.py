@@ -1,0 +1,151 @@
+"""``index.html``: one self-contained page (inline CSS, no script, no network) over ``figures.json``.
+
+Images are the PNGs under ``plots/`` and ``thumbs/`` beside the page, referenced by relative paths, so the
+report directory can be copied or served anywhere. Captions are HTML-escaped.
+"""
+
+from __future__ import annotations
+
+import datetime
+import html
+
+from .plots import slug
+
+CSS = """
+body{font:14px/1.45 system-ui,-apple-system,"DejaVu Sans",sans-serif;margin:0 auto;max-width:1180px;padding:0 18px 40px;color:#1d1d1f}
+h1{font-size:22px;margin:22px 0 4px} h2{font-size:18px;margin:30px 0 8px;border-bottom:1px solid #ddd;padding-bottom:4px}
+h3{font-size:15px;margin:20px 0 6px} .muted{color:#666} nav a{margin-right:12px}
+table{border-collapse:collapse;margin:6px 0 12px} th,td{border:1px solid #ddd;padding:3px 7px;text-align:right;font-size:12.5px}
+th{background:#f4f4f6} td.l,th.l{text-align:left}
+.pair{display:grid;grid-template-columns:1fr 1fr;gap:14px} .ex{display:flex;gap:8px;align-items:flex-start;margin:4px 0}
+.ex img{width:64px;height:64px;object-fit:cover;border:1px solid #ccc;flex:none} .ex .s{font-family:monospace;color:#444;min-width:64px}
+.ex .c{word-break:break-word} img.plot{max-width:100%;border:1px solid #eee}
+"""
+
+
+def _e(x) -> str:
+    return html.escape(str(x), quote=True)
+
+
+def _f(v, fmt="{:.4g}") -> str:
+    return "–" if v is None else fmt.format(v)
+
+
+def _pct(v) -> str:
+    return "–" if v is None else f"{100 * v:.2f}%"
+
+
+def _img(path: str, alt: str, cls: str = "plot") -> str:
+    return f'<img class="{cls}" src="{_e(path)}" alt="{_e(alt)}">'
+
+
+def _examples(title: str, rows: list, thumbs: dict) -> str:
+    out = [f"<div><h4>{_e(title)}</h4>"]
+    for r in rows:
+        t = thumbs.get(r["uid"])
+        pic = _img(t, f"image of {r['uid']}", "thumb") if t else ""
+        cap = _e(r["caption"]) + ("…" if r.get("truncated") else "")
+        out.append(f'<div class="ex">{pic}<span class="s">{r["score"]:.4f}</span>'
+                   f'<span class="c">{cap or "<i>(empty caption)</i>"}<br><span class="muted">{_e(r["uid"])}</span>'
+                   f"</span></div>")
+    out.append("</div>")
+    return "".join(out)
+
+
+def _table(head: list[str], rows: list[list[str]], left: int = 1) -> str:
+    th = "".join(f'<th class="l">{h}</th>' if i < left else f"<th>{h}</th>" for i, h in enumerate(head))
+    body = "".join("<tr>" + "".join(f'<td class="l">{c}</td>' if i < left else f"<td>{c}</td>"
+                                    for i, c in enumerate(r)) + "</tr>" for r in rows)
+    return f"<table><tr>{th}</tr>{body}</table>"
+
+
+def render(figures: dict, plots: set, thumbs: dict, meta: dict) -> str:
+    pool, cols, subs = figures["pool"], figures["columns"], figures["subsets"]
+    p = []
+    p.append(f"<h1>kl-filter inspection report</h1><p class='muted'>pool <code>{_e(pool['metadata_dir'])}</code>: "
+             f"{pool['rows']:,} rows in {pool['shards']} shards (fingerprint {_e(pool['fingerprint'])}) · "
+             f"seed {figures['seed']} · sample {figures['sample']['size']:,} rows · "
+             f"kl-filter {_e(meta['version'])} · {_e(meta['created'])}</p>")
+    p.append('<nav><a href="#subsets">Subsets</a><a href="#overlap">Overlap</a><a href="#scores">Score columns</a>'
+             '<a href="#correlations">Correlations</a><a href="#ngrams">N-gram analysis</a></nav>')
+
+    # subsets
+    p.append('<h2 id="subsets">Subsets</h2>')
+    if subs:
+        rows = [[_e(n), f"{s['kept']:,}", _pct(s["share"]), _pct(s["english"]), f"{s['english_sample_rows']:,}",
+                 "; ".join(f"{_e(t['column'])} {_e(t['keep'])} {t['value']:.4g}" for t in s["thresholds"]) or "–"]
+                for n, s in subs.items()]
+        p.append(_table(["subset", "kept rows", "share of pool", "English (sample)", "sample rows", "thresholds"],
+                        rows))
+        p.append("<p class='muted'>English: fastText lid.176 on the report's uniform sample rows that the subset "
+                 f"keeps (pool sample: {_pct(figures['sample']['english'])}).</p>")
+    else:
+        p.append("<p class='muted'>No subsets given (<code>--filters</code>).</p>")
+    for f in ("plots/caption_words.png", "plots/short_side.png"):
+        if f in plots:
+            p.append(_img(f, f))
+
+    # overlap
+    ov = figures["overlap"]
+    p.append('<h2 id="overlap">Overlap between subsets</h2>')
+    if len(ov["subsets"]) > 1:
+        names = ov["subsets"]
+        rows = [[_e(a)] + [f"{ov['intersection'][i][j]:,}<br><span class='muted'>{_f(ov['jaccard'][i][j], '{:.3f}')}"
+                           f"</span>" for j in range(len(names))] for i, a in enumerate(names)]
+        p.append(_table([""] + [_e(n) for n in names], rows))
+        p.append("<p class='muted'>Each cell: rows kept by both, and the Jaccard index |A∩B| / |A∪B|.</p>")
+        if "plots/jaccard.png" in plots:
+            p.append(_img("plots/jaccard.png", "Jaccard"))
+    else:
+        p.append("<p class='muted'>Needs two subsets or more.</p>")
+
+    # score columns
+    p.append('<h2 id="scores">Score columns</h2>')
+    rows = [[_e(c), _e(figures["column_source"][c]), f"{v['summary']['count']:,}", f"{v['summary']['nan']:,}",
+             _f(v["summary"]["mean"]), _f(v["summary"]["std"]), _f(v["summary"]["min"]), _f(v["summary"]["max"])]
+            for c, v in cols.items()]
+    p.append(_table(["column", "from", "rows", "NaN", "mean", "std", "min", "max"], rows, left=2))
+    for c, v in cols.items():
+        p.append(f'<h3 id="col-{slug(c)}">{_e(c)}</h3>')
+        f = f"plots/hist_{slug(c)}.png"
+        if f in plots:
+            p.append(_img(f, f"histogram of {c}"))
+        p.append('<div class="pair">' + _examples(f"highest {len(v['top'])}", v["top"], thumbs)
+                 + _examples(f"lowest {len(v['bottom'])}", v["bottom"], thumbs) + "</div>")
+
+    # correlations
+    corr = figures["correlations"]
+    p.append('<h2 id="correlations">Correlations between scores</h2>')
+    for f in ("plots/pearson.png", "plots/spearman.png"):
+        if f in plots:
+            p.append(_img(f, f))
+    if len(corr["columns"]) <= 1:
+        p.append("<p class='muted'>Needs two score columns or more.</p>")
+
+    # n-grams
+    p.append('<h2 id="ngrams">N-gram analysis</h2><p class="muted">Rows of the sample split into score deciles; '
+             "coverage = share of a decile's n-gram occurrences taken by its K most frequent n-grams (low = varied "
+             "captions).</p>")
+    for c, ng in figures["ngrams"].items():
+        p.append(f"<h3>{_e(c)}</h3>")
+        f = f"plots/ngrams_{slug(c)}.png"
+        if f in plots:
+            p.append(_img(f, f"n-gram coverage of {c}"))
+        head = ["n"] + [f"D{i + 1}" for i in range(len(ng["deciles"]))]
+        rows = [[f"{n}-grams"] + [_f(v, "{:.3f}") for v in vals] for n, vals in ng["coverage"].items()]
+        p.append(_table(head, rows))
+        tops = ng["top_ngrams"].get("1", {})
+        if tops:
+            fmt = lambda xs: ", ".join(f"{_e(g)} ({k})" for g, k in xs) or "–"  # noqa: E731
+            p.append(f"<p>lowest decile: {fmt(tops.get('lowest', []))}<br>highest decile: "
+                     f"{fmt(tops.get('highest', []))}</p>")
+
+    body = "\n".join(p)
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1"><link rel="icon" href="data:,">'
+            f"<title>kl-filter report: {_e(pool['metadata_dir'])}</title><style>{CSS}</style></head>"
+            f"<body>\n{body}\n</body></html>\n")
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")

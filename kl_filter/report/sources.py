@@ -1,0 +1,159 @@
+"""What the report reads: the pool's own score columns, the score files, and the subsets to compare.
+
+* Score columns of the pool: every float ``clip_*_similarity_score`` column of the metadata parquet.
+* Score files (``kl-filter score`` / KL recipes, ``SCORES_DIR/<shard>.parquet``): every float column of the
+  first shard's file. Each shard's file must exist, hold the same rows in the same order (its ``uid`` column
+  is compared with the pool's) and carry the same columns; anything else stops the report with the file named.
+* Subsets: a recipe (name or YAML path) is run into ``REPORT_DIR/uids/<name>.npy`` with the usual runner
+  (its sidecar gives the thresholds drawn on the histograms); a ``.npy`` path is taken as a finished subset
+  file (no thresholds known). Duplicated uids (upsampling) count once in the report's set figures.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+
+import fsspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..errors import KLFilterError
+from ..pool import Pool
+from ..uids import check_uid_array, load_uids, sort_uids
+
+CLIP_COLUMN_RE = re.compile(r"^clip_[a-z0-9]+_similarity_score$")
+TEXT_COLUMNS = ("text", "original_width", "original_height")
+
+
+def _schema(path: str) -> pa.Schema:
+    try:
+        with fsspec.open(path, "rb") as f:
+            return pq.ParquetFile(f).schema_arrow
+    except FileNotFoundError as e:
+        raise KLFilterError("no such file", path) from e
+    except (pa.ArrowException, OSError) as e:
+        raise KLFilterError(f"unreadable parquet ({e})", path) from e
+
+
+def _float_columns(schema: pa.Schema, names) -> list[str]:
+    return [n for n in names if pa.types.is_floating(schema.field(n).type)]
+
+
+class ScoreSource:
+    """Reads, per shard, the score columns (pool's and score files') and the row facts the report shows."""
+
+    def __init__(self, pool: Pool, scores_dir: str | None):
+        self.pool, self.scores_dir = pool, scores_dir
+        schema = _schema(pool.shards[0].parquet)
+        self.pool_columns = _float_columns(schema, [n for n in schema.names if CLIP_COLUMN_RE.match(n)])
+        self.extra = [c for c in TEXT_COLUMNS if c in schema.names]
+        self.file_columns: list[str] = []
+        if scores_dir:
+            fs, root = fsspec.core.url_to_fs(scores_dir)
+            if not fs.isdir(root):
+                raise KLFilterError("scores directory does not exist", scores_dir)
+            first = self.score_path(pool.shards[0])
+            if fs.exists(fsspec.core.url_to_fs(first)[1]):
+                s = _schema(first)
+                self.file_columns = _float_columns(s, [n for n in s.names if n != "uid"])
+        clash = set(self.pool_columns) & set(self.file_columns)
+        if clash:
+            raise KLFilterError(f"score files repeat pool columns {sorted(clash)}", scores_dir)
+        self.columns = self.pool_columns + self.file_columns
+
+    def score_path(self, shard) -> str:
+        return f"{self.scores_dir.rstrip('/')}/{shard.name}.parquet"
+
+    def read(self, shard, facts: bool) -> dict:
+        """``{"uids", "num_rows", "scores": {column: float array}}`` (+ ``text``/sizes when ``facts``)."""
+        data = self.pool.read(shard, columns=self.pool_columns + (self.extra if facts else []))
+        out = {"uids": data.uids, "num_rows": data.num_rows,
+               "scores": {c: data.column(c) for c in self.pool_columns}}
+        if facts:
+            for c in self.extra:
+                out[c] = data.columns[c]
+        if self.file_columns:
+            path = self.score_path(shard)
+            try:
+                with fsspec.open(path, "rb") as f:
+                    table = pq.ParquetFile(f).read(columns=["uid"] + self.file_columns)
+            except FileNotFoundError as e:
+                raise KLFilterError("score file missing for this shard", path) from e
+            except KeyError as e:
+                raise KLFilterError(f"missing column {e}", path) from e
+            except (pa.ArrowException, OSError) as e:
+                raise KLFilterError(f"unreadable score file ({e})", path) from e
+            missing = [c for c in self.file_columns if c not in table.column_names]
+            if missing:
+                raise KLFilterError(f"missing column(s) {missing}", path)
+            if table.num_rows != data.num_rows or not table.column("uid").combine_chunks().equals(data.columns["uid"]):
+                raise KLFilterError(f"rows differ from the pool shard {shard.parquet}", path)
+            for c in self.file_columns:
+                out["scores"][c] = table.column(c).to_numpy()
+        return out
+
+
+@dataclass
+class Subset:
+    name: str
+    path: str
+    uids: np.ndarray                      # sorted, unique u8,u8
+    file_rows: int                        # entries in the file, duplicates included
+    summary: dict = field(default_factory=dict)  # the runner's sidecar (rules and thresholds) for recipes
+
+    def thresholds(self) -> list[dict]:
+        """``{"column", "value", "keep"}`` for every score rule of the recipe (``keep`` is ``>=`` or ``<=``)."""
+        out = []
+        for r in self.summary.get("rules", []):
+            value = r.get("computed_threshold", r.get("threshold"))
+            if r.get("rule") == "top" and value is not None:
+                out.append({"column": r["column"], "value": float(value), "keep": "<=" if r.get("reverse") else ">="})
+        return out
+
+
+def _unique_sorted(arr: np.ndarray) -> np.ndarray:
+    arr = sort_uids(arr)
+    if len(arr) > 1:
+        new = np.concatenate([[True], (arr["f0"][1:] != arr["f0"][:-1]) | (arr["f1"][1:] != arr["f1"][:-1])])
+        arr = arr[new]
+    return arr
+
+
+def load_subset(name: str, path: str, summary: dict | None = None) -> Subset:
+    arr = load_uids(path)
+    check_uid_array(arr, path)
+    return Subset(name, path, _unique_sorted(arr), int(len(arr)), summary or {})
+
+
+def subset_name(spec: str) -> str:
+    base = os.path.basename(spec)
+    for ext in (".npy", ".yaml", ".yml"):
+        if base.endswith(ext):
+            return base[: -len(ext)]
+    return base
+
+
+def prepare_subsets(specs: list[str], metadata_dir: str, out_dir: str, ctx) -> list[Subset]:
+    """Run each recipe (or load each ``.npy``); names must be distinct (they label the figures)."""
+    from ..cli.common import build_filter_from_params
+    from ..recipes import load_recipe
+    from ..selection.runner import run_filter
+
+    out, names = [], set()
+    for spec in specs:
+        name = subset_name(spec)
+        if name in names:
+            raise KLFilterError(f"--filters names {name!r} twice")
+        names.add(name)
+        if spec.endswith(".npy"):
+            out.append(load_subset(name, spec))
+            continue
+        recipe = load_recipe(spec)
+        save = os.path.join(out_dir, "uids", f"{name}.npy")
+        summary = run_filter(build_filter_from_params(recipe.filter, recipe.params), metadata_dir, save, ctx,
+                             recipe=recipe.name)
+        out.append(load_subset(name, save, summary))
+    return out
