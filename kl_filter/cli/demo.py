@@ -1,5 +1,6 @@
 """``kl-filter demo``: the embedded default. Synthesise a DataComp-format pool, run every recipe that runs
-offline, print the table (kept count, share, threshold, seconds) and write it beside the pool."""
+offline, print the table (kept count, share, threshold, seconds) and write it beside the pool; then build the
+inspection report (``kl-filter inspect``) of the main recipes' subsets in ``OUT/report``."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--recipes", nargs="+", default=None, help="recipe names (default: all in baselines/)")
     p.add_argument("--num_workers", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--no_report", action="store_true", help="skip the inspection report")
     p.add_argument("--no_progress", action="store_true")
     p.set_defaults(func=run)
 
@@ -65,4 +67,12 @@ def run(args) -> int:
     write_json(os.path.join(args.out, "demo_results.json"), {"pool": want, "results": rows})
     print(f"\nDemo pool: {args.rows:,} synthetic DataComp rows, {args.shards} shards, seed {args.seed}\n")
     print(table)
+    if not args.no_report:
+        from ..report import DEFAULT_FILTERS, build_report
+
+        done = {x["recipe"] for x in rows if "kept" in x}
+        subsets = [os.path.join(args.out, "uids", f"{n}.npy") for n in DEFAULT_FILTERS if n in done]
+        report = os.path.join(args.out, "report")
+        build_report(pool_dir, report, scores_dir=ctx.scores_dir, filters=subsets, ctx=ctx, progress=progress)
+        print(f"Inspection report: {os.path.join(os.path.abspath(report), 'index.html')}")
     return 0

@@ -28,6 +28,10 @@ def add_parser(sub) -> None:
     p.add_argument("--thumb_size", type=int, default=128, help="thumbnail side in pixels")
     p.add_argument("--num_workers", type=int, default=os.cpu_count() or 1)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where KL recipes score")
+    p.add_argument("--screenshot", default=None, metavar="PNG",
+                   help="open the report in headless Chromium (selenium + chromium-driver), fail on any console "
+                        "error or broken image, and save a screenshot")
+    p.add_argument("--screenshot_height", type=int, default=None, help="screenshot height in pixels (default: whole page)")
     p.add_argument("--no_progress", action="store_true")
     p.set_defaults(func=run)
 
@@ -51,5 +55,14 @@ def run(args) -> int:
     print(f"report: {fig['pool']['rows']:,} rows, {len(fig['columns'])} score columns, {len(subs)} subsets ({kept})")
     for s in fig["report"]["skipped_filters"]:
         print(f"report: skipped {s['recipe']}: {s['reason']}")
-    print(f"report: {os.path.join(os.path.abspath(args.out), 'index.html')}")
+    index = os.path.join(os.path.abspath(args.out), "index.html")
+    print(f"report: {index}")
+    if args.screenshot:
+        from ..report.browser import check_page
+
+        got = check_page(index, args.screenshot, height=args.screenshot_height)
+        problems = got["errors"] + [f"image does not load: {s}" for s in got["broken_images"]]
+        if problems:
+            raise KLFilterError(f"{len(problems)} problem(s) in the browser, first: {problems[0]}", index)
+        print(f"report: opens in Chromium without errors ({got['images']} images); screenshot {args.screenshot}")
     return 0

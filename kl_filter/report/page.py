@@ -52,9 +52,11 @@ def _examples(title: str, rows: list, thumbs: dict) -> str:
     return "".join(out)
 
 
-def _table(head: list[str], rows: list[list[str]], left: int = 1) -> str:
-    th = "".join(f'<th class="l">{h}</th>' if i < left else f"<th>{h}</th>" for i, h in enumerate(head))
-    body = "".join("<tr>" + "".join(f'<td class="l">{c}</td>' if i < left else f"<td>{c}</td>"
+def _table(head: list[str], rows: list[list[str]], left=1) -> str:
+    """``left``: how many leading columns are left-aligned (text), or the set of their indices."""
+    is_left = (lambda i: i < left) if isinstance(left, int) else (lambda i: i in left)
+    th = "".join(f'<th class="l">{h}</th>' if is_left(i) else f"<th>{h}</th>" for i, h in enumerate(head))
+    body = "".join("<tr>" + "".join(f'<td class="l">{c}</td>' if is_left(i) else f"<td>{c}</td>"
                                     for i, c in enumerate(r)) + "</tr>" for r in rows)
     return f"<table><tr>{th}</tr>{body}</table>"
 
@@ -76,14 +78,13 @@ def render(figures: dict, plots: set, thumbs: dict, meta: dict) -> str:
                  "; ".join(f"{_e(t['column'])} {_e(t['keep'])} {t['value']:.4g}" for t in s["thresholds"]) or "–"]
                 for n, s in subs.items()]
         p.append(_table(["subset", "kept rows", "share of pool", "English (sample)", "sample rows", "thresholds"],
-                        rows))
+                        rows, left={0, 5}))
         p.append("<p class='muted'>English: fastText lid.176 on the report's uniform sample rows that the subset "
                  f"keeps (pool sample: {_pct(figures['sample']['english'])}).</p>")
     else:
         p.append("<p class='muted'>No subsets given (<code>--filters</code>).</p>")
-    for f in ("plots/caption_words.png", "plots/short_side.png"):
-        if f in plots:
-            p.append(_img(f, f))
+    p.append('<div class="pair">' + "".join(f"<div>{_img(f, f)}</div>" for f in
+                                            ("plots/caption_words.png", "plots/short_side.png") if f in plots) + "</div>")
 
     # overlap
     ov = figures["overlap"]
@@ -116,9 +117,8 @@ def render(figures: dict, plots: set, thumbs: dict, meta: dict) -> str:
     # correlations
     corr = figures["correlations"]
     p.append('<h2 id="correlations">Correlations between scores</h2>')
-    for f in ("plots/pearson.png", "plots/spearman.png"):
-        if f in plots:
-            p.append(_img(f, f))
+    p.append('<div class="pair">' + "".join(f"<div>{_img(f, f)}</div>" for f in
+                                            ("plots/pearson.png", "plots/spearman.png") if f in plots) + "</div>")
     if len(corr["columns"]) <= 1:
         p.append("<p class='muted'>Needs two score columns or more.</p>")
 

@@ -66,8 +66,9 @@ def heatmap(title: str, labels: list[str], matrix, fmt: str = "{:.2f}", vmin=-1.
         for i in range(k):
             for j in range(k):
                 if np.isfinite(m[i, j]):
+                    r, g, b, _ = im.cmap(im.norm(m[i, j]))  # dark cell: white text
                     ax.text(j, i, fmt.format(m[i, j]), ha="center", va="center", fontsize=5.5,
-                            color="white" if abs(m[i, j]) > 0.6 * max(abs(vmin), abs(vmax)) else "black")
+                            color="white" if 0.299 * r + 0.587 * g + 0.114 * b < 0.5 else "black")
     fig.colorbar(im, ax=ax, shrink=0.8)
     ax.set_title(title, fontsize=10)
     return _png(fig)

@@ -6,11 +6,12 @@
   is compared with the pool's) and carry the same columns; anything else stops the report with the file named.
 * Subsets: a recipe (name or YAML path) is run into ``REPORT_DIR/uids/<name>.npy`` with the usual runner
   (its sidecar gives the thresholds drawn on the histograms); a ``.npy`` path is taken as a finished subset
-  file (no thresholds known). Duplicated uids (upsampling) count once in the report's set figures.
+  file (thresholds from the runner's ``.json`` sidecar beside it, when there is one). Duplicated uids (upsampling) count once in the report's set figures.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -123,9 +124,26 @@ def _unique_sorted(arr: np.ndarray) -> np.ndarray:
 
 
 def load_subset(name: str, path: str, summary: dict | None = None) -> Subset:
+    """A subset file; its thresholds come from ``summary`` or else from the runner's sidecar beside it."""
     arr = load_uids(path)
     check_uid_array(arr, path)
-    return Subset(name, path, _unique_sorted(arr), int(len(arr)), summary or {})
+    if summary is None:
+        summary = _sidecar(path)
+    return Subset(name, path, _unique_sorted(arr), int(len(arr)), summary)
+
+
+def _sidecar(path: str) -> dict:
+    from ..selection.runner import sidecar_path
+
+    side = sidecar_path(path)
+    try:
+        with fsspec.open(side, "r") as f:
+            doc = json.load(f)
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as e:
+        raise KLFilterError(f"unreadable sidecar of a subset file ({e})", side) from e
+    return doc if isinstance(doc, dict) else {}
 
 
 def subset_name(spec: str) -> str:
