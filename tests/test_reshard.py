@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 
 from conftest import run_cli
-from kl_filter.harness.reshard import read_samples
+from kl_filter.pool.tars import read_samples
 from kl_filter.uids import hex_to_u8u8, sort_uids
 
 

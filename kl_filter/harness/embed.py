@@ -44,11 +44,11 @@ import pyarrow.parquet as pq
 
 from ..atomic import atomic_open
 from ..errors import KLFilterError, MissingDependency
+from ..pool.tars import IMAGE_EXTS
 from ..progress import NoProgress
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 # DataComp's family names for OpenAI's models; any other architecture gets its lowercased alphanumerics.
 KNOWN_FAMILIES = {"vit-b-32": "b32", "vit-l-14": "l14", "vit-b-16": "b16", "vit-l-14-336": "l14336"}
 FAMILY_RE = re.compile(r"^[a-z0-9]+$")

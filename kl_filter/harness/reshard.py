@@ -27,35 +27,12 @@ from ..atomic import atomic_open, write_bytes, write_json
 from ..errors import KLFilterError
 from ..pipeline import run_pipeline
 from ..progress import NoProgress
+from ..pool.tars import read_samples
 from ..uids import UID_DTYPE, hex_to_u8u8, load_uids
 
 log = logging.getLogger(__name__)
 OUTPUT_FORMAT = "{:08d}.tar"
 STATS_FORMAT = "{:08d}_stats.json"
-
-
-def _split(name: str) -> tuple[str, str]:
-    base = os.path.basename(name)
-    dirname = os.path.dirname(name)
-    key, _, ext = base.partition(".")
-    return (f"{dirname}/{key}" if dirname else key), ext
-
-
-def read_samples(path: str):
-    """Samples of one webdataset tar, in order: (key, {ext: bytes})."""
-    cur_key, cur = None, {}
-    with tarfile.open(path, "r:*") as tf:
-        for m in tf:
-            if not m.isfile():
-                continue
-            key, ext = _split(m.name)
-            if key != cur_key and cur:
-                yield cur_key, cur
-                cur = {}
-            cur_key = key
-            cur[ext] = tf.extractfile(m).read()
-    if cur:
-        yield cur_key, cur
 
 
 def _keep_from_shard(path: str, subset: np.ndarray) -> tuple[list, int, str | None]:

@@ -27,6 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..errors import KLFilterError
 from ..pipeline import run_pipeline
 from ..progress import NoProgress
 from ..stats.reference import sample_keys
@@ -144,7 +145,6 @@ def compute_figures(source, subsets, seed: int = 0, sample_size: int = 100_000, 
     def load2(shard):
         d = source.read(shard, facts=True)
         if "text" not in d:
-            from ..errors import KLFilterError
             raise KLFilterError("the report needs the 'text' column", shard.parquet)
         d["uid_hex"] = np.char.decode(u8u8_to_hex(d["uids"]), "ascii").astype(object)
         return d

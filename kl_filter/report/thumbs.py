@@ -1,8 +1,7 @@
 """Thumbnails of the report's example rows, found in the pool's image shards (webdataset tars).
 
-Each tar is streamed once, member by member (a sample's files are consecutive, grouped by key as webdataset
-does); only samples whose json ``uid`` is wanted are decoded, so memory holds one sample at a time. The
-thumbnail is the image shrunk to fit ``size`` × ``size`` (aspect kept), saved as ``thumbs/<uid>.jpg``.
+Each tar is streamed once (:func:`kl_filter.pool.tars.read_samples`, one sample in memory at a time); only
+samples whose json ``uid`` is wanted are decoded. The thumbnail is the image shrunk to fit ``size`` × ``size`` (aspect kept), saved as ``thumbs/<uid>.jpg``.
 A sample whose image does not decode is reported (logged) and shown without a thumbnail.
 """
 
@@ -16,33 +15,9 @@ import os
 import tarfile
 
 from ..errors import KLFilterError, MissingDependency
+from ..pool.tars import IMAGE_EXTS, read_samples
 
 log = logging.getLogger(__name__)
-IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
-
-
-def _samples(path: str):
-    """``(key, {ext: bytes})`` per sample of one tar, in tar order, one sample in memory."""
-    key, parts = None, {}
-    try:
-        with tarfile.open(path, "r|*") as tf:  # stream mode: no seeking, works on pipes and remote files
-            for m in tf:
-                if not m.isfile():
-                    continue
-                d, base = os.path.split(m.name)
-                if base.startswith("."):
-                    continue
-                stem, _, ext = base.partition(".")
-                k = os.path.join(d, stem)
-                if k != key:
-                    if key is not None:
-                        yield key, parts
-                    key, parts = k, {}
-                parts[ext.lower()] = tf.extractfile(m).read()
-    except (tarfile.TarError, OSError, EOFError) as e:
-        raise KLFilterError(f"unreadable tar ({e})", path) from e
-    if key is not None:
-        yield key, parts
 
 
 def _thumb(data: bytes, size: int) -> bytes:
@@ -56,16 +31,25 @@ def _thumb(data: bytes, size: int) -> bytes:
     return buf.getvalue()
 
 
+def _wanted_samples(path: str, wanted: set):
+    """``(key, uid, {ext: bytes})`` of the wanted samples of one tar (extensions lower-cased)."""
+    for key, parts in read_samples(path):
+        parts = {e.lower(): v for e, v in parts.items()}
+        try:
+            uid = str(json.loads(parts["json"]).get("uid", "")).lower() if "json" in parts else ""
+        except (ValueError, AttributeError):
+            continue
+        if uid in wanted:
+            yield key, uid, parts
+
+
 def _one_tar(path: str, wanted: set, size: int) -> dict:
     out = {}
-    for key, parts in _samples(path):
-        try:
-            uid = json.loads(parts["json"]).get("uid", "") if "json" in parts else ""
-        except ValueError:
-            continue
-        uid = str(uid).lower()
-        if uid not in wanted:
-            continue
+    try:
+        samples = list(_wanted_samples(path, wanted))
+    except (tarfile.TarError, OSError, EOFError) as e:
+        raise KLFilterError(f"unreadable tar ({e})", path) from e
+    for key, uid, parts in samples:
         ext = next((e for e in IMAGE_EXTS if e in parts), None)
         if ext is None:
             continue
