@@ -94,3 +94,12 @@ def pool_or_synth(args, tmp: str) -> str:
     pool = os.path.join(tmp, "pool")
     synth_pool(pool, rows=args.rows, shards=args.shards, seed=0, num_workers=args.num_workers)
     return pool
+
+
+def subset_pool(pool: str, shards: int, dst: str) -> str:
+    """The first ``shards`` shards of ``pool`` as a new pool directory (symlinks)."""
+    os.makedirs(dst, exist_ok=True)
+    for f in sorted(os.listdir(pool)):
+        if f.endswith((".parquet", ".npz")) and int(f.split(".")[0]) < shards:
+            os.symlink(os.path.join(pool, f), os.path.join(dst, f))
+    return dst

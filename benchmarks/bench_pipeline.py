@@ -22,7 +22,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import add_pool_arguments, pool_or_synth, python, run_measured, write_results  # noqa: E402
+from _common import add_pool_arguments, pool_or_synth, python, run_measured, subset_pool, write_results  # noqa: E402
 
 
 def read_decode(pool: str, key: str, workers: int) -> float:
@@ -37,14 +37,6 @@ def read_decode(pool: str, key: str, workers: int) -> float:
     with cf.ThreadPoolExecutor(workers) as ex:
         rows = sum(ex.map(one, files))
     return time.perf_counter() - t, rows
-
-
-def subset_pool(pool: str, shards: int, dst: str) -> str:
-    os.makedirs(dst, exist_ok=True)
-    for f in sorted(os.listdir(pool)):
-        if f.endswith((".parquet", ".npz")) and int(f.split(".")[0]) < shards:
-            os.symlink(os.path.join(pool, f), os.path.join(dst, f))
-    return dst
 
 
 def main() -> None:
