@@ -22,12 +22,12 @@ def _digest(d):
 
 
 def test_pool_is_seeded_and_noisy(tmp_path):
-    from kl_filter.harness import tiny_data
+    from kl_filter.harness.tiny.pool import make_pool
 
     a, b, c = (str(tmp_path / x) for x in "abc")
-    info = tiny_data.make_pool(a, 300, seed=5, shard_size=120)
-    tiny_data.make_pool(b, 300, seed=5, shard_size=120)
-    tiny_data.make_pool(c, 300, seed=6, shard_size=120)
+    info = make_pool(a, 300, seed=5, shard_size=120)
+    make_pool(b, 300, seed=5, shard_size=120)
+    make_pool(c, 300, seed=6, shard_size=120)
     assert info["rows"] == 300 and info["shards"] == 3 and sum(info["kinds"].values()) == 300
     assert sorted(os.listdir(a)) == ["00000000.tar", "00000000_stats.json", "00000001.tar", "00000001_stats.json",
                                      "00000002.tar", "00000002_stats.json", "truth.parquet"]
@@ -43,18 +43,19 @@ def test_pool_is_seeded_and_noisy(tmp_path):
 
 
 def test_eval_sets_are_disjoint_from_training_digits():
-    from kl_filter.harness import tiny_data
+    from kl_filter.harness.tiny.content import digit_split
+    from kl_filter.harness.tiny.evalsets import eval_sets
 
-    split = tiny_data.digit_split(0)
+    split = digit_split(0)
     ev, te, po = (set(split[k].tolist()) for k in ("eval", "teacher", "pool"))
     assert not (ev & te) and not (ev & po) and not (te & po) and len(ev | te | po) == 1797
-    e = tiny_data.eval_sets(0, 3, 10, 12)
+    e = eval_sets(0, 3, 10, 12)
     assert e["scenes"]["images"].shape == (18, 64, 64, 3) and e["digits"]["images"].shape == (10, 64, 64, 3)
     assert len(set(e["retrieval"]["captions"])) == 12
 
 
 def test_offline_plan_skips_image_based():
-    from kl_filter.harness.track import QUICK_RECIPES, plan_recipes
+    from kl_filter.harness.tiny.track import QUICK_RECIPES, plan_recipes
 
     run, skipped = plan_recipes(None, quick=False)
     names = {r.name for r in run}
@@ -65,8 +66,23 @@ def test_offline_plan_skips_image_based():
     assert [r.name for r in run] == QUICK_RECIPES and not skipped
 
 
+def test_kl_recipes_get_the_track_reference_sample_size():
+    from kl_filter.harness.tiny.track import TrackConfig, recipe_params
+    from kl_filter.recipes import load_recipe
+
+    cfg = TrackConfig(kl_num_samples=123)
+    assert recipe_params(load_recipe("kl_l14_txt_25"), cfg)["num_samples"] == 123
+    assert recipe_params(load_recipe("centered_b32_txt_25"), cfg)["num_samples"] == 123  # one stats file for all
+    assert "num_samples" not in recipe_params(load_recipe("clip_score_l14_30"), cfg)
+    own = load_recipe("kl_l14_txt_25")
+    own.params["sample_ratio"] = 0.01  # a recipe's own sampling wins
+    assert "num_samples" not in recipe_params(own, cfg)
+    assert TrackConfig().kl_num_samples == 2_000 and TrackConfig.quick().kl_num_samples == 250
+
+
 def test_track_quick(tmp_path):
-    from kl_filter.harness.track import METRICS, QUICK_RECIPES
+    from kl_filter.harness.tiny.models import METRICS
+    from kl_filter.harness.tiny.track import QUICK_RECIPES
     from kl_filter.uids import check_uid_array, load_uids
 
     out = tmp_path / "tiny"
@@ -97,4 +113,8 @@ def test_track_quick(tmp_path):
     assert int(by["clip_score_l14_30"]["subset_size"]) == pytest.approx(0.3 * pool_rows, abs=2)
     md = (out / "results.md").read_text()
     assert all(name in md for name in QUICK_RECIPES) and "±" not in md.split("## What")[0].split("| recipe")[1]
+    assert f"Pool: {pool_rows:,} image-text pairs" in md and "Values are from 1 seed." in md  # one seed keeps the text
     assert np.isfinite([rec["results"][i]["average_mean"] for i in range(3)]).all()
+    kl = next(r for r in rec["results"] if r["recipe"] == "kl_l14_txt_25")
+    assert rec["kl_num_samples"] == rec["config"]["kl_num_samples"] == kl["params"]["num_samples"] == 250
+    assert kl["filter_summary"]["params"]["num_reference_samples"] == 250

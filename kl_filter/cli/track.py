@@ -25,7 +25,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     import sys
 
-    from ..harness.track import run_track
+    from ..harness.tiny.track import run_track
 
     rec = run_track(args.out, scale=args.scale, quick=args.quick, seeds=args.seeds, recipes=args.recipes,
                     pool_seed=args.pool_seed, keep_work=args.keep_work, work_dir=args.work_dir,

