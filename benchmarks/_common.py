@@ -7,6 +7,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -94,6 +95,20 @@ def pool_or_synth(args, tmp: str) -> str:
     pool = os.path.join(tmp, "pool")
     synth_pool(pool, rows=args.rows, shards=args.shards, seed=0, num_workers=args.num_workers)
     return pool
+
+
+def setup_pool(ap, rows: int, shards: int, prefix: str):
+    """Parse the arguments (pool flags added), make the run's temp dir and return ``(args, tmp, pool)``."""
+    add_pool_arguments(ap, rows, shards)
+    args = ap.parse_args()
+    tmp = tempfile.mkdtemp(prefix=prefix)
+    return args, tmp, pool_or_synth(args, tmp)
+
+
+def half_and_full(pool: str, tmp: str) -> list[tuple[int, str]]:
+    """``(shards, pool dir)`` for the first half of the pool's shards and for all of them (scaling runs)."""
+    n = len([f for f in os.listdir(pool) if f.endswith(".parquet")])
+    return [(k, subset_pool(pool, k, os.path.join(tmp, f"pool_{k}"))) for k in (n // 2, n)]
 
 
 def subset_pool(pool: str, shards: int, dst: str) -> str:

@@ -13,12 +13,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import add_pool_arguments, pool_or_synth, python, run_measured, write_results  # noqa: E402
+from _common import python, run_measured, setup_pool, write_results  # noqa: E402
 
 CASES = {
     "clip_score_l14_30": (["--name", "clip_score", "--arch", "l14", "--fraction", "0.3"], 5.0),
@@ -30,11 +29,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--datacomp_dir", required=True, help="a checkout of mlfoundations/datacomp")
     ap.add_argument("--cases", nargs="+", default=list(CASES))
-    add_pool_arguments(ap, 2_000_000, 26)
-    args = ap.parse_args()
-
-    tmp = tempfile.mkdtemp(prefix="bench_baselines_")
-    pool = pool_or_synth(args, tmp)
+    args, tmp, pool = setup_pool(ap, 2_000_000, 26, "bench_baselines_")
     rows = {}
     for case in args.cases:
         flags, target = CASES[case]

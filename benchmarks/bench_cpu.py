@@ -11,13 +11,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 
 import numpy as np
 import pyarrow.parquet as pq
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import add_pool_arguments, pool_or_synth, python, run_measured, write_results  # noqa: E402
+from _common import python, run_measured, setup_pool, write_results  # noqa: E402
 
 
 def main() -> None:
@@ -25,10 +24,7 @@ def main() -> None:
     ap.add_argument("--num_samples", type=int, default=4096)
     ap.add_argument("--arch", default="l14")
     ap.add_argument("--target", default="txt")
-    add_pool_arguments(ap, 200_000, 4)
-    args = ap.parse_args()
-    tmp = tempfile.mkdtemp(prefix="bench_cpu_")
-    pool = pool_or_synth(args, tmp)
+    args, tmp, pool = setup_pool(ap, 200_000, 4, "bench_cpu_")
     stats = os.path.join(tmp, "stats.npz")
     run_measured([python(), "-m", "kl_filter", "stats", "--metadata_dir", pool, "--out", stats, "--arch", args.arch,
                   "--num_samples", str(args.num_samples), "--no_moments", "--no_progress"])

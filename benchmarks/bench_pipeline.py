@@ -16,13 +16,12 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import add_pool_arguments, pool_or_synth, python, run_measured, subset_pool, write_results  # noqa: E402
+from _common import half_and_full, python, run_measured, setup_pool, write_results  # noqa: E402
 
 
 def read_decode(pool: str, key: str, workers: int) -> float:
@@ -43,14 +42,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--num_samples", type=int, default=1024)
     ap.add_argument("--device", default="auto")
-    add_pool_arguments(ap, 2_000_000, 26)
-    args = ap.parse_args()
-    tmp = tempfile.mkdtemp(prefix="bench_pipeline_")
-    pool = pool_or_synth(args, tmp)
-    n_shards = len([f for f in os.listdir(pool) if f.endswith(".parquet")])
+    args, tmp, pool = setup_pool(ap, 2_000_000, 26, "bench_pipeline_")
     runs = []
-    for shards in (n_shards // 2, n_shards):
-        p = subset_pool(pool, shards, os.path.join(tmp, f"pool_{shards}"))
+    for shards, p in half_and_full(pool, tmp):
         os.system("sync")
         io_s, rows = read_decode(p, "l14_txt", args.num_workers)
         out = os.path.join(tmp, f"kl_{shards}.npy")

@@ -8,18 +8,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import add_pool_arguments, pool_or_synth, python, run_measured, write_results  # noqa: E402
+from _common import python, run_measured, setup_pool, write_results  # noqa: E402
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_pool_arguments(ap, 400_000, 8)
-    args = ap.parse_args()
-    tmp = tempfile.mkdtemp(prefix="bench_ray_")
-    pool = pool_or_synth(args, tmp)
+    args, tmp, pool = setup_pool(ap, 400_000, 8, "bench_ray_")
     cases = {
         "clip_score_l14_30": ["--name", "clip_score", "--arch", "l14", "--fraction", "0.3"],
         "laion2b": ["--name", "laion2b"],

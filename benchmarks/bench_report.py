@@ -15,10 +15,9 @@ import argparse
 import os
 import shutil
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import add_pool_arguments, pool_or_synth, python, run_measured, subset_pool, write_results  # noqa: E402
+from _common import half_and_full, python, run_measured, setup_pool, write_results  # noqa: E402
 
 PLAIN = r'''
 import glob, sys
@@ -44,14 +43,9 @@ print(len(df))
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_pool_arguments(ap, 2_000_000, 26)
-    args = ap.parse_args()
-    tmp = tempfile.mkdtemp(prefix="bench_report_")
-    pool = pool_or_synth(args, tmp)
-    n_shards = len([f for f in os.listdir(pool) if f.endswith(".parquet")])
+    args, tmp, pool = setup_pool(ap, 2_000_000, 26, "bench_report_")
     runs = []
-    for shards in (n_shards // 2, n_shards):
-        p = subset_pool(pool, shards, os.path.join(tmp, f"pool_{shards}"))
+    for shards, p in half_and_full(pool, tmp):
         subsets = []
         for arch in ("b32", "l14"):
             save = os.path.join(tmp, f"clip_{arch}_{shards}.npy")
