@@ -322,6 +322,9 @@ def test_bad_input_leaves_nothing(report, tmp_path):
     p = run_cli("inspect", "--metadata_dir", report["pool"], "--out", out, "--filters", "no_such_recipe",
                 "--no_progress")
     assert p.returncode == 2 and "no such recipe" in p.stderr and not out.exists()
+    # an impossible figure size is refused before anything is read or written
+    p = run_cli("inspect", "--metadata_dir", report["pool"], "--out", out, "--filters", "--bins", 0, "--no_progress")
+    assert p.returncode == 2 and "--bins must be >= 1, got 0" in p.stderr and not out.exists()
 
 
 def test_rebuild_replaces_a_previous_report(report, tmp_path):

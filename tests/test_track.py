@@ -80,13 +80,22 @@ def test_kl_recipes_get_the_track_reference_sample_size():
     assert TrackConfig().kl_num_samples == 2_000 and TrackConfig.quick().kl_num_samples == 250
 
 
+def test_track_rejects_bad_arguments_before_writing(tmp_path):
+    for flags, msg in ((["--kl_num_samples", "1"], "--kl_num_samples must be >= 2, got 1"),
+                       (["--seeds", "0"], "--seeds must be >= 1, got 0")):
+        out = tmp_path / "tiny"
+        p = run_cli("track", "--scale", "tiny", "--out", out, "--quick", *flags)
+        assert p.returncode != 0 and msg in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
+        assert not out.exists()
+
+
 def test_track_quick(tmp_path):
     from kl_filter.harness.tiny.models import METRICS
     from kl_filter.harness.tiny.track import QUICK_RECIPES
     from kl_filter.uids import check_uid_array, load_uids
 
     out = tmp_path / "tiny"
-    p = run_cli("track", "--scale", "tiny", "--out", out, "--quick", check=True)
+    p = run_cli("track", "--scale", "tiny", "--out", out, "--quick", "--kl_num_samples", "200", check=True)
     assert "3 recipe(s) x 1 seed(s)" in p.stdout
     for f in ("results.md", "results.csv", "results.png", "run.json"):
         assert (out / f).stat().st_size > 0, f
@@ -116,5 +125,5 @@ def test_track_quick(tmp_path):
     assert f"Pool: {pool_rows:,} image-text pairs" in md and "Values are from 1 seed." in md  # one seed keeps the text
     assert np.isfinite([rec["results"][i]["average_mean"] for i in range(3)]).all()
     kl = next(r for r in rec["results"] if r["recipe"] == "kl_l14_txt_25")
-    assert rec["kl_num_samples"] == rec["config"]["kl_num_samples"] == kl["params"]["num_samples"] == 250
-    assert kl["filter_summary"]["params"]["num_reference_samples"] == 250
+    assert rec["kl_num_samples"] == rec["config"]["kl_num_samples"] == kl["params"]["num_samples"] == 200  # the flag
+    assert kl["filter_summary"]["params"]["num_reference_samples"] == 200

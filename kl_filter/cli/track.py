@@ -14,6 +14,9 @@ def add_parser(sub) -> None:
     p.add_argument("--recipes", nargs="+", default=None, help="recipe names or paths (default: every recipe in "
                                                               "baselines/ that runs offline)")
     p.add_argument("--pool_seed", type=int, default=0, help="seed of the pool, the teachers and the filters")
+    p.add_argument("--kl_num_samples", type=int, default=None,
+                   help="reference samples N per modality of the KL recipes (default 2000, or 250 with --quick: "
+                        "about 1/6 of the caption-filtered rows, so few rows reach the log N ceiling)")
     p.add_argument("--num_workers", type=int, default=min(2, os.cpu_count() or 1), help="workers for the filters")
     p.add_argument("--train_workers", type=int, default=None,
                    help="training processes, one torch thread each (default: min(2, cores))")
@@ -29,7 +32,8 @@ def run(args) -> int:
 
     rec = run_track(args.out, scale=args.scale, quick=args.quick, seeds=args.seeds, recipes=args.recipes,
                     pool_seed=args.pool_seed, keep_work=args.keep_work, work_dir=args.work_dir,
-                    num_workers=args.num_workers, train_workers=args.train_workers, argv=["kl-filter", *sys.argv[1:]])
+                    num_workers=args.num_workers, train_workers=args.train_workers,
+                    kl_num_samples=args.kl_num_samples, argv=["kl-filter", *sys.argv[1:]])
     print(f"track: {len(rec['results'])} recipe(s) x {len(rec['seeds'])} seed(s) in {rec['wall_time_s'] / 60:.1f} min"
           f" -> {os.path.join(args.out, 'results.md')}"
           + (f"; skipped: {', '.join(s['recipe'] for s in rec['skipped'])}" if rec["skipped"] else ""))

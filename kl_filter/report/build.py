@@ -73,8 +73,9 @@ def build_report(metadata_dir: str, out: str, scores_dir: str | None = None, sha
     _check_out(out)
     for name, v in (("--sample_size", sample_size), ("--examples", examples), ("--bins", bins),
                     ("--ngram_top_k", ngram_top_k), ("--thumb_size", thumb_size)):
-        if v < (0 if name in ("--sample_size", "--examples") else 1):
-            raise KLFilterError(f"{name} must be positive, got {v}")
+        least = 0 if name in ("--sample_size", "--examples") else 1
+        if v < least:
+            raise KLFilterError(f"{name} must be >= {least}, got {v}")
     pool = Pool(metadata_dir)
     parent = os.path.dirname(out)
     try:

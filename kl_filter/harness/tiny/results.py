@@ -10,6 +10,17 @@ import numpy as np
 
 from ...atomic import write_bytes, write_json
 from .models import METRIC_DOC, METRICS, STUDENT
+from .pool import POOL_KINDS
+
+# The stages in the order they run; run.json stores keys sorted, so the page re-rendered from it keeps this order.
+STAGES = ("data_s", "embed_b32_s", "embed_l14_s", "teachers_ready_s", "filter_s", "reshard_s", "students_wait_s",
+          "total_s")
+
+
+def _ordered(d: dict, order) -> list:
+    """``d``'s items, the keys named in ``order`` first in that order, any others after them as they come."""
+    rank = {k: i for i, k in enumerate(order)}
+    return sorted(d.items(), key=lambda kv: rank.get(kv[0], len(rank)))
 
 
 def _fmt(mean: float, std: float, n: int) -> str:
@@ -45,7 +56,7 @@ def _markdown(rows, skipped, teachers, record) -> str:
          f"({record['machine']['cpus']} CPU cores); pool seed {record['pool_seed']}, student seeds "
          f"{record['seeds']}. Every number below is computed by the run (see run.json).", "",
          f"Pool: {record['pool']['rows']:,} image-text pairs ("
-         + ", ".join(f"{k} {v:,}" for k, v in record["pool"]["kinds"].items()) + "). "
+         + ", ".join(f"{k} {v:,}" for k, v in _ordered(record["pool"]["kinds"], POOL_KINDS)) + "). "
          f"Each student ({STUDENT}: SPEC §10's tiny config) sees {cfg['student_seen']:,} samples "
          f"(batch {cfg['batch_size']}, lr {cfg['student_lr']}, AdamW wd {cfg['weight_decay']}, beta2 {cfg['beta2']}, "
          "cosine schedule, sampling with replacement) whatever its subset size. "
@@ -69,7 +80,7 @@ def _markdown(rows, skipped, teachers, record) -> str:
           "Arrows: the mean differs from no_filter by more than two standard errors (seeds only; the subset and "
           "the pool are fixed)." if seeds > 1 else "", ""]
     L += ["## What each subset keeps (share of the subset by ground-truth pool kind)", ""]
-    kinds = list(record["pool"]["kinds"])
+    kinds = [k for k, _ in _ordered(record["pool"]["kinds"], POOL_KINDS)]
     L.append("| recipe | " + " | ".join(kinds) + " |")
     L.append("|" + "---|" * (len(kinds) + 1))
     for r in rows:
@@ -90,11 +101,14 @@ def _markdown(rows, skipped, teachers, record) -> str:
                      f"(`num_samples`), N = {', '.join(f'{n:,}' for n in sorted(num - {None}))} drawn "
                      "(at most the caption-filtered rows)")
     sat = [(r["recipe"], f) for r in rows for f in r["filter_summary"].get("rules", []) if f.get("saturated")]
-    notes += [f"- `{name}`: {f['saturated']:,} rows at the D_KL ceiling log N of {f['column']} "
-              f"({f.get('ties_at_threshold', 0):,} ties at the threshold)" for name, f in sat]
+    notes += [f"- `{name}`: {f['saturated']:,} rows of {f['column']} at the D_KL ceiling log N"
+              + (f" = {f['ceiling']:.3f}" if f.get("ceiling") is not None else "")
+              + (f"; {f['ties_at_threshold']:,} rows share the threshold score {f['computed_threshold']:.4f}, all kept"
+                 if f.get("ties_at_threshold", 0) > 1 and f.get("computed_threshold") is not None else "")
+              for name, f in sat]
     if notes:
         L += ["", "## Notes", ""] + notes
-    L += ["", "Wall time by stage (s): " + ", ".join(f"{k} {v}" for k, v in record["timings"].items()), ""]
+    L += ["", "Wall time by stage (s): " + ", ".join(f"{k} {v}" for k, v in _ordered(record["timings"], STAGES)), ""]
     return "\n".join(L)
 
 

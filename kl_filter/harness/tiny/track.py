@@ -15,7 +15,7 @@ import platform
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -142,11 +142,22 @@ def _kind_shares(uids_u8u8: np.ndarray, truth) -> dict:
 def run_track(out: str, scale: str = "tiny", quick: bool = False, seeds: int | None = None,
               recipes: list[str] | None = None, pool_seed: int = 0, keep_work: bool = False,
               work_dir: str | None = None, num_workers: int = 2, train_workers: int | None = None,
-              config: TrackConfig | None = None, argv: list[str] | None = None) -> dict:
-    """Run the tiny track end to end into ``out``; returns the run record (also written to ``out/run.json``)."""
+              config: TrackConfig | None = None, argv: list[str] | None = None,
+              kl_num_samples: int | None = None) -> dict:
+    """Run the tiny track end to end into ``out``; returns the run record (also written to ``out/run.json``).
+
+    ``kl_num_samples`` overrides the config's reference sample size N of the KL recipes."""
     if scale != "tiny":
         raise KLFilterError(f"--scale {scale!r}: only the offline 'tiny' scale runs here (small and larger scales "
                             "use DataComp's harness)")
+    cfg = config or (TrackConfig.quick() if quick else TrackConfig())
+    if kl_num_samples is not None:
+        if kl_num_samples < 2:
+            raise KLFilterError(f"--kl_num_samples must be >= 2, got {kl_num_samples}")
+        cfg = replace(cfg, kl_num_samples=kl_num_samples)
+    seeds = seeds if seeds is not None else (1 if quick else 3)
+    if seeds < 1:
+        raise KLFilterError(f"--seeds must be >= 1, got {seeds}")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch, open_clip = require_torch()
     import pickle
@@ -160,10 +171,6 @@ def run_track(out: str, scale: str = "tiny", quick: bool = False, seeds: int | N
     from ..embed import embed_shards
 
     t_start = time.perf_counter()
-    cfg = config or (TrackConfig.quick() if quick else TrackConfig())
-    seeds = seeds if seeds is not None else (1 if quick else 3)
-    if seeds < 1:
-        raise KLFilterError(f"--seeds must be >= 1, got {seeds}")
     train_workers = train_workers or max(1, min(2, os.cpu_count() or 1))
     torch.set_num_threads(1)  # the main process generates data, embeds and filters beside the training workers
     quiet_logs()
