@@ -157,3 +157,25 @@ def test_select_kl_matches_float64_reference_selection(tmp_path):
     side = __import__("json").load(open(f"{out}.json"))
     assert side["rules"][0]["column"] == "kl_reverse_l14_txt" and side["seed"] == 2
     assert side["params"]["num_reference_samples"] == 64
+
+
+def test_managed_stats_are_reused_when_more_samples_are_asked_than_rows_pass(tmp_path):
+    """N asked > caption-filtered rows: N drawn = those rows; a rerun with the same flags reuses the file."""
+    root = make_minipool(tmp_path / "pool", shards=2, n=300)
+    stats = tmp_path / "s" / "stats.npz"
+
+    def select(num_samples, save):
+        run_cli("select", "--name", "kl", "--mode", "kl", "--arch", "b32", "--target", "txt", "--fraction", "0.5",
+                "--num_samples", num_samples, "--scores_dir", tmp_path / "s", "--metadata_dir", root,
+                "--save_path", tmp_path / save, "--no_progress", check=True)
+
+    select(100_000, "a.npy")
+    st = np.load(stats)
+    drawn, rows = int(st["num_samples"]), int(st["filtered_rows"])
+    assert drawn == rows == st["b32_img_sample"].shape[0] < 100_000 and int(st["num_samples_asked"]) == 100_000
+    before = stats.stat().st_mtime_ns
+    select(100_000, "b.npy")
+    assert stats.stat().st_mtime_ns == before  # reused, not redrawn
+    assert (tmp_path / "a.npy").read_bytes() == (tmp_path / "b.npy").read_bytes()
+    select(50, "c.npy")  # another N is a redraw
+    assert int(np.load(stats)["num_samples"]) == 50 and stats.stat().st_mtime_ns != before

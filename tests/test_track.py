@@ -127,3 +127,30 @@ def test_track_quick(tmp_path):
     kl = next(r for r in rec["results"] if r["recipe"] == "kl_l14_txt_25")
     assert rec["kl_num_samples"] == rec["config"]["kl_num_samples"] == kl["params"]["num_samples"] == 200  # the flag
     assert kl["filter_summary"]["params"]["num_reference_samples"] == 200
+    # the page is a function of run.json alone: re-rendered from it, it is the same text
+    from kl_filter.harness.tiny.results import _markdown
+
+    assert _markdown(rec["results"], rec["skipped"], rec["teachers"], rec) == md
+
+
+def test_quiet_logs_is_idempotent_and_drops_only_root_info(caplog):
+    import logging
+
+    from kl_filter.harness.tiny.workers import quiet_logs
+
+    root = logging.getLogger()
+    before = len(root.filters)
+    for _ in range(3):
+        quiet_logs()
+    try:
+        assert len(root.filters) == before + 1
+        assert all(sum(type(f).__name__ == "_DropRootInfo" for f in h.filters) == 1 for h in root.handlers)
+        with caplog.at_level(logging.INFO):
+            logging.info("open_clip chatter")
+            logging.getLogger("kl_filter.x").info("ours")
+            logging.error("a real error")
+        assert [r.getMessage() for r in caplog.records] == ["ours", "a real error"]
+    finally:
+        for obj in [root, *root.handlers]:
+            for f in [f for f in obj.filters if type(f).__name__ == "_DropRootInfo"]:
+                obj.removeFilter(f)

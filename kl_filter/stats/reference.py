@@ -108,8 +108,13 @@ class Stats:
         return self.moments_id(arch) is not None
 
     def sampling(self) -> dict:
-        """The parameters the samples were drawn with (a managed file is redrawn when they change)."""
-        return {"seed": int(self.arrays["seed"]), "num_samples": int(self.arrays["num_samples"]),
+        """The parameters the samples were drawn with (a managed file is redrawn when they change).
+
+        ``num_samples`` is the N that was asked for (``num_samples_asked``; files older than that field hold only
+        the N drawn, which is the same unless fewer rows passed the caption filter than were asked for)."""
+        asked = int(self.arrays.get("num_samples_asked", -1))
+        return {"seed": int(self.arrays["seed"]),
+                "num_samples": asked if asked > 0 else int(self.arrays["num_samples"]),
                 "sample_ratio": float(self.arrays["sample_ratio"]), "caption_filter": bool(self.arrays["caption_filter"])}
 
     def num_samples(self, arch: str, mod: str) -> int:
@@ -236,7 +241,8 @@ def compute_stats(pool: Pool, archs=ARCHS, sample_ratio: float | None = None, nu
                 out[f"{name}_mean"] = mean
                 out[f"{name}_cov"] = (cov + cov.T) / 2
     out.update(seed=np.int64(seed), filtered_rows=np.int64(n), pool_rows=np.int64(total_rows),
-               num_samples=np.int64(target), sample_ratio=np.float64(sample_ratio if num_samples is None else -1),
+               num_samples=np.int64(target), num_samples_asked=np.int64(-1 if num_samples is None else num_samples),
+               sample_ratio=np.float64(sample_ratio if num_samples is None else -1),
                caption_filter=np.bool_(use_caption_filter), archs=np.array(list(archs)),
                pool_fingerprint=np.array(pool.fingerprint), sampling=np.array("bottom-k without replacement"))
     return Stats(out)

@@ -15,18 +15,23 @@ from .shards import load_pairs
 _CACHE: dict = {}
 
 
-def quiet_logs():
-    """open_clip logs model creation on the root logger at INFO: keep it out of the track's log."""
-    class _Drop(logging.Filter):
-        def filter(self, record):
-            return not (record.name == "root" and record.levelno <= logging.WARNING)
+class _DropRootInfo(logging.Filter):
+    """Drops records logged on the root logger itself (``logging.info(...)``) below ERROR."""
 
+    def filter(self, record):
+        return not (record.name == "root" and record.levelno <= logging.WARNING)
+
+
+def quiet_logs():
+    """open_clip logs model creation on the root logger at INFO: keep it out of the track's log.
+
+    Idempotent: one filter on the root logger and one per root handler, however often it is called."""
     root = logging.getLogger()
-    if not any(isinstance(f, _Drop) for f in root.filters):
-        root.addFilter(_Drop())
+    if not any(isinstance(f, _DropRootInfo) for f in root.filters):
+        root.addFilter(_DropRootInfo())
     for h in root.handlers:
-        if not any(isinstance(f, _Drop) for f in h.filters):
-            h.addFilter(_Drop())
+        if not any(isinstance(f, _DropRootInfo) for f in h.filters):
+            h.addFilter(_DropRootInfo())
 
 
 def _worker_init(cfg_dir: str, threads: int = 1) -> None:
