@@ -6,6 +6,7 @@ import os
 import tarfile
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from conftest import run_cli
@@ -76,3 +77,45 @@ def test_reshard_bad_uid_file(tmp_path):
     np.save(tmp_path / "bad.npy", np.arange(3, dtype=np.uint64))
     p = run_cli("reshard", "--shards_dir", tmp_path / "in", "--uids", tmp_path / "bad.npy", "--out", tmp_path / "o")
     assert p.returncode == 2 and "bad.npy" in p.stderr and "dtype" in p.stderr
+
+
+def test_shards_behind_an_fsspec_url_read_as_local_ones(tmp_path):
+    """Reshard, thumbnails and BYOD reading take a ``memory://`` shards directory and give the local results."""
+    import fsspec
+
+    from kl_filter.errors import KLFilterError
+    from kl_filter.harness.embed import read_tar
+    from kl_filter.harness.reshard import reshard
+    from kl_filter.pool.tars import list_tars
+    from kl_filter.report.thumbs import make_thumbnails
+
+    samples = make_tars(tmp_path / "in", shards=3)
+    with tarfile.open(tmp_path / "in" / "00000001.tar", "a") as tf:  # a macOS resource fork is not a sample
+        info = tarfile.TarInfo("._000000099.jpg")
+        info.size = 3
+        tf.addfile(info, io.BytesIO(b"abc"))
+    fs = fsspec.filesystem("memory")
+    for f in sorted(os.listdir(tmp_path / "in")):
+        fs.pipe(f"/kl_tars_test/{f}", (tmp_path / "in" / f).read_bytes())
+    url = "memory://kl_tars_test"
+    try:
+        assert list_tars(url) == [f"memory:///kl_tars_test/{s:08d}.tar" for s in range(3)]
+        assert [s.uid for s in read_tar(list_tars(url)[1])] == [f"{n:032x}" for n in range(7, 14)]
+        assert [s.uid for t in list_tars(url) for s in read_tar(t)] == sorted(samples)
+        subset = sorted(samples)[::4]
+        np.save(tmp_path / "subset.npy", sort_uids(hex_to_u8u8(subset)))
+        for src, out in ((str(tmp_path / "in"), tmp_path / "local"), (url, tmp_path / "remote")):
+            meta = reshard(src, str(tmp_path / "subset.npy"), str(out), num_workers=2, shard_size=3)
+            assert meta["output_count"] == len(subset) and not meta["failed_shards"]
+        for f in sorted(os.listdir(tmp_path / "local")):
+            if f != "meta.json":
+                assert (tmp_path / "local" / f).read_bytes() == (tmp_path / "remote" / f).read_bytes(), f
+        wanted = subset[:3] + ["e" * 32]
+        local, remote = make_thumbnails(str(tmp_path / "in"), wanted, 16), make_thumbnails(url, wanted, 16)
+        assert sorted(local) == sorted(remote) == sorted(subset[:3]) and local == remote
+        for bad in ("memory://kl_no_such_dir", str(tmp_path / "nowhere")):
+            with pytest.raises(KLFilterError, match="shards directory does not exist") as e:
+                list_tars(bad)
+            assert bad in str(e.value)
+    finally:
+        fs.rm("/kl_tars_test", recursive=True)

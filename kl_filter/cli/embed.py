@@ -5,7 +5,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser("embed", help="embed webdataset shards into DataComp metadata (parquet + npz) with a local "
                                      "open_clip checkpoint")
     p.add_argument("--shards_dir", required=True, help="directory of webdataset .tar shards (.jpg/.png, .txt, .json "
-                                                       "with \"uid\")")
+                                                       "with \"uid\"); a path or fsspec URL")
     p.add_argument("--out", required=True, help="metadata directory; an existing one gets the new family added")
     p.add_argument("--model", required=True, help="open_clip architecture, e.g. ViT-B-32, or one from --model_config")
     p.add_argument("--checkpoint", required=True, help="LOCAL checkpoint file (state dict, or open_clip_train's "

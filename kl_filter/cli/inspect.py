@@ -14,7 +14,8 @@ def add_parser(sub) -> None:
     p.add_argument("--scores_dir", default=None,
                    help="per-shard score files (kl-filter score); KL recipes write theirs here too "
                         "(default: REPORT_DIR/scores)")
-    p.add_argument("--shards_dir", default=None, help="the pool's image tars, for example thumbnails")
+    p.add_argument("--shards_dir", default=None,
+                   help="the pool's image tars, for example thumbnails (a path or fsspec URL)")
     p.add_argument("--out", required=True, help="report directory (replaced atomically if it holds a report)")
     p.add_argument("--filters", nargs="*", default=None, metavar="RECIPE",
                    help="recipe names or YAML paths to run, or finished subset .npy files "

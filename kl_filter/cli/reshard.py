@@ -5,7 +5,8 @@ import os
 
 def add_parser(sub) -> None:
     p = sub.add_parser("reshard", help="reshard webdataset tars to the samples of a UID file")
-    p.add_argument("--shards_dir", required=True, help="input {:08d}.tar shards (json carries the uid)")
+    p.add_argument("--shards_dir", required=True,
+                   help="input {:08d}.tar shards (json carries the uid); a path or fsspec URL")
     p.add_argument("--uids", required=True, help="subset .npy (u8,u8); duplicated uids upsample")
     p.add_argument("--out", required=True)
     p.add_argument("--shard_size", type=int, default=10_000)

@@ -44,7 +44,7 @@ import pyarrow.parquet as pq
 
 from ..atomic import atomic_open
 from ..errors import KLFilterError, MissingDependency
-from ..pool.tars import IMAGE_EXTS
+from ..pool.tars import IMAGE_EXTS, list_tars, read_samples
 from ..progress import NoProgress
 
 log = logging.getLogger(__name__)
@@ -76,33 +76,14 @@ def check_family(family: str) -> str:
     return family
 
 
-def list_tars(shards_dir: str) -> list[str]:
-    if not os.path.isdir(shards_dir):
-        raise KLFilterError("shards directory does not exist", shards_dir)
-    tars = sorted(f for f in os.listdir(shards_dir) if f.endswith(".tar") and not f.startswith("."))
-    if not tars:
-        raise KLFilterError("no .tar shards found", shards_dir)
-    return [os.path.join(shards_dir, f) for f in tars]
-
-
 def read_tar(path: str) -> list[Sample]:
-    """Every complete sample of one webdataset tar, in tar order."""
-    groups: dict[str, dict] = {}
+    """Every complete sample of one webdataset tar (a path or fsspec URL), in tar order."""
     try:
-        with tarfile.open(path, "r:*") as tf:
-            for m in tf:
-                if not m.isfile():
-                    continue
-                d, base = os.path.split(m.name)
-                if base.startswith("."):
-                    continue
-                stem, _, ext = base.partition(".")
-                key = os.path.join(d, stem)
-                groups.setdefault(key, {})[ext.lower()] = tf.extractfile(m).read()
+        groups = [(key, {e.lower(): v for e, v in parts.items()}) for key, parts in read_samples(path)]
     except (tarfile.TarError, OSError, EOFError) as e:
         raise KLFilterError(f"unreadable tar ({e})", path) from e
     out = []
-    for key, parts in groups.items():
+    for key, parts in groups:
         img_ext = next((e for e in IMAGE_EXTS if e in parts), None)
         if img_ext is None or "txt" not in parts:
             log.warning("%s: sample %r has no image or no .txt: skipped", path, key)

@@ -18,7 +18,6 @@ import io
 import json
 import logging
 import os
-import re
 import tarfile
 
 import numpy as np
@@ -27,7 +26,7 @@ from ..atomic import atomic_open, write_bytes, write_json
 from ..errors import KLFilterError
 from ..pipeline import run_pipeline
 from ..progress import NoProgress
-from ..pool.tars import read_samples
+from ..pool.tars import list_tars, read_samples
 from ..uids import UID_DTYPE, hex_to_u8u8, load_uids
 
 log = logging.getLogger(__name__)
@@ -97,10 +96,9 @@ def reshard(shards_dir: str, uids: str, out_dir: str, num_workers: int = 1, shar
     subset = load_uids(uids)
     if subset.dtype != UID_DTYPE:
         raise KLFilterError(f"dtype is {subset.dtype}, expected {UID_DTYPE}", uids)
-    if not os.path.isdir(shards_dir):
-        raise KLFilterError("no such directory of webdataset shards", shards_dir)
     subset = np.sort(subset)
-    names = sorted(f for f in os.listdir(shards_dir) if re.fullmatch(r"\d+\.tar", f))
+    paths = {os.path.basename(p): p for p in list_tars(shards_dir, r"\d+\.tar", required=False)}
+    names = sorted(paths)
     numbers = [int(f[:-4]) for f in names]
     missing = sorted(set(range(max(numbers) + 1)) - set(numbers)) if numbers else []
     if missing:
@@ -124,7 +122,7 @@ def reshard(shards_dir: str, uids: str, out_dir: str, num_workers: int = 1, shar
         bar.update(1)
 
     try:
-        run_pipeline(names, lambda n: _keep_from_shard(os.path.join(shards_dir, n), subset), write,
+        run_pipeline(names, lambda n: _keep_from_shard(paths[n], subset), write,
                      loaders=max(1, num_workers), workers=1, depth=max(2, num_workers))
         writer.flush()
     finally:

@@ -1,14 +1,23 @@
 """The pool's image shards: webdataset tars (DataComp: ``{:08d}.tar``, samples of ``.jpg``/``.txt``/``.json``).
 
 A sample is the run of consecutive members sharing a key: the member path up to the first dot of its basename
-(webdataset's grouping). :func:`read_samples` streams a tar (one sample in memory at a time) and keeps every
-extension as written, so a resharder can copy samples byte for byte.
+(webdataset's grouping); members whose basename starts with a dot (``._x.jpg`` from macOS archivers) are not
+samples. :func:`read_samples` streams a tar (one sample in memory at a time) and keeps every extension as
+written, so a resharder can copy samples byte for byte. Shard directories are fsspec paths or URLs
+(``s3://bucket/shards``, ``memory://``, a local path), as DataComp's resharder accepts; tars are read as streams,
+never seeked.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import tarfile
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+from ..errors import KLFilterError
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")  # image members a sample may carry, in order of preference
 
@@ -21,12 +30,31 @@ def split_name(name: str) -> tuple[str, str]:
     return (f"{dirname}/{key}" if dirname else key), ext
 
 
+def list_tars(shards_dir: str, pattern: str = r"[^.].*\.tar", required: bool = True) -> list[str]:
+    """The tars in ``shards_dir`` whose name matches ``pattern`` (DataComp's: ``r"\\d+\\.tar"``), sorted by name:
+    local paths for a local directory, full URLs for a remote one. A missing directory is an error, and so is
+    an empty listing when ``required``."""
+    try:
+        fs, root = fsspec.core.url_to_fs(shards_dir)
+        if not fs.isdir(root):
+            raise KLFilterError("shards directory does not exist", shards_dir)
+        names = sorted(os.path.basename(p.rstrip("/")) for p in fs.ls(root, detail=False))
+    except (ValueError, ImportError, OSError) as e:
+        raise KLFilterError(f"cannot list the shards directory ({e})", shards_dir) from e
+    names = [n for n in names if re.fullmatch(pattern, n)]
+    if required and not names:
+        raise KLFilterError("no .tar shards found", shards_dir)
+    if isinstance(fs, LocalFileSystem):
+        return [os.path.join(root, n) for n in names]
+    return [fs.unstrip_protocol(f"{root.rstrip('/')}/{n}") for n in names]
+
+
 def read_samples(path: str):
-    """Samples of one webdataset tar, in order: ``(key, {ext: bytes})``."""
+    """Samples of one webdataset tar (a path or fsspec URL), in order: ``(key, {ext: bytes})``."""
     cur_key, cur = None, {}
-    with tarfile.open(path, "r:*") as tf:
+    with fsspec.open(path, "rb") as f, tarfile.open(fileobj=f, mode="r|*") as tf:
         for m in tf:
-            if not m.isfile():
+            if not m.isfile() or os.path.basename(m.name).startswith("."):
                 continue
             key, ext = split_name(m.name)
             if key != cur_key and cur:

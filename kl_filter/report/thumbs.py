@@ -11,11 +11,10 @@ import concurrent.futures as cf
 import io
 import json
 import logging
-import os
 import tarfile
 
 from ..errors import KLFilterError, MissingDependency
-from ..pool.tars import IMAGE_EXTS, read_samples
+from ..pool.tars import IMAGE_EXTS, list_tars, read_samples
 
 log = logging.getLogger(__name__)
 
@@ -66,11 +65,7 @@ def make_thumbnails(shards_dir: str, uids, size: int = 128, num_workers: int = 2
         import PIL  # noqa: F401
     except ImportError as e:
         raise MissingDependency("thumbnails need Pillow: pip install pillow") from e
-    if not os.path.isdir(shards_dir):
-        raise KLFilterError("shards directory does not exist", shards_dir)
-    tars = sorted(os.path.join(shards_dir, f) for f in os.listdir(shards_dir) if f.endswith(".tar"))
-    if not tars:
-        raise KLFilterError("no .tar shards found", shards_dir)
+    tars = list_tars(shards_dir)
     wanted = {u.lower() for u in uids}
     found: dict = {}
     bar = progress("report: thumbnails", len(tars)) if progress else None

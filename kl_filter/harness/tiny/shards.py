@@ -58,7 +58,8 @@ def load_pairs(shards_dir: str) -> tuple[np.ndarray, list[str], list[str]]:
     """Every sample of the tars in ``shards_dir``: uint8 images [n, 64, 64, 3], captions, uids (in tar order)."""
     from PIL import Image
 
-    from ..embed import list_tars, read_tar
+    from ...pool.tars import list_tars
+    from ..embed import read_tar
 
     images, texts, uids = [], [], []
     for tar in list_tars(shards_dir):
