@@ -80,7 +80,8 @@ def test_reshard_bad_uid_file(tmp_path):
 
 
 def test_shards_behind_an_fsspec_url_read_as_local_ones(tmp_path):
-    """Reshard, thumbnails and BYOD reading take a ``memory://`` shards directory and give the local results."""
+    """Reshard (input, subset file and output), thumbnails and BYOD reading take ``memory://`` URLs and give
+    the local results byte for byte."""
     import fsspec
 
     from kl_filter.errors import KLFilterError
@@ -104,12 +105,16 @@ def test_shards_behind_an_fsspec_url_read_as_local_ones(tmp_path):
         assert [s.uid for t in list_tars(url) for s in read_tar(t)] == sorted(samples)
         subset = sorted(samples)[::4]
         np.save(tmp_path / "subset.npy", sort_uids(hex_to_u8u8(subset)))
-        for src, out in ((str(tmp_path / "in"), tmp_path / "local"), (url, tmp_path / "remote")):
-            meta = reshard(src, str(tmp_path / "subset.npy"), str(out), num_workers=2, shard_size=3)
+        fs.pipe("/kl_tars_test_uids/subset.npy", (tmp_path / "subset.npy").read_bytes())
+        for src, uids, out in ((str(tmp_path / "in"), str(tmp_path / "subset.npy"), str(tmp_path / "local")),
+                               (url, "memory://kl_tars_test_uids/subset.npy", "memory://kl_tars_test_out")):
+            meta = reshard(src, uids, out, num_workers=2, shard_size=3)
             assert meta["output_count"] == len(subset) and not meta["failed_shards"]
-        for f in sorted(os.listdir(tmp_path / "local")):
+        written = sorted(os.path.basename(p) for p in fs.ls("/kl_tars_test_out", detail=False))
+        assert written == sorted(os.listdir(tmp_path / "local")) and "sample_ids.npy" in written
+        for f in written:
             if f != "meta.json":
-                assert (tmp_path / "local" / f).read_bytes() == (tmp_path / "remote" / f).read_bytes(), f
+                assert (tmp_path / "local" / f).read_bytes() == fs.cat(f"/kl_tars_test_out/{f}"), f
         wanted = subset[:3] + ["e" * 32]
         local, remote = make_thumbnails(str(tmp_path / "in"), wanted, 16), make_thumbnails(url, wanted, 16)
         assert sorted(local) == sorted(remote) == sorted(subset[:3]) and local == remote
@@ -118,4 +123,6 @@ def test_shards_behind_an_fsspec_url_read_as_local_ones(tmp_path):
                 list_tars(bad)
             assert bad in str(e.value)
     finally:
-        fs.rm("/kl_tars_test", recursive=True)
+        for d in ("/kl_tars_test", "/kl_tars_test_uids", "/kl_tars_test_out"):
+            if fs.exists(d):
+                fs.rm(d, recursive=True)

@@ -9,7 +9,8 @@ subset file) and ``meta.json`` with the fields DataComp's ``train.py`` reads (``
 
 Input shards are read and filtered in parallel; one writer takes them in input order, so the output is the
 same for any number of workers. Missing input shards (gaps in the numbering) and unreadable ones are
-reported in ``meta.json`` and as warnings, not fatal. Every file is written atomically.
+reported in ``meta.json`` and as warnings, not fatal. Every file is written atomically. Input directory,
+output directory and subset file may be fsspec URLs (``s3://...``), as with DataComp's resharder.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import logging
 import os
 import tarfile
 
+import fsspec
 import numpy as np
 
 from ..atomic import atomic_open, write_bytes, write_json
@@ -103,7 +105,11 @@ def reshard(shards_dir: str, uids: str, out_dir: str, num_workers: int = 1, shar
     missing = sorted(set(range(max(numbers) + 1)) - set(numbers)) if numbers else []
     if missing:
         log.warning("%d input shards missing (e.g. %s)", len(missing), OUTPUT_FORMAT.format(missing[0]))
-    os.makedirs(out_dir, exist_ok=True)
+    try:
+        fs, root = fsspec.core.url_to_fs(out_dir)
+        fs.makedirs(root, exist_ok=True)
+    except (ValueError, ImportError, OSError) as e:
+        raise KLFilterError(f"cannot create the output directory ({e})", out_dir) from e
     writer = _Writer(out_dir, shard_size)
     bar = (progress or NoProgress)(desc="reshard", total=len(names))
     counts = {"processed_count": 0, "input_kept": 0}
@@ -127,7 +133,7 @@ def reshard(shards_dir: str, uids: str, out_dir: str, num_workers: int = 1, shar
         writer.flush()
     finally:
         bar.close()
-    with open(uids, "rb") as f:
+    with fsspec.open(uids, "rb") as f:
         write_bytes(os.path.join(out_dir, "sample_ids.npy"), f.read())
     found = counts["input_kept"]
     distinct = int(len(np.unique(subset))) if len(subset) else 0
