@@ -128,7 +128,7 @@ def check_uid_array(arr: np.ndarray, path: str, pool_uids: np.ndarray | None = N
     info = {"rows": int(len(arr)), "duplicates": dup}
     if pool_uids is not None:
         pool_sorted = sort_uids(pool_uids)
-        idx = _search(pool_sorted, arr)
+        idx = uids_in(pool_sorted, arr)
         missing = int((~idx).sum())
         if missing:
             first = u8u8_to_hex(arr[~idx][:1])[0].decode()
@@ -137,8 +137,9 @@ def check_uid_array(arr: np.ndarray, path: str, pool_uids: np.ndarray | None = N
     return info
 
 
-def _search(sorted_pool: np.ndarray, query: np.ndarray) -> np.ndarray:
-    """Membership of each query uid in a sorted pool, by binary search over a packed 128-bit key."""
+def uids_in(sorted_pool: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """Membership of each ``query`` uid in ``sorted_pool`` (a uid array sorted by (f0, f1), e.g. a UID file),
+    by binary search: a bool per query row."""
     if not len(sorted_pool):
         return np.zeros(len(query), dtype=bool)
     # searchsorted on a structured array compares field by field, i.e. as (f0, f1) tuples.

@@ -32,7 +32,7 @@ from ..pipeline import run_pipeline
 from ..progress import NoProgress
 from ..stats.reference import sample_keys
 from ..uids import u8u8_to_hex
-from ..uids import _search as uid_membership
+from ..uids import uids_in
 from .accumulate import BottomKSample, CoMoments, CountHistogram, Extremes, Histogram, Moments
 from .ngrams import NgramIndex, coverage
 
@@ -134,7 +134,7 @@ def compute_figures(source, subsets, seed: int = 0, sample_size: int = 100_000, 
         rows = {"uid": d["uid_hex"], "text": texts, "words": words, "short_side": side,
                 **{c: np.asarray(d["scores"][c], np.float32) for c in columns}}
         for s in subsets:
-            m = uid_membership(s.uids, uids)
+            m = uids_in(s.uids, uids)
             sub_kept[s.name] += int(m.sum())
             sub_words[s.name].update(words[m])
             sub_side[s.name].update(side[m & np.isfinite(side)])
@@ -243,7 +243,7 @@ def overlap(subsets) -> dict:
         for j in range(i + 1, k):
             b = subsets[j]
             small, big = (a.uids, b.uids) if len(a.uids) <= len(b.uids) else (b.uids, a.uids)
-            inter[i, j] = inter[j, i] = int(uid_membership(big, small).sum())
+            inter[i, j] = inter[j, i] = int(uids_in(big, small).sum())
     sizes = np.diag(inter).astype(np.float64)
     union = sizes[:, None] + sizes[None, :] - inter
     with np.errstate(invalid="ignore", divide="ignore"):

@@ -124,13 +124,13 @@ def recipe_params(recipe, cfg: TrackConfig) -> dict:
 
 
 def _kind_shares(uids_u8u8: np.ndarray, truth) -> dict:
-    from ...uids import hex_to_u8u8, sort_uids, _search
+    from ...uids import hex_to_u8u8, sort_uids, uids_in
 
     pool_u = hex_to_u8u8(truth["uid"])
     order = np.lexsort((pool_u["f1"], pool_u["f0"]))
     sorted_pool = pool_u[order]
     pos = np.searchsorted(sorted_pool, uids_u8u8)
-    hit = _search(sorted_pool, uids_u8u8)
+    hit = uids_in(sorted_pool, uids_u8u8)
     kinds = np.asarray(truth["kind"], dtype=object)[order[np.minimum(pos, len(order) - 1)][hit]]
     n = max(1, len(kinds))
     all_kinds = sorted(set(truth["kind"]))
