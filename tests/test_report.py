@@ -222,6 +222,33 @@ def test_subsets_and_overlap(report, pool_df):
             assert fig["overlap"]["jaccard"][i][j] == pytest.approx(inter / len(sets[a] | sets[b]), rel=1e-12)
 
 
+def test_kept_and_dropped_examples_are_random_sample_rows(report, pool_df):
+    """Per subset: the first rows, in ascending seeded sample key, of the sample rows it keeps and of those it drops."""
+    from kl_filter.stats.reference import sample_keys
+    from kl_filter.uids import hex_to_u8u8
+
+    fig = report["fig"]
+    keys = sample_keys(hex_to_u8u8(list(pool_df.uid)), SEED, 7)
+    sample = pool_df.iloc[np.argsort(keys)[:SAMPLE]]  # ascending key: the sample's random order
+    want_col = {"clip_score_l14_30": "clip_l14_similarity_score", "laion2b": "clip_b32_similarity_score",
+                "kl_l14_txt_25": "kl_l14_txt", "handpicked": None}
+    for name, col in want_col.items():
+        s = fig["subsets"][name]
+        path = str(report["base"] / "handpicked.npy") if name == "handpicked" else \
+            os.path.join(report["out"], "uids", f"{name}.npy")
+        kept = sample.uid.isin({f"{a:016x}{b:016x}" for a, b in np.load(path).tolist()})
+        assert s["examples_column"] == col
+        for got, rows in ((s["kept_examples"], sample[kept]), (s["dropped_examples"], sample[~kept])):
+            rows = rows.head(EXAMPLES)
+            assert len(got) == EXAMPLES and [e["uid"] for e in got] == list(rows.uid)
+            assert [e["caption"] for e in got] == [t[:300] for t in rows.text]
+            assert [e["score"] for e in got] == ([None] * EXAMPLES if col is None else
+                                                 list(rows[col].astype(np.float64)))
+        if col:  # what is kept passes the subset's threshold on that column; a dropped row may fail another rule
+            thr = next(t["value"] for t in s["thresholds"] if t["column"] == col)
+            assert all(e["score"] >= thr for e in s["kept_examples"])
+
+
 class _Refs(HTMLParser):
     def __init__(self):
         super().__init__()
@@ -248,7 +275,8 @@ def test_page_references_and_thumbnails(report):
     assert all(h[1:] in refs.ids for h in refs.hrefs if h.startswith("#"))
     assert sorted(s for s in refs.src if s.startswith("plots/")) == fig["report"]["plots"]
     assert not re.search(r"(src|href)=\"(https?:)?//", html)  # nothing fetched from the network
-    examples = [e for c in fig["columns"].values() for e in c["top"] + c["bottom"]]
+    examples = [e for c in fig["columns"].values() for e in c["top"] + c["bottom"]] + \
+        [e for s in fig["subsets"].values() for e in s["kept_examples"] + s["dropped_examples"]]
     with_thumb = 0
     for e in examples:
         assert e["uid"] in html

@@ -101,13 +101,12 @@ def build_report(metadata_dir: str, out: str, scores_dir: str | None = None, sha
         if shards_dir:
             from .thumbs import make_thumbnails
 
-            wanted = {e["uid"] for c in figures["columns"].values() for e in c["top"] + c["bottom"]}
+            wanted = {e["uid"] for e in _examples(figures)}
             for uid, data in make_thumbnails(shards_dir, wanted, thumb_size, ctx.num_workers, progress).items():
                 thumbs[uid] = f"thumbs/{uid}.jpg"
                 _write(os.path.join(tmp, thumbs[uid]), data)
-        for c in figures["columns"].values():
-            for e in c["top"] + c["bottom"]:
-                e["thumbnail"] = thumbs.get(e["uid"])
+        for e in _examples(figures):
+            e["thumbnail"] = thumbs.get(e["uid"])
         plots = all_plots(figures)
         for rel, data in plots.items():
             _write(os.path.join(tmp, rel), data)
@@ -126,6 +125,12 @@ def build_report(metadata_dir: str, out: str, scores_dir: str | None = None, sha
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return figures
+
+
+def _examples(figures: dict) -> list[dict]:
+    """Every example row the page shows: top and bottom of each score column, kept and dropped of each subset."""
+    return ([e for c in figures["columns"].values() for e in c["top"] + c["bottom"]]
+            + [e for s in figures["subsets"].values() for e in s["kept_examples"] + s["dropped_examples"]])
 
 
 def _subsets(filters, metadata_dir, tmp, ctx):

@@ -14,11 +14,14 @@ figure                      what                                                
 ``ngrams[c]``               top-K n-gram coverage per score decile (:mod:`.ngrams`)                 sample
 ``subsets[s]``              kept rows of the pool, share, caption-word and short-side histograms    all
 ``subsets[s].english``      share English by fastText lid.176 (DataComp's basic-filter detector)   sample
+``subsets[s].kept/dropped`` the first ``examples`` sample rows the subset keeps / drops             sample
 ``overlap``                 intersection counts and Jaccard index of the subsets' uid sets          all
 ==========================  ======================================================================  =========
 
 The sample is the ``sample_size`` rows with the smallest ``sample_keys(uid, seed, SAMPLE_STREAM)``: uniform,
-without replacement, and the same rows for any shard order or worker count; it is saved as ``sample.parquet``.
+without replacement, and the same rows for any shard order or worker count; it is saved as ``sample.parquet``
+in ascending key order, a uniformly random order, so its first rows that a subset keeps (or drops) are a random
+draw of what the subset keeps (or drops), shown with the subset's first threshold column when it has one.
 """
 
 from __future__ import annotations
@@ -63,14 +66,19 @@ def _ranks(x: np.ndarray) -> np.ndarray:
 
 
 def spearman(values: dict, columns: list[str]) -> list[list]:
+    """Pairwise-complete Spearman ρ; a column without NaN is ranked once, not once per pair."""
     out = [[None] * len(columns) for _ in columns]
+    finite = {c: np.isfinite(values[c]) for c in columns}
+    whole = {c: _ranks(values[c]) for c in columns if finite[c].all()}
     for i, a in enumerate(columns):
         for j in range(i, len(columns)):
-            x, y = values[a], values[columns[j]]
-            ok = np.isfinite(x) & np.isfinite(y)
+            b = columns[j]
+            x, y = values[a], values[b]
+            ok = finite[a] & finite[b]
             r = None
             if ok.sum() > 1:
-                rx, ry = _ranks(x[ok]), _ranks(y[ok])
+                rx = whole[a] if a in whole and b in whole else _ranks(x[ok])
+                ry = whole[b] if a in whole and b in whole else _ranks(y[ok])
                 if rx.std() > 0 and ry.std() > 0:
                     r = float(np.corrcoef(rx, ry)[0, 1])
             out[i][j] = out[j][i] = r
@@ -194,6 +202,7 @@ def compute_figures(source, subsets, seed: int = 0, sample_size: int = 100_000, 
     figures["subsets"] = {}
     for s in subsets:
         m = np.asarray(sample_rows.get(f"in:{s.name}", np.zeros(0, bool)), bool)
+        col = next((t["column"] for t in s.thresholds() if t["column"] in columns), None)
         figures["subsets"][s.name] = {
             "path": s.path, "kept": sub_kept[s.name], "share": sub_kept[s.name] / total_rows if total_rows else 0.0,
             "file_rows": s.file_rows, "unique_uids": int(len(s.uids)), "not_in_pool": int(len(s.uids)) - sub_kept[s.name],
@@ -202,6 +211,9 @@ def compute_figures(source, subsets, seed: int = 0, sample_size: int = 100_000, 
             "caption_words": {"edges": _edges(WORD_EDGES), "counts": sub_words[s.name].counts.tolist()},
             "short_side": {"edges": _edges(SIDE_EDGES), "counts": sub_side[s.name].counts.tolist()}
             if have_sizes[0] else None,
+            "examples_column": col,
+            "kept_examples": _sample_examples(sample_rows, m, col, examples),
+            "dropped_examples": _sample_examples(sample_rows, ~m, col, examples),
         }
     figures["pool"]["caption_words"] = {"edges": _edges(WORD_EDGES), "counts": pool_words.counts.tolist()}
     figures["pool"]["short_side"] = ({"edges": _edges(SIDE_EDGES), "counts": pool_side.counts.tolist()}
@@ -217,9 +229,20 @@ def _edges(edges) -> list:
 
 def _example(e) -> dict:
     score, f0, f1, text = e
-    uid = f"{f0:016x}{f1:016x}"
+    return _shown(f"{f0:016x}{f1:016x}", score, text)
+
+
+def _shown(uid: str, score, text) -> dict:
     text = "" if text is None else str(text)
     return {"uid": uid, "score": score, "caption": text[:CAPTION_CHARS], "truncated": len(text) > CAPTION_CHARS}
+
+
+def _sample_examples(rows: dict, mask: np.ndarray, column: str | None, k: int) -> list[dict]:
+    """The first ``k`` sample rows (ascending key: a random order) where ``mask`` holds, scored by ``column``."""
+    if not len(mask):
+        return []
+    return [_shown(str(rows["uid"][i]), None if column is None else _finite_or_none(rows[column][i]), rows["text"][i])
+            for i in np.flatnonzero(mask)[:k]]
 
 
 def _uids_from_hex(hex_uids) -> np.ndarray:

@@ -45,7 +45,8 @@ def _examples(title: str, rows: list, thumbs: dict) -> str:
         t = thumbs.get(r["uid"])
         pic = _img(t, f"image of {r['uid']}", "thumb") if t else ""
         cap = _e(r["caption"]) + ("…" if r.get("truncated") else "")
-        out.append(f'<div class="ex">{pic}<span class="s">{r["score"]:.4f}</span>'
+        score = "" if r["score"] is None else f"{r['score']:.4f}"
+        out.append(f'<div class="ex">{pic}<span class="s">{score}</span>'
                    f'<span class="c">{cap or "<i>(empty caption)</i>"}<br><span class="muted">{_e(r["uid"])}</span>'
                    f"</span></div>")
     out.append("</div>")
@@ -68,7 +69,8 @@ def render(figures: dict, plots: set, thumbs: dict, meta: dict) -> str:
              f"{pool['rows']:,} rows in {pool['shards']} shards (fingerprint {_e(pool['fingerprint'])}) · "
              f"seed {figures['seed']} · sample {figures['sample']['size']:,} rows · "
              f"kl-filter {_e(meta['version'])} · {_e(meta['created'])}</p>")
-    p.append('<nav><a href="#subsets">Subsets</a><a href="#overlap">Overlap</a><a href="#scores">Score columns</a>'
+    p.append('<nav><a href="#subsets">Subsets</a><a href="#overlap">Overlap</a><a href="#kept">Kept and dropped</a>'
+             '<a href="#scores">Score columns</a>'
              '<a href="#correlations">Correlations</a><a href="#ngrams">N-gram analysis</a></nav>')
 
     # subsets
@@ -99,6 +101,19 @@ def render(figures: dict, plots: set, thumbs: dict, meta: dict) -> str:
             p.append(_img("plots/jaccard.png", "Jaccard"))
     else:
         p.append("<p class='muted'>Needs two subsets or more.</p>")
+
+    # what each subset keeps and drops: random rows of the sample
+    p.append('<h2 id="kept">Kept and dropped</h2>')
+    if subs:
+        p.append("<p class='muted'>Random rows of the report's sample that each subset keeps and drops (the sample's "
+                 "first rows in its seeded random order), with the subset's threshold column when it has one.</p>")
+    for n, s in subs.items():
+        col = f" ({_e(s['examples_column'])})" if s["examples_column"] else ""
+        p.append(f"<h3>{_e(n)}{col}</h3>")
+        p.append('<div class="pair">' + _examples(f"kept: {len(s['kept_examples'])} random", s["kept_examples"],
+                                                  thumbs)
+                 + _examples(f"dropped: {len(s['dropped_examples'])} random", s["dropped_examples"], thumbs)
+                 + "</div>")
 
     # score columns
     p.append('<h2 id="scores">Score columns</h2>')
