@@ -23,16 +23,29 @@ def _tmp_name(path: str) -> str:
     return os.path.join(head, f".{tail}.{uuid.uuid4().hex[:8]}.tmp")
 
 
+def makedirs(path: str) -> None:
+    """Create the output directory ``path`` (a local path or fsspec URL) and its parents, if missing."""
+    try:
+        fs, p = fsspec.core.url_to_fs(path)
+    except (ValueError, ImportError) as e:
+        raise KLFilterError(f"cannot open output directory ({e})", path) from e
+    _makedirs(fs, p)
+
+
+def _makedirs(fs, p: str) -> None:
+    try:
+        fs.makedirs(p, exist_ok=True)
+    except OSError as e:
+        raise KLFilterError(f"cannot create output directory ({e.strerror or e})", p) from e
+
+
 @contextlib.contextmanager
 def atomic_open(path: str, mode: str = "wb") -> Iterator[IO]:
     """Open ``path`` for writing; on clean exit the content appears at ``path`` all at once."""
     fs, p = fsspec.core.url_to_fs(path)
     parent = os.path.dirname(p)
-    try:
-        if parent:
-            fs.makedirs(parent, exist_ok=True)
-    except OSError as e:
-        raise KLFilterError(f"cannot create output directory ({e.strerror or e})", parent) from e
+    if parent:
+        _makedirs(fs, parent)
     tmp = _tmp_name(p)
     try:
         f = fs.open(tmp, mode)

@@ -24,7 +24,7 @@ import tarfile
 import fsspec
 import numpy as np
 
-from ..atomic import atomic_open, write_bytes, write_json
+from ..atomic import atomic_open, makedirs, write_bytes, write_json
 from ..errors import KLFilterError
 from ..pipeline import run_pipeline
 from ..progress import NoProgress
@@ -105,11 +105,7 @@ def reshard(shards_dir: str, uids: str, out_dir: str, num_workers: int = 1, shar
     missing = sorted(set(range(max(numbers) + 1)) - set(numbers)) if numbers else []
     if missing:
         log.warning("%d input shards missing (e.g. %s)", len(missing), OUTPUT_FORMAT.format(missing[0]))
-    try:
-        fs, root = fsspec.core.url_to_fs(out_dir)
-        fs.makedirs(root, exist_ok=True)
-    except (ValueError, ImportError, OSError) as e:
-        raise KLFilterError(f"cannot create the output directory ({e})", out_dir) from e
+    makedirs(out_dir)  # fail before reading any shard
     writer = _Writer(out_dir, shard_size)
     bar = (progress or NoProgress)(desc="reshard", total=len(names))
     counts = {"processed_count": 0, "input_kept": 0}

@@ -21,13 +21,12 @@ import zipfile
 from dataclasses import dataclass, field
 from functools import cached_property
 
-import fsspec
-from fsspec.implementations.local import LocalFileSystem
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import KLFilterError
+from .paths import child_path, open_dir
 from ..uids import hex_to_u8u8
 
 # Embedding width of each npz key family; "dedup" is not fixed (about 256).
@@ -66,12 +65,7 @@ class Pool:
 
     def __init__(self, metadata_dir: str):
         self.metadata_dir = metadata_dir
-        try:
-            self.fs, self.root = fsspec.core.url_to_fs(metadata_dir)
-        except (ValueError, ImportError) as e:
-            raise KLFilterError(f"cannot open metadata directory ({e})", metadata_dir) from e
-        if not self.fs.isdir(self.root):
-            raise KLFilterError("metadata directory does not exist", metadata_dir)
+        self.fs, self.root = open_dir(metadata_dir, "metadata directory")
         self.shards = self._discover()
         if not self.shards:
             raise KLFilterError("empty pool: no .parquet shards found", metadata_dir)
@@ -86,10 +80,7 @@ class Pool:
         ]
 
     def _url(self, name: str) -> str:
-        """A path for local pools, a full URL (with its protocol) for remote ones."""
-        if isinstance(self.fs, LocalFileSystem):
-            return os.path.join(self.root, name)
-        return self.fs.unstrip_protocol(f"{self.root.rstrip('/')}/{name}")
+        return child_path(self.fs, self.root, name)
 
     def __len__(self) -> int:
         return len(self.shards)

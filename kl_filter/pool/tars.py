@@ -15,9 +15,9 @@ import re
 import tarfile
 
 import fsspec
-from fsspec.implementations.local import LocalFileSystem
 
 from ..errors import KLFilterError
+from .paths import child_path, open_dir
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")  # image members a sample may carry, in order of preference
 
@@ -34,19 +34,15 @@ def list_tars(shards_dir: str, pattern: str = r"[^.].*\.tar", required: bool = T
     """The tars in ``shards_dir`` whose name matches ``pattern`` (DataComp's: ``r"\\d+\\.tar"``), sorted by name:
     local paths for a local directory, full URLs for a remote one. A missing directory is an error, and so is
     an empty listing when ``required``."""
+    fs, root = open_dir(shards_dir, "shards directory")
     try:
-        fs, root = fsspec.core.url_to_fs(shards_dir)
-        if not fs.isdir(root):
-            raise KLFilterError("shards directory does not exist", shards_dir)
         names = sorted(os.path.basename(p.rstrip("/")) for p in fs.ls(root, detail=False))
-    except (ValueError, ImportError, OSError) as e:
+    except OSError as e:
         raise KLFilterError(f"cannot list the shards directory ({e})", shards_dir) from e
     names = [n for n in names if re.fullmatch(pattern, n)]
     if required and not names:
         raise KLFilterError("no .tar shards found", shards_dir)
-    if isinstance(fs, LocalFileSystem):
-        return [os.path.join(root, n) for n in names]
-    return [fs.unstrip_protocol(f"{root.rstrip('/')}/{n}") for n in names]
+    return [child_path(fs, root, n) for n in names]
 
 
 def read_samples(path: str):

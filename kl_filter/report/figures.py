@@ -77,8 +77,7 @@ def spearman(values: dict, columns: list[str]) -> list[list]:
             ok = finite[a] & finite[b]
             r = None
             if ok.sum() > 1:
-                rx = whole[a] if a in whole and b in whole else _ranks(x[ok])
-                ry = whole[b] if a in whole and b in whole else _ranks(y[ok])
+                rx, ry = (whole[a], whole[b]) if a in whole and b in whole else (_ranks(x[ok]), _ranks(y[ok]))
                 if rx.std() > 0 and ry.std() > 0:
                     r = float(np.corrcoef(rx, ry)[0, 1])
             out[i][j] = out[j][i] = r
@@ -239,8 +238,6 @@ def _shown(uid: str, score, text) -> dict:
 
 def _sample_examples(rows: dict, mask: np.ndarray, column: str | None, k: int) -> list[dict]:
     """The first ``k`` sample rows (ascending key: a random order) where ``mask`` holds, scored by ``column``."""
-    if not len(mask):
-        return []
     return [_shown(str(rows["uid"][i]), None if column is None else _finite_or_none(rows[column][i]), rows["text"][i])
             for i in np.flatnonzero(mask)[:k]]
 

@@ -1,0 +1,34 @@
+"""Directories behind a local path or an fsspec URL: open one, name the files in it.
+
+Shared by the metadata reader (``<shard>.parquet``/``.npz``) and the image-tar reader, so both accept the same
+paths and say the same thing when a directory is missing.
+"""
+
+from __future__ import annotations
+
+import os
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+from ..errors import KLFilterError
+
+
+def open_dir(url: str, what: str):
+    """``(fs, root)`` of an existing directory; a one-line error naming ``url`` when it cannot be opened or is
+    missing (``what``: "metadata directory", "shards directory")."""
+    try:
+        fs, root = fsspec.core.url_to_fs(url)
+        exists = fs.isdir(root)
+    except (ValueError, ImportError, OSError) as e:
+        raise KLFilterError(f"cannot open {what} ({e})", url) from e
+    if not exists:
+        raise KLFilterError(f"{what} does not exist", url)
+    return fs, root
+
+
+def child_path(fs, root: str, name: str) -> str:
+    """A file of the directory: a plain path for a local one, a full URL (with its protocol) for a remote one."""
+    if isinstance(fs, LocalFileSystem):
+        return os.path.join(root, name)
+    return fs.unstrip_protocol(f"{root.rstrip('/')}/{name}")
