@@ -156,7 +156,7 @@ def test_select_kl_matches_float64_reference_selection(tmp_path):
     assert (got ^ want) <= near, len(got ^ want)
     side = __import__("json").load(open(f"{out}.json"))
     assert side["rules"][0]["column"] == "kl_reverse_l14_txt" and side["seed"] == 2
-    assert side["params"]["num_reference_samples"] == 64
+    assert side["stats"]["num_reference_samples"]["l14_img"] == 64 and side["params"]["num_samples"] == 64
 
 
 def test_managed_stats_are_reused_when_more_samples_are_asked_than_rows_pass(tmp_path):

@@ -1,8 +1,8 @@
-"""Pieces shared by the commands: progress bars, filter construction from flags, run context."""
+"""Pieces shared by the commands: run flags, filter parameters from flags, run context, the summary line."""
 
 from __future__ import annotations
 
-import inspect
+import argparse
 import os
 
 from ..errors import KLFilterError
@@ -10,21 +10,27 @@ from ..filters import get_filter_class
 from ..progress import NoProgress, tqdm_progress
 
 
-def build_filter_from_params(name: str, params: dict, given_flags: set[str] | None = None):
-    """Instantiate filter ``name`` with ``params``; a flag the filter does not take is a one-line error."""
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse whose errors are one :class:`KLFilterError` line (no usage dump)."""
+
+    def error(self, message):
+        raise KLFilterError(message)
+
+
+def filter_params_from_cli(name: str, extra: list[str]) -> dict:
+    """The parameters of filter ``name`` given on the command line (``extra``: what the command's own flags
+    left), parsed by the types of the filter's ``__init__`` signature; a flag it does not take is one line."""
+    from ..params import add_arguments, from_args
+
     cls = get_filter_class(name)
-    own_init = cls.__init__ is not object.__init__
-    sig = inspect.signature(cls.__init__) if own_init else inspect.Signature()
-    accepts_any = any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values())
-    unknown = [k for k in params if k not in sig.parameters and not accepts_any]
+    parser = _OneLineParser(prog=f"kl-filter --name {name}", add_help=False, allow_abbrev=False)
+    declared = add_arguments(parser, cls)
+    args, unknown = parser.parse_known_args(extra)
     if unknown:
-        flags = ", ".join(f"--{k}" for k in unknown)
-        raise KLFilterError(f"{flags} not used by --name {name} (it takes: "
-                            f"{', '.join('--' + p for p in sig.parameters if p != 'self') or 'no options'})")
-    try:
-        return cls(**params)
-    except TypeError as e:
-        raise KLFilterError(f"--name {name}: {e}") from e
+        flags = [u.split("=")[0] for u in unknown if u.startswith("-")] or unknown
+        takes = ", ".join(p.flag for p in declared) or "no options"
+        raise KLFilterError(f"{', '.join(flags)} not used by --name {name} (it takes: {takes})")
+    return from_args(args, declared)
 
 
 def add_run_arguments(p) -> None:

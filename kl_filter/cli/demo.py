@@ -34,8 +34,8 @@ def run(args) -> int:
     from ..pool.synth import synth_pool
     from ..recipes import list_recipes, load_recipe
     from ..progress import NoProgress, tqdm_progress
+    from ..filters import build_filter
     from ..selection.runner import RunContext, run_filter
-    from .common import build_filter_from_params
 
     progress = NoProgress if args.no_progress else tqdm_progress
     pool_dir = os.path.join(args.out, "pool")
@@ -52,7 +52,7 @@ def run(args) -> int:
     for r in recipes:
         save = os.path.join(args.out, "uids", f"{r.name}.npy")
         try:
-            s = run_filter(build_filter_from_params(r.filter, r.params), pool_dir, save, ctx, recipe=r.name)
+            s = run_filter(build_filter(r.filter, r.params, source=r.path), pool_dir, save, ctx, recipe=r.name)
         except KLFilterError as e:  # e.g. image_based without DataComp's centroid files
             rows.append({"recipe": r.name, "skipped": str(e)})
             continue

@@ -1,6 +1,9 @@
-"""``kl-filter score``: per-shard score files with the KL-family columns ``{mode}_{arch}_{target}``."""
+"""``kl-filter score``: per-shard score files with the KL-family columns ``{mode}_{arch}_{target}`` (the KL
+scorer run by the score stage, as ``select`` runs it for a KL filter: the files are shared and reused)."""
 
 import os
+
+from ..errors import KLFilterError
 
 from .common import add_engine_arguments, engine_from_args
 
@@ -27,16 +30,17 @@ def run(args) -> int:
     import time
 
     from ..pool import Pool
-    from ..scores.stage import all_columns, score_pool
+    from ..scores.kl import KLScorer
+    from ..scores.stage import run_scores
     from ..stats.reference import load_stats
-    from ..progress import tqdm_progress
 
     t = time.perf_counter()
+    if args.num_workers < 1:
+        raise KLFilterError(f"--num_workers must be >= 1, got {args.num_workers}")
     pool = Pool(args.metadata_dir)
     stats = load_stats(args.stats, pool, archs=args.arch, moments=bool(set(args.modes) & {"centered", "whitened"}))
-    specs = all_columns(args.modes, args.arch, args.target)
-    counts = score_pool(pool, stats, args.out, specs, args.logit_scale, args.device, args.num_workers,
-                        args.overwrite, None if args.no_progress else tqdm_progress, engine=engine_from_args(args))
-    print(f"score: {len(specs)} columns for {len(pool)} shards ({counts['computed']} computed, "
-          f"{counts['reused']} reused) in {time.perf_counter() - t:.2f}s -> {args.out}")
+    scorers = [KLScorer(args.modes, a, t_, args.logit_scale) for a in args.arch for t_ in args.target]
+    done = run_scores(pool, scorers, stats, args.out, engine_from_args(args), args.device, args.overwrite)
+    print(f"score: {len(done.names)} columns for {len(pool)} shards ({done.computed} computed, "
+          f"{done.reused} reused) in {time.perf_counter() - t:.2f}s -> {args.out}")
     return 0

@@ -1,12 +1,26 @@
-"""The local engine: a thread pool, or worker processes when a filter's per-row work holds the GIL."""
+"""The local engine: compute threads fed by loader threads that read ahead, or forked worker processes.
+
+    items ──load (``num_workers`` loader threads, a bounded read-ahead)──▶ loaded items
+          ──fn (``workers`` compute threads: CPU threads, or one per GPU)─▶ results, in item order
+
+NumPy, pyarrow, zlib and torch release the GIL in their heavy loops, so threads overlap reading, decoding and
+arithmetic. Compute threads take items in item order, so with one compute thread ``fn`` sees the items in order
+(the resharder's single writer and the report's streaming passes rely on it). Memory stays bounded by the
+read-ahead (``num_workers + max(2, workers)`` items loaded or loading) plus one item per compute thread, however
+many items there are. A whole map runs with one BLAS thread (:mod:`.blas`); worker processes set one in their
+initializer.
+"""
 
 from __future__ import annotations
 
 import concurrent.futures as cf
 import multiprocessing as mp
 import sys
+import threading
 
 from ..progress import NoProgress
+from .base import Parallel, _worker
+from .blas import set_single_blas_thread, single_blas_thread
 
 
 class LocalEngine:
@@ -17,32 +31,94 @@ class LocalEngine:
         self.num_workers = max(1, num_workers)
         self.progress = progress or NoProgress
 
-    def _executor(self, parallel: str) -> cf.Executor:
-        if parallel == "processes" and self.num_workers > 1:
-            ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
-            return cf.ProcessPoolExecutor(self.num_workers, mp_context=ctx)
-        return cf.ThreadPoolExecutor(self.num_workers)
-
-    def map(self, fn, items, parallel: str = "threads", desc: str = "", fetch: bool = True) -> list:
-        """Results in item order. ``fetch`` is for remote engines (results stay where they were made)."""
+    def map(self, fn, items, *, load=None, parallel: Parallel | str = Parallel.THREADS, desc: str = "",
+            fetch: bool = True, num_gpus: float = 0, workers: int | None = None) -> list:
+        """See :class:`~kl_filter.engines.base.Engine`; results are values whatever ``fetch`` says."""
         items = list(items)
+        parallel = Parallel(parallel)
         bar = self.progress(desc=desc, total=len(items))
         try:
-            with self._executor(parallel) as ex:
-                futs = [ex.submit(fn, *it) for it in items]
-                out = []
-                for f in futs:  # in item order
-                    out.append(f.result())
-                    bar.update(1)
-                return out
+            with single_blas_thread():
+                if parallel is Parallel.PROCESSES and self.num_workers > 1:
+                    return _processes(fn, items, load, self.num_workers, bar)
+                return _threads(fn, items, load, self.num_workers, max(1, workers or self.num_workers), bar)
         finally:
             bar.close()
 
-    def mapper(self, fn, handles) -> list:
-        return [fn(h) for h in handles]
-
-    def get(self, handles) -> list:
-        return list(handles)
+    def apply(self, fn, handles) -> list:
+        """Local handles are the values themselves."""
+        with single_blas_thread():
+            return [fn(h) for h in handles]
 
     def close(self) -> None:
         pass
+
+
+def _call(fn, load, item):
+    return fn(*item) if load is None else fn(item, load(item))
+
+
+def _threads(fn, items, load, loaders: int, workers: int, bar) -> list:
+    results: list = [None] * len(items)
+    errors: list[BaseException] = []  # the first one is re-raised; any entry stops the workers
+    lock = threading.Lock()
+    taken = submitted = 0
+    loads: dict = {}  # item index -> Future of load(item), submitted in item order
+    pool = cf.ThreadPoolExecutor(loaders, thread_name_prefix="kl-filter-loader") if load is not None else None
+
+    def take():
+        """The next item's index and its load (submitting the read-ahead), or None when done or failed."""
+        nonlocal taken, submitted
+        with lock:
+            if errors or taken == len(items):
+                return None
+            i, taken = taken, taken + 1
+            if pool is None:
+                return i, None
+            while submitted < min(len(items), i + 1 + loaders + max(2, workers)):
+                loads[submitted] = pool.submit(load, items[submitted])
+                submitted += 1
+            return i, loads.pop(i)
+
+    def work(w: int) -> None:
+        _worker.index = w
+        while (got := take()) is not None:
+            i, loaded = got
+            try:
+                results[i] = fn(*items[i]) if loaded is None else fn(items[i], loaded.result())
+            except BaseException as e:  # noqa: BLE001 - re-raised in the caller
+                errors.append(e)
+                return
+            with lock:
+                bar.update(1)
+
+    threads = [threading.Thread(target=work, args=(w,), name=f"kl-filter-worker-{w}", daemon=True)
+               for w in range(workers)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    except BaseException as e:  # e.g. Ctrl-C: the workers stop after their current item
+        errors.append(e)
+        raise
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    if errors:
+        raise errors[0]
+    return results
+
+
+def _processes(fn, items, load, workers: int, bar) -> list:
+    ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+    with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=set_single_blas_thread) as ex:
+        futs = [ex.submit(_call, fn, load, it) for it in items]
+        try:
+            for f in cf.as_completed(futs):
+                f.result()  # the first failure stops the rest
+                bar.update(1)
+        except BaseException:
+            ex.shutdown(wait=False, cancel_futures=True)
+            raise
+        return [f.result() for f in futs]

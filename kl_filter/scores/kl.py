@@ -1,0 +1,88 @@
+"""The density-ratio KL scorer (SPEC §2): columns ``{mode}_{arch}_{target}`` of one embedding family and target.
+
+``target=txt`` scores the row's TEXT embedding against IMAGE reference samples (and, for D_C/D_W, the text mean
+and the image covariance): the paper's best DataComp rows. D_KL and D_KLR depend on the family's samples and
+the logit scale; D_C and D_W on the family's moments: each column records exactly that, so changing the logit
+scale recomputes D_KL but reuses a stored D_C.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import numpy as np
+
+from ..errors import KLFilterError
+from .scorer import Scorer, StatsNeed
+
+MODES = ("kl", "kl_reverse", "centered", "whitened")
+MOMENT_MODES = ("centered", "whitened")
+ARCHS = ("b32", "l14")
+TARGETS = ("txt", "img")
+OTHER = {"txt": "img", "img": "txt"}
+DEFAULT_LOGIT_SCALE = 100.0
+Mode = Literal["kl", "kl_reverse", "centered", "whitened"]
+
+
+def column_name(mode: str, arch: str, target: str) -> str:
+    return f"{mode}_{arch}_{target}"
+
+
+class KLScorer(Scorer):
+    """D_KL, D_KLR, D_C, D_W of CLIP embeddings against pool reference statistics.
+
+    modes: which scores (kl = D_KL, kl_reverse = D_KLR, centered = D_C, whitened = D_W)
+    arch: embedding family
+    target: scored modality (txt: the caption scored against image samples)
+    logit_scale: CLIP logit scale a of D_KL and D_KLR
+    num_samples: reference samples per modality (instead of --sample_ratio)
+    sample_ratio: reference sample share of caption-filtered rows (default 0.002)
+    """
+
+    name = "kl"
+
+    def __init__(self, modes: list[Mode] = ("kl",), arch: Literal["b32", "l14"] = "l14",
+                 target: Literal["txt", "img"] = "txt", logit_scale: float = DEFAULT_LOGIT_SCALE,
+                 num_samples: int | None = None, sample_ratio: float | None = None):
+        self.modes, self.arch, self.target = tuple(dict.fromkeys(modes)), arch, target
+        self.logit_scale, self.num_samples, self.sample_ratio = logit_scale, num_samples, sample_ratio
+        self.keys = (f"{arch}_{target}",)
+
+    def outputs(self):
+        return tuple(column_name(m, self.arch, self.target) for m in self.modes)
+
+    def stats(self):
+        return StatsNeed(self.arch, bool(set(self.modes) & set(MOMENT_MODES)), self.num_samples, self.sample_ratio)
+
+    def provenance(self, column, stats):
+        if column.startswith(MOMENT_MODES):
+            return {"scorer": self.name, "moments_id": stats.moments_id(self.arch)}
+        return {"scorer": self.name, "logit_scale": self.logit_scale, "samples_id": stats.samples_id(self.arch)}
+
+    def ceiling(self, column, stats):
+        """D_KL <= log N, N = the number of reference samples of the other modality."""
+        if column == column_name("kl", self.arch, self.target):
+            return math.log(stats.num_samples(self.arch, OTHER[self.target]))
+        return None
+
+    def compute(self, shard, stats, device="cpu"):
+        from . import centered, density_ratio_kl, whitened
+
+        x, a, t, other = shard[self.keys[0]], self.arch, self.target, OTHER[self.target]
+        out = {}
+        if {"kl", "kl_reverse"} & set(self.modes):
+            out["kl"], out["kl_reverse"] = density_ratio_kl(x, stats[f"{a}_{other}_sample"],
+                                                            logit_scale=self.logit_scale, device=device)
+        if "centered" in self.modes:
+            out["centered"] = centered(x, stats[f"{a}_{t}_mean"], device=device)
+        if "whitened" in self.modes:
+            out["whitened"] = whitened(x, stats[f"{a}_{t}_mean"], stats[f"{a}_{other}_cov"], device=device)
+        cols = {}
+        for m in self.modes:
+            v = np.asarray(out[m], dtype=np.float32)
+            bad = np.flatnonzero(~np.isfinite(v))
+            if bad.size:  # never a silent NaN/inf score (SPEC §2)
+                raise KLFilterError(f"score {column_name(m, a, t)} is not finite for {bad.size} rows (row {bad[0]})")
+            cols[column_name(m, a, t)] = v
+        return cols

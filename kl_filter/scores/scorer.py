@@ -1,0 +1,67 @@
+"""The scorer plugin interface: a function of one shard (plus the reference statistics it declares) that
+returns named float32 columns, computed once per shard by the score stage (:mod:`kl_filter.scores.stage`).
+
+A scorer declares:
+
+* ``columns`` / ``keys``: the parquet columns and npz keys it reads;
+* ``outputs()``: the names of the columns it returns (a filter reads them as ``shard[name]``);
+* ``stats()``: the reference statistics it needs (:class:`StatsNeed`), or None;
+* ``provenance(column, stats)``: everything a column depends on beyond the shard itself (JSON). A stored column
+  is reused, by this filter or any other, only when its recorded provenance equals this; the default is the
+  scorer's name and parameters;
+* ``ceiling(column, stats)`` (optional): the largest attainable value, so a top cut can count saturated rows.
+
+Parameters are ``__init__`` keyword arguments with annotations, as for filters (:mod:`kl_filter.params`).
+Third-party scorers register in the ``kl_filter.scorers`` entry-point group.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class StatsNeed:
+    """Reference statistics of one embedding family (SPEC §2): the image and text samples (drawn by a seeded
+    bottom-k hash over caption-filtered rows, ``num_samples`` or ``sample_ratio`` of them) and, with
+    ``moments``, the float64 means and covariances."""
+
+    arch: str
+    moments: bool = False
+    num_samples: int | None = None
+    sample_ratio: float | None = None
+
+
+class Scorer:
+    """Base class of scorer plugins. Subclasses set ``name`` and implement ``outputs`` and ``compute``."""
+
+    name: ClassVar[str] = ""
+    columns: tuple[str, ...] = ()
+    keys: tuple[str, ...] = ()
+
+    def outputs(self) -> tuple[str, ...]:
+        raise NotImplementedError
+
+    def stats(self) -> StatsNeed | None:
+        return None
+
+    def compute(self, shard, stats, device: str = "cpu") -> dict[str, np.ndarray]:
+        """``{column: float32[n]}`` for every name in ``outputs()``; ``shard[name]`` reads the declared inputs."""
+        raise NotImplementedError
+
+    def provenance(self, column: str, stats) -> dict:
+        return {"scorer": self.name, **self.params()}
+
+    def ceiling(self, column: str, stats) -> float | None:
+        return None
+
+    def params(self) -> dict[str, Any]:
+        from ..params import signature_params
+
+        return {p.name: getattr(self, p.name, None) for p in signature_params(type(self))}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.params().items())})"
