@@ -55,11 +55,10 @@ def main() -> None:
                args.device, "--no_progress"]
         m = run_measured(cmd)
         side = json.load(open(out + ".json"))
-        kl_params = side["params"]
-        score_s = side["timings"]["setup_s"]
+        score_s = side["timings"]["stats_s"] + side["timings"]["scores_s"]
         r = {"shards": shards, "rows": rows, "read_decode_s": round(io_s, 3), "select_wall_s": m["seconds"],
              "stats_and_score_s": score_s, "peak_rss_gb": m["peak_rss_gb"],
-             "ratio_select_to_read": round(m["seconds"] / io_s, 2), "num_samples": kl_params["num_reference_samples"],
+             "ratio_select_to_read": round(m["seconds"] / io_s, 2), "num_samples": side["stats"]["num_reference_samples"]["l14_img"],
              "targets_per_s": round(rows / score_s)}
         runs.append(r)
         print(f"{shards:4d} shards {rows:>10,} rows | read+decode {io_s:7.2f}s | select --name kl {m['seconds']:7.2f}s "

@@ -1,15 +1,22 @@
 """A third-party filter installed through the ``kl_filter.filters`` entry-point group."""
 
+import json
 import os
+import subprocess
+import sys
 
 import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
 
 from conftest import run_cli
+from kl_filter.uids import u8u8_to_hex
 from minipool import make_minipool
 
 PLUGIN = '''
 import numpy as np
-from kl_filter.filters import Filter, Keep
+from kl_filter import Filter, Keep
 
 
 class LongCaption(Filter):
@@ -21,8 +28,8 @@ class LongCaption(Filter):
     def __init__(self, min_chars: int = 20):
         self.min_chars = int(min_chars)
 
-    def score(self, data):
-        return {"long": np.array([len(t) >= self.min_chars for t in data.columns["text"].to_pylist()])}
+    def score(self, shard):
+        return {"long": np.array([len(t) >= self.min_chars for t in shard["text"].to_pylist()])}
 
     def rules(self):
         return [Keep("long")]
@@ -64,3 +71,102 @@ def test_unknown_name_without_plugin(tmp_path):
     p = run_cli("select", "--name", "long_caption", "--metadata_dir", pool, "--save_path", tmp_path / "u.npy")
     assert p.returncode == 2 and "unknown filter --name 'long_caption'" in p.stderr
     assert len(p.stderr.strip().splitlines()) == 1 and not (tmp_path / "u.npy").exists()
+
+
+TOY = '''from kl_filter import Filter, Top
+
+
+class Toy(Filter):
+    """Keep rows whose L/14 CLIP score is at least --cut."""
+
+    name = "toy"
+    columns = ("clip_l14_similarity_score",)
+
+    def __init__(self, cut: float = 0.5):
+        self.cut = cut
+
+    def score(self, shard):
+        return {"s": shard["clip_l14_similarity_score"]}
+
+    def rules(self):
+        return [Top("s", threshold=self.cut)]
+'''
+
+
+@pytest.fixture(scope="module")
+def toy_site(tmp_path_factory):
+    """The issue's exact plugin as its own distribution, installed by pip (entry point toy = toyplug:Toy)."""
+    root = tmp_path_factory.mktemp("toyplug")
+    (root / "toyplug.py").write_text(TOY)
+    (root / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["setuptools"]\nbuild-backend = "setuptools.build_meta"\n\n'
+        '[project]\nname = "toyplug"\nversion = "0.1"\n\n'
+        '[project.entry-points."kl_filter.filters"]\ntoy = "toyplug:Toy"\n\n'
+        '[tool.setuptools]\npy-modules = ["toyplug"]\n')
+    site = root / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                    "--no-index", "--target", str(site), str(root)], check=True, capture_output=True)
+    return {"PYTHONPATH": str(site)}
+
+
+def test_toy_plugin_from_its_own_distribution(tmp_path, toy_site):
+    pool = make_minipool(tmp_path / "pool", shards=3)
+    out = tmp_path / "toy.npy"
+    run_cli("select", "--name", "toy", "--cut", "0.3", "--metadata_dir", pool, "--save_path", out, "--no_progress",
+            env=toy_site, check=True)
+    cols = [pq.read_table(f"{pool}/{s:08d}.parquet").to_pandas() for s in range(3)]
+    df = pd.concat(cols)
+    want = np.sort(df.uid[df.clip_l14_similarity_score >= np.float32(0.3)].to_numpy())
+    got = np.array([u.decode() for u in u8u8_to_hex(np.load(out))])
+    assert 0 < len(got) < len(df) and np.array_equal(got, want)
+    side = json.loads((tmp_path / "toy.npy.json").read_text())
+    assert side["params"] == {"cut": 0.3} and side["removed"] == [
+        {"step": "top s >= 0.3", "kind": "rule", "removed": len(df) - len(want)}]
+    bad = run_cli("select", "--name", "toy", "--cut", "abc", "--metadata_dir", pool, "--save_path", tmp_path / "b.npy",
+                  env=toy_site)
+    assert bad.returncode == 2 and bad.stderr.strip() == "kl-filter: error: --cut: expected a number, got 'abc'"
+    assert not (tmp_path / "b.npy").exists()
+    listed = run_cli("list-filters", "-v", env=toy_site, check=True).stdout
+    assert "--cut float (default 0.5)  Keep rows whose L/14 CLIP score is at least --cut." in listed
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--name", "laion2b", "--fraction", "0.3"], "--fraction not used by --name laion2b (it takes: no options)"),
+    (["--name", "clip_score", "--fraction", "0.3"], "--name clip_score needs --arch"),
+    (["--name", "clip_score", "--arch", "h14", "--fraction", "0.3"],
+     "--arch (--name clip_score): must be one of b32, l14, got 'h14'"),
+    (["--name", "kl", "--fraction", "0.3", "--num_bins", "2.5"], "--num_bins: expected an integer, got '2.5'"),
+    (["--name", "kl", "--fraction", "0.3", "--ties", "all"], "--ties (--name kl): must be one of keep, exact, got 'all'"),
+    (["--name", "kl", "--uniform"], "kl filter needs exactly one of --fraction or --threshold"),
+])
+def test_flags_are_checked_from_the_signature(tmp_path, args, message):
+    pool = make_minipool(tmp_path / "pool")
+    p = run_cli("select", *args, "--metadata_dir", pool, "--save_path", tmp_path / "u.npy")
+    assert p.returncode == 2 and p.stderr.strip() == f"kl-filter: error: {message}", p.stderr
+    assert not (tmp_path / "u.npy").exists()
+
+
+@pytest.mark.parametrize("params, message", [
+    ("{arch: l14, fraction: '0.3'}", "--fraction (--name clip_score): expected float, got str '0.3'"),
+    ("{arch: l14, fraction: 0.3, cut: 1}", "--cut not used by --name clip_score (it takes: --arch, --fraction, --threshold)"),
+    ("{mode: kl, fraction: 0.3, english_filter: 'false'}", "--english_filter (--name kl): expected bool, got str 'false'"),
+    ("{mode: kl, fraction: 0.3, num_bins: true}", "--num_bins (--name kl): expected int, got bool True"),
+])
+def test_recipe_keys_are_checked_from_the_signature(tmp_path, params, message):
+    pool = make_minipool(tmp_path / "pool")
+    name = "kl" if "mode" in params else "clip_score"
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"name: {name}\nparams: {params}\n")
+    p = run_cli("run", recipe, "--metadata_dir", pool, "--save_path", tmp_path / "u.npy")
+    assert p.returncode == 2 and p.stderr.strip() == f"kl-filter: error: {recipe}: {message}", p.stderr
+    assert not (tmp_path / "u.npy").exists()
+
+
+def test_library_api_is_the_plugin_api():
+    import kl_filter
+    from kl_filter import Filter, Keep, Top, Uniform, build_filter
+
+    assert {"Filter", "Top", "Keep", "Uniform", "Scorer", "StatsNeed"} <= set(kl_filter.__all__)
+    flt = build_filter("clip_score", {"arch": "b32", "fraction": 0.3})
+    assert isinstance(flt, Filter) and flt.rules() == [Top("clip_b32_similarity_score", fraction=0.3)]
+    assert Keep("x") != Uniform("x", 0.5)

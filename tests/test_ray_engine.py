@@ -1,4 +1,5 @@
-"""The Ray engine on a local 2-CPU cluster gives byte-identical outputs to the local engine."""
+"""The Ray engine on a local 2-CPU cluster gives byte-identical outputs to the local engine (statistics, score
+files, and UID files of top cuts, --uniform and --ties exact, which gather a whole column)."""
 
 import os
 
@@ -24,10 +25,13 @@ def test_stats_score_select_identical_to_local(synth_dir, tmp_path):
                 "--num_workers", "2", env=RAY_ENV, check=True)
         run_cli("select", *kl, "--metadata_dir", synth_dir, "--stats", d / "stats.npz", "--scores_dir", d / "scores",
                 "--save_path", d / "kl.npy", "--engine", engine, env=RAY_ENV, check=True)
+        for rule in (["--uniform", "--num_bins", "50"], ["--ties", "exact"]):  # rules that need the whole column
+            run_cli("select", *kl, *rule, "--metadata_dir", synth_dir, "--stats", d / "stats.npz", "--scores_dir",
+                    d / "scores", "--save_path", d / f"kl{rule[0]}.npy", "--engine", engine, env=RAY_ENV, check=True)
         run_cli("select", "--name", "laion2b", "--metadata_dir", synth_dir, "--save_path", d / "laion.npy",
                 "--engine", engine, "--no_progress", "--num_workers", "2", env=RAY_ENV, check=True)
         outs[engine] = d
-    for f in ("stats.npz", "kl.npy", "laion.npy"):
+    for f in ("stats.npz", "kl.npy", "kl--uniform.npy", "kl--ties.npy", "laion.npy"):
         a, b = (outs[e] / f for e in ("local", "ray"))
         if f.endswith(".npz"):
             za, zb = np.load(a), np.load(b)

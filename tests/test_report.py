@@ -397,3 +397,64 @@ def test_streaming_accumulators_match_whole_arrays():
     order = sorted((i for i in range(n) if np.isfinite(c[i])), key=lambda i: (c[i], uids[i]["f0"]))
     assert [t[3] for t in ex.bottom] == order[:5]
     assert smp.rows["i"].tolist() == np.argsort(keys)[:100].tolist()
+
+
+def test_recipes_rows_removed_are_their_sidecars(report):
+    """The recipes the report ran: each step's count is the runner's, and the steps end at the subset's size."""
+    fig = report["fig"]
+    for name in FILTERS:
+        side = json.load(open(os.path.join(report["out"], "uids", f"{name}.npy.json")))
+        got = fig["subsets"][name]["removed"]
+        assert [{k: st[k] for k in ("step", "kind", "removed")} for st in got["steps"]] == side["removed"]
+        assert got["pool_rows"] == fig["pool"]["rows"] and got["steps"][-1]["remaining"] == got["kept"] == \
+            fig["subsets"][name]["kept"]
+    assert [st["kind"] for st in fig["subsets"]["laion2b"]["removed"]["steps"]] == ["rule", "refine"]
+    assert fig["subsets"]["handpicked"]["removed"] is None  # a .npy without a sidecar
+
+
+def test_rows_removed_per_step_from_the_sidecars(tmp_path):
+    """A subset whose sidecar counts each step's removals: figures.json carries the steps with share and rows
+    remaining, the page shows them (escaped); an older sidecar and a bare .npy say "not recorded"; counts that do
+    not add up stop the report."""
+    import pyarrow.parquet as pq
+
+    from kl_filter.errors import KLFilterError
+    from kl_filter.pool.synth import synth_pool
+    from kl_filter.report import build_report
+    from kl_filter.uids import hex_to_u8u8, save_uids
+
+    pool = str(tmp_path / "pool")
+    synth_pool(pool, rows=1200, shards=2, seed=1, num_workers=1)
+    uids = hex_to_u8u8([u for p in sorted(glob.glob(os.path.join(pool, "*.parquet")))
+                        for u in pq.read_table(p, columns=["uid"]).column("uid").to_pylist()])
+    removed = [{"step": "top clip_b32_similarity_score >= 0.28", "kind": "rule", "removed": 600},
+               {"step": "english (gcld3)", "kind": "refine", "removed": 100}]
+    sidecars = {"counted": {"pool_rows": 1200, "kept": 500, "removed": removed},
+                "older": {"pool_rows": 1200, "kept": 500, "rules": []}, "bare": None}
+    for name, side in sidecars.items():
+        save_uids(str(tmp_path / f"{name}.npy"), uids[:500])
+        if side is not None:
+            (tmp_path / f"{name}.npy.json").write_text(json.dumps(side))
+    out = str(tmp_path / "rep")
+    fig = build_report(pool, out, filters=[str(tmp_path / f"{n}.npy") for n in sidecars], sample_size=200,
+                       examples=1, bins=5, ngram_top_k=5)
+    assert fig == json.load(open(os.path.join(out, "figures.json")))
+    assert fig["subsets"]["counted"]["removed"] == {"pool_rows": 1200, "kept": 500, "steps": [
+        dict(removed[0], share=0.5, remaining=600), dict(removed[1], share=100 / 1200, remaining=500)]}
+    assert fig["subsets"]["older"]["removed"] is None and fig["subsets"]["bare"]["removed"] is None
+    page = open(os.path.join(out, "index.html"), encoding="utf-8").read()
+    section = page.split('<h2 id="removed">')[1].split("<h2")[0]
+    row = lambda *c: "<tr>" + "".join(f'<td class="l">{x}</td>' for x in c[:3]) + "".join(  # noqa: E731
+        f"<td>{x}</td>" for x in c[3:]) + "</tr>"
+    for want in (row("counted", "<i>pool</i>", "–", "–", "–", "1,200"),
+                 row("counted", "top clip_b32_similarity_score &gt;= 0.28", "rule", "600", "50.00%", "600"),
+                 row("counted", "english (gcld3)", "refine", "100", "8.33%", "500"),
+                 row("older", "<i>not recorded</i>", "–", "–", "–", "–"),
+                 row("bare", "<i>not recorded</i>", "–", "–", "–", "–")):
+        assert want in section, want
+    assert "<script" not in page.lower()
+    # counts that do not add up: one line naming the sidecar, no report written
+    (tmp_path / "counted.npy.json").write_text(json.dumps(dict(sidecars["counted"], kept=499)))
+    with pytest.raises(KLFilterError, match="does not add up: pool_rows 1,200 != kept 499 \\+ removed 700") as e:
+        build_report(pool, str(tmp_path / "rep2"), filters=[str(tmp_path / "counted.npy")], sample_size=200)
+    assert str(tmp_path / "counted.npy.json") in str(e.value) and not (tmp_path / "rep2").exists()

@@ -9,7 +9,7 @@ def add_parser(sub) -> None:
     p.add_argument("--scale", default="tiny", choices=["tiny"], help="only 'tiny' runs offline")
     p.add_argument("--out", required=True, help="output directory: results.md, results.csv, results.png, run.json")
     p.add_argument("--quick", action="store_true", help="smoke run: small pool, short training, 1 seed, "
-                                                        "recipes no_filter, clip_score_l14_30, kl_l14_txt_25")
+                                                        "recipes no_filter, laion2b, clip_score_l14_30, kl_l14_txt_25")
     p.add_argument("--seeds", type=int, default=None, help="student training seeds (default 3, or 1 with --quick)")
     p.add_argument("--recipes", nargs="+", default=None, help="recipe names or paths (default: every recipe in "
                                                               "baselines/ that runs offline)")

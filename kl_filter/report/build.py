@@ -3,7 +3,9 @@
 Layout of ``REPORT_DIR``::
 
     index.html       the page (open it in any browser; nothing is fetched)
-    figures.json     every number the page and the plots show (:mod:`.figures`), plus how it was made
+    figures.json     every number the page and the plots show (:mod:`.figures`), plus how it was made;
+                     ``subsets[s].removed``: the rows each step of the subset's run removed (from its sidecar,
+                     :meth:`.sources.Subset.removal`), or null when the sidecar did not record them
     sample.parquet   the uniform sample behind the sampled figures (uid, text, scores, English, subset flags)
     plots/*.png      histograms, heatmaps, n-gram coverage, kept-row distributions
     thumbs/*.jpg     example images (only with ``shards_dir``)
@@ -97,6 +99,8 @@ def build_report(metadata_dir: str, out: str, scores_dir: str | None = None, sha
         figures, sample = compute_figures(source, subsets, seed=ctx.seed, sample_size=sample_size,
                                           examples=examples, bins=bins, ngram_top_k=ngram_top_k,
                                           loaders=max(1, ctx.num_workers), progress=progress)
+        for s in subsets:  # why rows left, step by step, as the run counted them (None: not recorded)
+            figures["subsets"][s.name]["removed"] = s.removal()
         thumbs = {}
         if shards_dir:
             from .thumbs import make_thumbnails

@@ -62,6 +62,20 @@ def _table(head: list[str], rows: list[list[str]], left=1) -> str:
     return f"<table><tr>{th}</tr>{body}</table>"
 
 
+def _removed_table(subs: dict) -> str:
+    """One row per subset and step; a subset whose sidecar has no counts gets one row saying so."""
+    rows = []
+    for n, s in subs.items():
+        rem = s.get("removed")
+        if rem is None:
+            rows.append([_e(n), "<i>not recorded</i>", "–", "–", "–", "–"])
+            continue
+        rows.append([_e(n), "<i>pool</i>", "–", "–", "–", f"{rem['pool_rows']:,}"])
+        rows += [[_e(n), _e(st["step"]), _e(st["kind"]), f"{st['removed']:,}", _pct(st["share"]),
+                  f"{st['remaining']:,}"] for st in rem["steps"]]
+    return _table(["subset", "step", "kind", "rows removed", "share of pool", "rows remaining"], rows, left=3)
+
+
 def render(figures: dict, plots: set, thumbs: dict, meta: dict) -> str:
     pool, cols, subs = figures["pool"], figures["columns"], figures["subsets"]
     p = []
@@ -69,7 +83,8 @@ def render(figures: dict, plots: set, thumbs: dict, meta: dict) -> str:
              f"{pool['rows']:,} rows in {pool['shards']} shards (fingerprint {_e(pool['fingerprint'])}) · "
              f"seed {figures['seed']} · sample {figures['sample']['size']:,} rows · "
              f"kl-filter {_e(meta['version'])} · {_e(meta['created'])}</p>")
-    p.append('<nav><a href="#subsets">Subsets</a><a href="#overlap">Overlap</a><a href="#kept">Kept and dropped</a>'
+    p.append('<nav><a href="#subsets">Subsets</a><a href="#removed">Rows removed</a><a href="#overlap">Overlap</a>'
+             '<a href="#kept">Kept and dropped</a>'
              '<a href="#scores">Score columns</a>'
              '<a href="#correlations">Correlations</a><a href="#ngrams">N-gram analysis</a></nav>')
 
@@ -87,6 +102,18 @@ def render(figures: dict, plots: set, thumbs: dict, meta: dict) -> str:
         p.append("<p class='muted'>No subsets given (<code>--filters</code>).</p>")
     p.append('<div class="pair">' + "".join(f"<div>{_img(f, f)}</div>" for f in
                                             ("plots/caption_words.png", "plots/short_side.png") if f in plots) + "</div>")
+
+    # why rows left: each step's count, in the order the run applied the steps
+    p.append('<h2 id="removed">Rows removed per step</h2>')
+    if subs:
+        p.append(_removed_table(subs))
+        p.append("<p class='muted'>Steps in the order the run applied them: each counts the rows that passed every "
+                 "earlier step and fail this one (rules: score thresholds and flags over the whole pool; refine: "
+                 "per-row checks such as language ID on the rows the rules keep). Shares are of the pool the subset "
+                 "was selected from. <i>not recorded</i>: a subset file with no sidecar, or a sidecar written "
+                 "before kl-filter counted removals.</p>")
+    else:
+        p.append("<p class='muted'>No subsets given (<code>--filters</code>).</p>")
 
     # overlap
     ov = figures["overlap"]

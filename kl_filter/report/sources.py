@@ -5,8 +5,9 @@
   first shard's file. Each shard's file must exist, hold the same rows in the same order (its ``uid`` column
   is compared with the pool's) and carry the same columns; anything else stops the report with the file named.
 * Subsets: a recipe (name or YAML path) is run into ``REPORT_DIR/uids/<name>.npy`` with the usual runner
-  (its sidecar gives the thresholds drawn on the histograms); a ``.npy`` path is taken as a finished subset
-  file (thresholds from the runner's ``.json`` sidecar beside it, when there is one). Duplicated uids (upsampling) count once in the report's set figures.
+  (its sidecar gives the thresholds drawn on the histograms and the rows each step removed); a ``.npy`` path
+  is taken as a finished subset file (thresholds and removals from the runner's ``.json`` sidecar beside it,
+  when there is one). Duplicated uids (upsampling) count once in the report's set figures.
 """
 
 from __future__ import annotations
@@ -103,7 +104,7 @@ class Subset:
     path: str
     uids: np.ndarray                      # sorted, unique u8,u8
     file_rows: int                        # entries in the file, duplicates included
-    summary: dict = field(default_factory=dict)  # the runner's sidecar (rules and thresholds) for recipes
+    summary: dict = field(default_factory=dict)  # the runner's sidecar (rules, thresholds, rows removed per step)
 
     def thresholds(self) -> list[dict]:
         """``{"column", "value", "keep"}`` for every score rule of the recipe (``keep`` is ``>=`` or ``<=``)."""
@@ -113,6 +114,45 @@ class Subset:
             if r.get("rule") == "top" and value is not None:
                 out.append({"column": r["column"], "value": float(value), "keep": "<=" if r.get("reverse") else ">="})
         return out
+
+    def removal(self) -> dict | None:
+        """The rows each step of the run removed, from the sidecar's ``removed`` list (None: not recorded, as
+        for a bare ``.npy`` or a sidecar written before the field existed)::
+
+            {"pool_rows": n, "kept": k,
+             "steps": [{"step", "kind": "rule" | "refine", "removed", "share": removed / n, "remaining"}, ...]}
+
+        Steps are in the order they were applied; each counts the rows that passed every earlier step and fail
+        this one, so ``remaining`` of the last step is ``kept``. A list that does not add up is an error."""
+        steps = self.summary.get("removed")
+        if steps is None:
+            return None
+        where = _sidecar_name(self.path)
+        n, kept = self.summary.get("pool_rows"), self.summary.get("kept")
+        if not (isinstance(steps, list) and _count(n) and _count(kept)
+                and all(isinstance(st, dict) and isinstance(st.get("step"), str)
+                        and st.get("kind") in ("rule", "refine") and _count(st.get("removed")) for st in steps)):
+            raise KLFilterError("malformed sidecar: 'removed' must be a list of {step, kind: rule|refine, removed} "
+                                "beside integer pool_rows and kept", where)
+        if n != kept + sum(st["removed"] for st in steps):
+            raise KLFilterError(f"sidecar does not add up: pool_rows {n:,} != kept {kept:,} + removed "
+                                f"{sum(st['removed'] for st in steps):,}", where)
+        out, remaining = [], n
+        for st in steps:
+            remaining -= st["removed"]
+            out.append({"step": st["step"], "kind": st["kind"], "removed": st["removed"],
+                        "share": st["removed"] / n if n else 0.0, "remaining": remaining})
+        return {"pool_rows": n, "kept": kept, "steps": out}
+
+
+def _count(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+
+
+def _sidecar_name(path: str) -> str:
+    from ..selection.runner import sidecar_path
+
+    return sidecar_path(path)
 
 
 def _unique_sorted(arr: np.ndarray) -> np.ndarray:
@@ -129,13 +169,13 @@ def load_subset(name: str, path: str, summary: dict | None = None) -> Subset:
     check_uid_array(arr, path)
     if summary is None:
         summary = _sidecar(path)
-    return Subset(name, path, _unique_sorted(arr), int(len(arr)), summary)
+    subset = Subset(name, path, _unique_sorted(arr), int(len(arr)), summary)
+    subset.removal()  # a sidecar whose counts do not add up stops the report here, before any pass over the pool
+    return subset
 
 
 def _sidecar(path: str) -> dict:
-    from ..selection.runner import sidecar_path
-
-    side = sidecar_path(path)
+    side = _sidecar_name(path)
     try:
         with fsspec.open(side, "r") as f:
             doc = json.load(f)
@@ -156,7 +196,7 @@ def subset_name(spec: str) -> str:
 
 def prepare_subsets(specs: list[str], metadata_dir: str, out_dir: str, ctx) -> list[Subset]:
     """Run each recipe (or load each ``.npy``); names must be distinct (they label the figures)."""
-    from ..cli.common import build_filter_from_params
+    from ..filters import build_filter
     from ..recipes import load_recipe
     from ..selection.runner import run_filter
 
@@ -171,7 +211,7 @@ def prepare_subsets(specs: list[str], metadata_dir: str, out_dir: str, ctx) -> l
             continue
         recipe = load_recipe(spec)
         save = os.path.join(out_dir, "uids", f"{name}.npy")
-        summary = run_filter(build_filter_from_params(recipe.filter, recipe.params), metadata_dir, save, ctx,
+        summary = run_filter(build_filter(recipe.filter, dict(recipe.params)), metadata_dir, save, ctx,
                              recipe=recipe.name)
         out.append(load_subset(name, save, summary))
     return out

@@ -95,7 +95,7 @@ def _markdown(rows, skipped, teachers, record) -> str:
         L += ["", "## Skipped recipes", ""]
         L += [f"- `{s['recipe']}` ({s['filter']}): {s['reason']}" for s in skipped]
     notes = []
-    num = {r["filter_summary"].get("params", {}).get("num_reference_samples") for r in rows if r["filter"] == "kl"}
+    num = {n for r in rows if r["filter"] == "kl" for n in _reference_samples(r["filter_summary"])}
     if "kl_num_samples" in cfg and num - {None}:  # runs recorded before the field existed: no line
         notes.append(f"- KL recipes: {cfg['kl_num_samples']:,} reference samples per modality asked for "
                      f"(`num_samples`), N = {', '.join(f'{n:,}' for n in sorted(num - {None}))} drawn "
@@ -110,6 +110,14 @@ def _markdown(rows, skipped, teachers, record) -> str:
         L += ["", "## Notes", ""] + notes
     L += ["", "Wall time by stage (s): " + ", ".join(f"{k} {v}" for k, v in _ordered(record["timings"], STAGES)), ""]
     return "\n".join(L)
+
+
+def _reference_samples(summary: dict) -> list:
+    """N per statistics key of a KL run: the sidecar's ``stats`` facts (run.json files written before them kept
+    one N among the filter's ``params``)."""
+    stats = summary.get("stats") or {}
+    return list((stats.get("num_reference_samples") or {}).values()) or \
+        [summary.get("params", {}).get("num_reference_samples")]
 
 
 def _bar_chart(path: str, rows: list, seeds: int) -> None:

@@ -30,7 +30,7 @@ from .workers import executor, quiet_logs, train_task
 
 log = logging.getLogger(__name__)
 
-QUICK_RECIPES = ["no_filter", "clip_score_l14_30", "kl_l14_txt_25"]
+QUICK_RECIPES = ["no_filter", "laion2b", "clip_score_l14_30", "kl_l14_txt_25"]  # plan_recipes' order
 
 
 @dataclass
@@ -98,19 +98,16 @@ def offline_reason(recipe) -> str | None:
     if recipe.filter.startswith("image_based"):
         return ("needs DataComp's 100k k-means centroids and ImageNet-1k L/14 image features (downloaded assets), "
                 "which do not exist for the tiny teachers' embedding space")
-    from ... import filters
-    from ...cli.common import build_filter_from_params
+    from ...filters import build_filter
 
     try:
-        flt = build_filter_from_params(recipe.filter, dict(recipe.params))
+        flt = build_filter(recipe.filter, dict(recipe.params))
     except KLFilterError as e:
         return f"filter unavailable: {e}"
-    if recipe.filter == "text_based":  # WordNet and the ImageNet-21k ids must come from installed packages
-        try:
-            flt.setup(None, None)  # its setup only locates the assets (and fails with the install hint)
-        except KLFilterError as e:
-            return f"assets unavailable offline: {e}"
-    del filters
+    try:
+        flt.check_assets()  # text_based: WordNet and the ImageNet-21k ids must come from installed packages
+    except KLFilterError as e:
+        return f"assets unavailable offline: {e}"
     return None
 
 
@@ -164,7 +161,7 @@ def run_track(out: str, scale: str = "tiny", quick: bool = False, seeds: int | N
 
     import pyarrow.parquet as pq
 
-    from ...cli.common import build_filter_from_params
+    from ...filters import build_filter
     from ...progress import NoProgress
     from ...selection.runner import RunContext, run_filter
     from ...uids import load_uids
@@ -232,7 +229,7 @@ def run_track(out: str, scale: str = "tiny", quick: bool = False, seeds: int | N
         for r in plan:
             t = time.perf_counter()
             params = recipe_params(r, cfg)
-            flt = build_filter_from_params(r.filter, params)
+            flt = build_filter(r.filter, params)
             save = os.path.join(subsets_dir, f"{r.name}.npy")
             summary = run_filter(flt, meta_dir, save, RunContext(num_workers=num_workers, seed=pool_seed,
                                                                    device="cpu", scores_dir=scores_dir,

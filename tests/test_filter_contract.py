@@ -1,0 +1,82 @@
+"""The contract every registered filter keeps (fsspec-style shared suite): parametrised over ``list_filters()``,
+so a new filter is covered by being registered.
+
+Each filter is built from its declared defaults (or, when it declares required parameters or needs asset files,
+from the values in ``REQUIRED`` below), runs on a small pool, and must:
+write a valid UID file (the pool's uids, sorted u8,u8, unique) and a sidecar whose counts add up
+(pool_rows = kept + rows removed per step, one step per rule plus one for refine) and whose params are the
+filter's signature values; give the same bytes on a second run, which reuses every score column it computed;
+and give the same bytes with 1 and 2 workers.
+"""
+
+import json
+
+import numpy as np
+import pytest
+
+from kl_filter import build_filter, list_filters
+from kl_filter.params import signature_params
+from kl_filter.selection.runner import RunContext, run_filter
+from kl_filter.uids import check_uid_array, concat_uids, hex_to_u8u8, load_uids, sort_uids
+from minipool import make_minipool, unit
+
+# values for filters that cannot run on their defaults alone (required parameters, asset files)
+REQUIRED = {
+    "clip_score": {"arch": "l14", "fraction": 0.3},
+    "kl": {"fraction": 0.25, "num_samples": 64, "clip_score_fraction": 0.8, "english_filter": True},
+    "image_based": {"centroids": "{centroids}", "in1k_features": ["{in1k}"]},
+    "image_based_intersect_clip_score": {"arch": "b32", "fraction": 0.5, "centroids": "{centroids}",
+                                         "in1k_features": ["{in1k}"]},
+}
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory):
+    root = tmp_path_factory.mktemp("contract")
+    rng = np.random.default_rng(0)
+    np.save(root / "centroids.npy", unit(rng, 32, 768).astype(np.float32))
+    np.save(root / "in1k.npy", unit(rng, 40, 768).astype(np.float32))
+    return str(root), make_minipool(root / "pool", shards=3, n=400)
+
+
+def _params(name, root):
+    def fill(v):
+        return [fill(x) for x in v] if isinstance(v, list) else (
+            v.format(centroids=f"{root}/centroids.npy", in1k=f"{root}/in1k.npy") if isinstance(v, str) else v)
+
+    return {k: fill(v) for k, v in REQUIRED.get(name, {}).items()}
+
+
+@pytest.mark.parametrize("name", list_filters())
+def test_filter_contract(name, pool, tmp_path):
+    root, pool_dir = pool
+    try:
+        flt = build_filter(name, _params(name, root))
+        flt.check_assets()
+    except Exception as e:  # noqa: BLE001
+        if "WordNet" in str(e) or "wordnet" in str(e):
+            pytest.skip(f"{name}: {e}")
+        raise
+    declared = {p.name for p in signature_params(type(flt))}
+    assert set(flt.params()) == declared
+
+    ctx = RunContext(num_workers=2, seed=3, scores_dir=str(tmp_path / "scores"))
+    first = run_filter(flt, pool_dir, str(tmp_path / "a.npy"), ctx)
+    kept = load_uids(str(tmp_path / "a.npy"))
+    pool_uids = sort_uids(concat_uids([hex_to_u8u8([f"{i:032x}" for i in range(1200)])]))
+    check_uid_array(kept, str(tmp_path / "a.npy"), pool_uids)
+    assert len(np.unique(kept)) == len(kept)
+    side = json.loads((tmp_path / "a.npy.json").read_text())
+    assert side["kept"] == len(kept) and side["pool_rows"] == 1200 and side["name"] == name
+    assert side["params"] == json.loads(json.dumps(flt.params()))
+    steps = len(flt.rules()) + (flt.refine is not None)
+    assert len(side["removed"]) == steps and side["kept"] + sum(s["removed"] for s in side["removed"]) == 1200
+    assert side["scores"]["shards_computed"] == (3 if side["scores"]["columns"] else 0)
+
+    again = run_filter(flt, pool_dir, str(tmp_path / "b.npy"), ctx)
+    assert again["scores"]["shards_computed"] == 0 and again["stats"] == first["stats"]
+    assert (tmp_path / "a.npy").read_bytes() == (tmp_path / "b.npy").read_bytes()
+
+    one = RunContext(num_workers=1, seed=3, scores_dir=str(tmp_path / "scores1"))
+    run_filter(flt, pool_dir, str(tmp_path / "c.npy"), one)
+    assert (tmp_path / "a.npy").read_bytes() == (tmp_path / "c.npy").read_bytes()
