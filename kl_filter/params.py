@@ -114,7 +114,7 @@ def signature_params(cls) -> list[Param]:
             hints = typing.get_type_hints(init)
         except Exception:  # noqa: BLE001 - an annotation that does not resolve: treat the value as unchecked
             hints = {}
-        docs = _docs(cls) or _docs(klass)
+        docs = {**_docs(klass), **_docs(cls)}
         forwards = False
         for p in list(inspect.signature(init).parameters.values())[1:]:
             if p.kind is p.VAR_KEYWORD:

@@ -68,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     except KLFilterError as e:
         print(f"kl-filter: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. `kl-filter list-filters -v | head`: the reader left, nothing is wrong
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("kl-filter: interrupted", file=sys.stderr)
         return 130

@@ -95,8 +95,8 @@ class Top:
         object.__setattr__(self, "ties", Ties(self.ties))
         if (self.fraction is None) == (self.threshold is None):
             raise KLFilterError(f"Top({self.column!r}) needs exactly one of fraction or threshold")
-        check_fraction(self.fraction)
-        check_threshold(self.threshold)
+        check_fraction(self.fraction, f"the fraction of Top({self.column!r})")
+        check_threshold(self.threshold, f"the threshold of Top({self.column!r})")
 
 
 @dataclass(frozen=True)
@@ -110,7 +110,7 @@ class Uniform:
     def __post_init__(self):
         if self.fraction is None:
             raise KLFilterError(f"Uniform({self.column!r}) needs a fraction (--uniform needs --fraction)")
-        check_fraction(self.fraction)
+        check_fraction(self.fraction, f"the fraction of Uniform({self.column!r})")
         if self.num_bins < 1:
             raise KLFilterError(f"--num_bins must be >= 1, got {self.num_bins}")
 

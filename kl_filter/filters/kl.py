@@ -44,7 +44,8 @@ class KLFilter(Filter):
                  ties: Literal["keep", "exact"] = "keep", num_samples: int | None = None,
                  sample_ratio: float | None = None, logit_scale: float = DEFAULT_LOGIT_SCALE):
         self.mode, self.arch, self.target, self.fraction, self.threshold = mode, arch, target, fraction, threshold
-        self.reverse, self.uniform, self.num_bins, self.ties, self.english_filter = reverse, uniform, num_bins, ties, english_filter
+        self.reverse, self.uniform, self.num_bins, self.ties = reverse, uniform, num_bins, ties
+        self.english_filter = english_filter
         self.clip_score_fraction, self.clip_score_threshold = clip_score_fraction, clip_score_threshold
         self.num_samples, self.sample_ratio, self.logit_scale = num_samples, sample_ratio, logit_scale
         check_cut("kl filter", fraction, threshold)

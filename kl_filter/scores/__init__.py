@@ -1,4 +1,11 @@
-"""Per-row scores: the density-ratio KL family (SPEC §2), as array functions, and the per-shard score stage.
+"""Per-row scores: scorer plugins, the per-shard score stage, and the density-ratio KL arithmetic (SPEC §2).
+
+    scorer.py    the Scorer interface (a function of one shard + declared statistics → named float32 columns)
+    registry.py  built-in scorers by name; third parties in the ``kl_filter.scorers`` entry-point group
+    kl.py        the KL scorer: D_KL, D_KLR, D_C, D_W columns ``{mode}_{arch}_{target}``
+    stage.py     every declared column computed once per shard into ``--scores_dir``, resumed and reused
+
+The array functions below are what the KL scorer calls.
 
 ``density_ratio_kl``, ``centered`` and ``whitened`` take NumPy arrays (float16 as stored, or float32) and
 return float32 NumPy arrays; ``device`` picks the engine: "cpu" → the NumPy engine (float32, blocked online
