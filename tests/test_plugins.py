@@ -138,6 +138,15 @@ def test_toy_plugin_from_its_own_distribution(tmp_path, toy_site):
     (["--name", "kl", "--fraction", "0.3", "--num_bins", "2.5"], "--num_bins: expected an integer, got '2.5'"),
     (["--name", "kl", "--fraction", "0.3", "--ties", "all"], "--ties (--name kl): must be one of keep, exact, got 'all'"),
     (["--name", "kl", "--uniform"], "kl filter needs exactly one of --fraction or --threshold"),
+    # combinations that would silently ignore a flag, and values outside their range
+    (["--name", "kl", "--fraction", "0.3", "--uniform", "--reverse"], "--reverse does not apply with --uniform"),
+    (["--name", "kl", "--threshold", "3", "--ties", "exact"], "--ties exact does not apply with --threshold"),
+    (["--name", "kl", "--fraction", "0.3", "--logit_scale", "-1"], "--logit_scale must be a positive number, got -1.0"),
+    (["--name", "kl", "--fraction", "0.3", "--uniform", "--num_bins", "10000000000"],
+     "--num_bins must be in [1, 10,000,000], got 10000000000"),
+    (["--name", "kl", "--fraction", "0.3", "--num_samples", "0"],
+     "--num_samples must be >= 1 and --sample_ratio in (0, 1], got 0 and None"),
+    (["--name", "no_filter", "--seed", "-3"], "--seed must be in [0, 2**63), got -3"),
 ])
 def test_flags_are_checked_from_the_signature(tmp_path, args, message):
     pool = make_minipool(tmp_path / "pool")

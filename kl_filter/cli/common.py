@@ -65,6 +65,8 @@ def run_context(args):
 
     if args.num_workers < 1:
         raise KLFilterError(f"--num_workers must be >= 1, got {args.num_workers}")
+    if not 0 <= args.seed < 2**63:
+        raise KLFilterError(f"--seed must be in [0, 2**63), got {args.seed}")
     return RunContext(num_workers=args.num_workers, seed=args.seed, device=args.device, scores_dir=args.scores_dir,
                       stats=args.stats, overwrite=args.overwrite,
                       progress=NoProgress if args.no_progress else tqdm_progress,

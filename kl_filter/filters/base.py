@@ -99,6 +99,9 @@ class Top:
         check_threshold(self.threshold, f"the threshold of Top({self.column!r})")
 
 
+MAX_BINS = 10_000_000  # a histogram of more bins than that is a typo, not a choice (and 80 MB per count array)
+
+
 @dataclass(frozen=True)
 class Uniform:
     """Flatten the histogram of ``column``: keep about ``ceil(fraction·n)`` rows (SPEC §3, seeded)."""
@@ -111,8 +114,8 @@ class Uniform:
         if self.fraction is None:
             raise KLFilterError(f"Uniform({self.column!r}) needs a fraction (--uniform needs --fraction)")
         check_fraction(self.fraction, f"the fraction of Uniform({self.column!r})")
-        if self.num_bins < 1:
-            raise KLFilterError(f"--num_bins must be >= 1, got {self.num_bins}")
+        if not 1 <= self.num_bins <= MAX_BINS:
+            raise KLFilterError(f"--num_bins must be in [1, {MAX_BINS:,}], got {self.num_bins}")
 
 
 Rule = Keep | Top | Uniform

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from ..errors import KLFilterError
 from ..scores.kl import DEFAULT_LOGIT_SCALE, KLScorer, Mode, column_name
 from ..text.langid import gcld3_english
 from .base import Filter, Top, Uniform, check_cut
@@ -49,6 +50,9 @@ class KLFilter(Filter):
         self.clip_score_fraction, self.clip_score_threshold = clip_score_fraction, clip_score_threshold
         self.num_samples, self.sample_ratio, self.logit_scale = num_samples, sample_ratio, logit_scale
         check_cut("kl filter", fraction, threshold)
+        for flag, given in (("--reverse", reverse), ("--ties exact", ties == "exact")):
+            if uniform and given or threshold is not None and given:  # the flag would be silently ignored
+                raise KLFilterError(f"{flag} does not apply with {'--uniform' if uniform else '--threshold'}")
         self.column = column_name(mode, arch, target)
         self.clip = clip_score_fraction is not None or clip_score_threshold is not None
         if self.clip:
@@ -57,7 +61,7 @@ class KLFilter(Filter):
         self.refine_columns = ("text",) if english_filter else ()
         if not english_filter:
             self.refine = None  # nothing to refine: the runner skips that pass
-        self.rules()  # --uniform without --fraction, a bad --num_bins: refused at construction
+        self.rules(), self.scorers()  # --uniform without --fraction, --logit_scale 0, ...: refused at construction
 
     def scorers(self):
         return (KLScorer([self.mode], self.arch, self.target, self.logit_scale, self.num_samples, self.sample_ratio),)

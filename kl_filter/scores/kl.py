@@ -45,6 +45,13 @@ class KLScorer(Scorer):
     def __init__(self, modes: list[Mode] = ("kl",), arch: Literal["b32", "l14"] = "l14",
                  target: Literal["txt", "img"] = "txt", logit_scale: float = DEFAULT_LOGIT_SCALE,
                  num_samples: int | None = None, sample_ratio: float | None = None):
+        if not math.isfinite(logit_scale) or logit_scale <= 0:
+            raise KLFilterError(f"--logit_scale must be a positive number, got {logit_scale}")
+        if num_samples is not None and sample_ratio is not None:
+            raise KLFilterError("give either --sample_ratio or --num_samples, not both")
+        if num_samples is not None and num_samples < 1 or sample_ratio is not None and not 0 < sample_ratio <= 1:
+            raise KLFilterError(f"--num_samples must be >= 1 and --sample_ratio in (0, 1], got {num_samples} "
+                                f"and {sample_ratio}")
         self.modes, self.arch, self.target = tuple(dict.fromkeys(modes)), arch, target
         self.logit_scale, self.num_samples, self.sample_ratio = logit_scale, num_samples, sample_ratio
         self.keys = (f"{arch}_{target}",)
