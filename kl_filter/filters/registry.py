@@ -20,6 +20,9 @@ FILTERS = Registry("filter", ENTRY_POINT_GROUP, {
     "image_based": "kl_filter.filters.image_based:ImageBased",
     "image_based_intersect_clip_score": "kl_filter.filters.image_based:ImageBasedIntersectClipScore",
     "kl": "kl_filter.filters.kl:KLFilter",
+    "normsim": "kl_filter.filters.normsim:NormSim",
+    "vas": "kl_filter.filters.vas:VAS",
+    "negcliploss": "kl_filter.filters.negcliploss:NegCLIPLoss",
 })
 
 

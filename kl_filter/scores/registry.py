@@ -8,6 +8,9 @@ ENTRY_POINT_GROUP = "kl_filter.scorers"
 
 SCORERS = Registry("scorer", ENTRY_POINT_GROUP, {
     "kl": "kl_filter.scores.kl:KLScorer",
+    "normsim": "kl_filter.scores.normsim:NormSimScorer",
+    "vas": "kl_filter.scores.vas:VASScorer",
+    "negcliploss": "kl_filter.scores.negcliploss:NegCLIPLossScorer",
 })
 
 

@@ -122,8 +122,11 @@ def _check_outputs(scorer, cols: dict, rows: int, shard) -> dict:
 
 
 def run_scores(pool, scorers, stats, scores_dir: str | None, engine, device: str = "auto",
-               overwrite: bool = False) -> ScoreColumns:
-    """Compute (or reuse) every scorer's columns for every shard; see the module docstring."""
+               overwrite: bool = False, seed: int = 0) -> ScoreColumns:
+    """Compute (or reuse) every scorer's columns for every shard; see the module docstring. Bucket scorers
+    (:mod:`kl_filter.scores.buckets`) run after the per-shard ones, over the whole pool at once."""
+    from .buckets import BucketScorer, run_buckets
+
     names = tuple(dict.fromkeys(c for s in scorers for c in s.outputs()))
     result = ScoreColumns(names, scores_dir)
     if not scorers:
@@ -133,33 +136,62 @@ def run_scores(pool, scorers, stats, scores_dir: str | None, engine, device: str
     wanted = {}
     for s in scorers:
         for c in s.outputs():
-            p = json.loads(json.dumps(s.provenance(c, stats), sort_keys=True))  # as it reads back from the file
+            p = {**s.provenance(c, stats), **({"seed": seed} if getattr(s, "seeded", False) else {})}
+            p = json.loads(json.dumps(p, sort_keys=True))  # as it reads back from the file
             if wanted.setdefault(c, p) != p:
                 raise KLFilterError(f"two scorers of this run produce column {c!r} differently")
+    stored = {shard.name: {} if (scores_dir is None or overwrite) else
+              stored_provenance(score_path(scores_dir, shard), _shard_facts(pool, shard)) for shard in pool.shards}
+
+    def stale(scorer, shard) -> bool:
+        return any(stored[shard.name].get(c) != wanted[c] for c in scorer.outputs())
+
+    per_shard = [s for s in scorers if not isinstance(s, BucketScorer)]
     jobs = []
     for shard in pool.shards:
-        facts = _shard_facts(pool, shard)
-        stored = {} if (scores_dir is None or overwrite) else stored_provenance(score_path(scores_dir, shard), facts)
-        todo = tuple(i for i, s in enumerate(scorers) if any(stored.get(c) != wanted[c] for c in s.outputs()))
-        fresh = {c for i in todo for c in scorers[i].outputs()}
-        keep = tuple(c for c in stored if c not in fresh)
+        todo = tuple(i for i, s in enumerate(per_shard) if stale(s, shard))
+        fresh = {c for i in todo for c in per_shard[i].outputs()}
+        keep = tuple(c for c in stored[shard.name] if c not in fresh)
         if todo:
-            jobs.append(_Job(shard, todo, keep, {**{c: stored[c] for c in keep}, **{c: wanted[c] for c in fresh}}))
-    result.computed, result.reused = len(jobs), len(pool) - len(jobs)
-    if not jobs:
-        return result
+            jobs.append(_Job(shard, todo, keep, {**{c: stored[shard.name][c] for c in keep},
+                                                  **{c: wanted[c] for c in fresh}}))
+    computed = {job.shard.name for job in jobs}
     if engine.remote:  # one task per shard; a GPU each when the cluster has them
         gpu = device in ("auto", "cuda") and engine.ray.cluster_resources().get("GPU", 0) > 0
         devices = ["cuda" if gpu else "cpu"]
     else:
         devices = resolve_devices(device, engine.num_workers)
-    load = _Loader(pool, scorers, scores_dir)
-    work = _Worker(pool, scorers, stats, scores_dir, devices)
-    done = engine.map(work, jobs, load=load, desc="score", workers=len(devices),
-                      num_gpus=1 if devices[0].startswith("cuda") and engine.remote else 0)
-    if scores_dir is None:
-        result.in_memory = {job.shard.name: cols for job, cols in zip(jobs, done)}
+    if jobs:
+        work = _Worker(pool, per_shard, stats, scores_dir, devices)
+        done = engine.map(work, jobs, load=_Loader(pool, per_shard, scores_dir), desc="score", workers=len(devices),
+                          num_gpus=1 if devices[0].startswith("cuda") and engine.remote else 0)
+        if scores_dir is None:
+            result.in_memory = {job.shard.name: cols for job, cols in zip(jobs, done)}
+    for scorer in (s for s in scorers if isinstance(s, BucketScorer)):
+        if not any(stale(scorer, shard) for shard in pool.shards):
+            continue
+        cols = run_buckets(pool, scorer, seed, scores_dir, wanted[scorer.outputs()[0]], engine, devices)
+        computed |= set(cols)
+        if scores_dir is None:
+            for name, c in cols.items():
+                result.in_memory.setdefault(name, {}).update(c)
+        else:
+            prov = {c: wanted[c] for c in scorer.outputs()}
+            engine.map(_add_columns, [(pool, shard, scores_dir, cols[shard.name], prov) for shard in pool.shards],
+                       desc=f"{scorer.name}: write")
+    result.computed, result.reused = len(computed), len(pool) - len(computed)
     return result
+
+
+def _add_columns(pool, shard, scores_dir: str, columns: dict, provenance: dict) -> None:
+    """Write ``columns`` into a shard's score file, keeping the other valid columns it holds."""
+    facts = _shard_facts(pool, shard)
+    path = score_path(scores_dir, shard)
+    stored = stored_provenance(path, facts)
+    keep = [c for c in stored if c not in columns]
+    cols = {**(read_columns(path, keep) if keep else {}), **columns}
+    meta = {**facts, "columns": {**{c: stored[c] for c in keep}, **provenance}}
+    write_scores(path, pool.read(shard).columns["uid"], cols, meta)
 
 
 @dataclass

@@ -29,13 +29,13 @@ from typing import Callable
 import numpy as np
 
 from .. import __version__
-from ..atomic import write_json
 from ..engines import LocalEngine, Parallel, get_engine
 from ..errors import KLFilterError
 from ..filters.base import Filter, Keep, Ties, Top, Uniform, rule_dict, rule_label
 from ..pool import Pool
 from ..progress import NoProgress
-from ..uids import concat_uids, save_uids, sort_uids, u8u8_to_hex
+from ..outputs import check_run
+from ..uids import concat_uids, save_uids_with_sidecar, sort_uids, u8u8_to_hex
 from .kth import kth_largest
 from .threshold import exact_count, keep_mask, kth_index
 from .uniform import uniform_keep
@@ -249,6 +249,7 @@ def run_filter(flt: Filter, metadata_dir: str, save_path: str | None, ctx: RunCo
     from ..stats.stage import ensure_stats
 
     ctx = ctx or RunContext()
+    check_run(flt, metadata_dir, save_path, ctx)  # outputs never replace inputs: refused before any work
     engine = ctx.get_engine()
     t0 = time.perf_counter()
     timings = {}
@@ -264,7 +265,7 @@ def run_filter(flt: Filter, metadata_dir: str, save_path: str | None, ctx: RunCo
                                      device=ctx.device, engine=engine)
     timings["stats_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    derived = run_scores(pool, scorers, stats, ctx.scores_dir, engine, ctx.device, ctx.overwrite)
+    derived = run_scores(pool, scorers, stats, ctx.scores_dir, engine, ctx.device, ctx.overwrite, ctx.seed)
     timings["scores_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -320,12 +321,8 @@ def run_filter(flt: Filter, metadata_dir: str, save_path: str | None, ctx: RunCo
         "version": __version__,
         "argv": sys.argv,
     }
-    if save_path:
-        t = time.perf_counter()
-        save_uids(save_path, kept, presorted=True)
-        timings["write_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0
     summary["timings"] = {k: round(v, 4) for k, v in timings.items()}
-    if save_path:
-        write_json(sidecar_path(save_path), summary)
+    if save_path:  # one output: the sidecar names the UID file's hash; the UID file is renamed into place last
+        save_uids_with_sidecar(save_path, kept, summary, presorted=True)
     return summary

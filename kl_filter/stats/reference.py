@@ -43,7 +43,7 @@ DEFAULT_SAMPLE_RATIO = 0.002
 _BLOCK = 65536
 
 
-def _splitmix64(x: np.ndarray) -> np.ndarray:
+def splitmix64(x: np.ndarray) -> np.ndarray:
     x = x + np.uint64(0x9E3779B97F4A7C15)
     x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
     x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
@@ -53,8 +53,8 @@ def _splitmix64(x: np.ndarray) -> np.ndarray:
 def sample_keys(uids: np.ndarray, seed: int, stream: int) -> np.ndarray:
     """A uniform 64-bit key per row, a pure function of (seed, stream, uid)."""
     with np.errstate(over="ignore"):
-        base = _splitmix64(np.uint64(seed & 0xFFFFFFFFFFFFFFFF) * np.uint64(4) + np.uint64(stream))
-        return _splitmix64(_splitmix64(uids["f0"] ^ base) ^ uids["f1"])
+        base = splitmix64(np.uint64(seed & 0xFFFFFFFFFFFFFFFF) * np.uint64(4) + np.uint64(stream))
+        return splitmix64(splitmix64(uids["f0"] ^ base) ^ uids["f1"])
 
 
 @dataclass
@@ -151,12 +151,15 @@ def _moments(x: np.ndarray, device: str) -> tuple[np.ndarray, np.ndarray]:
             s += b.sum(0)
             o += b.T @ b
         return s.cpu().numpy(), o.cpu().numpy()
+    from ..engines import single_blas_thread
+
     s = np.zeros(d, np.float64)
     o = np.zeros((d, d), np.float64)
-    for i in range(0, len(x), _BLOCK):
-        b = x[i: i + _BLOCK].astype(np.float64)
-        s += b.sum(axis=0)
-        o += b.T @ b
+    with single_blas_thread():  # the same bits for any BLAS thread count (the blocks are fixed)
+        for i in range(0, len(x), _BLOCK):
+            b = x[i: i + _BLOCK].astype(np.float64)
+            s += b.sum(axis=0)
+            o += b.T @ b
     return s, o
 
 

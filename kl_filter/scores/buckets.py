@@ -1,0 +1,239 @@
+"""The "bucket rows by key" stage: scorers whose rows must be scored together with rows of other shards.
+
+negCLIPLoss normalises a pair's similarity over a random batch of the WHOLE pool, and semantic deduplication
+compares rows of one cluster wherever they are stored. Such a scorer (:class:`BucketScorer`) gives every row a
+bucket; this stage gathers each bucket's rows from every shard and runs one task per bucket::
+
+    pass k ──keys (a seeded 64-bit hash of (seed, pass, uid); one task per shard)──▶ keys per row
+           ──rank on the driver (8 bytes a row; ties by uid)──▶ bucket = rank·n_buckets // n (sizes differ by ≤ 1)
+           ──bucketing (one task per shard)──▶ WORK/pass{k}/{shard}.{key}.npy   payload rows sorted by bucket
+                                              WORK/pass{k}/{shard}.offsets.npy  where each bucket starts
+           ──one task per bucket (memory: one bucket)──▶ WORK/pass{k}/out/{bucket}.npz   per-row values
+           ──scatter back to (shard, row) on the driver──▶ running float64 sums over the passes
+    after the last pass: ``combine`` (the mean over passes by default) → float32 columns per shard
+
+The partition is a pure function of the uids and the seed (identical for any shard order, worker count or
+engine), every file is written atomically, and a rerun resumes: bucket files whose index exists and bucket
+outputs that exist are reused. WORK lives in ``SCORES_DIR/.buckets/`` (a temporary directory without a scores
+directory) and is removed when the columns are written. Its size is one pass's payload (e.g. the L/14 image
+and text embeddings: 3 KB a row), bucket files are memory-mapped, so WORK must be a local (or shared, for Ray)
+filesystem path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from ..atomic import atomic_open, write_json
+from ..engines import worker_index
+from ..errors import KLFilterError
+from ..stats.reference import sample_keys, splitmix64
+from .scorer import Scorer
+
+MARKER = "kl_filter_buckets.json"  # proves a work directory was made by this stage (and what for)
+
+
+class BucketScorer(Scorer):
+    """A scorer whose rows are scored in buckets gathered across shards (see the module docstring).
+
+    Subclasses give ``keys`` (the npz keys gathered per row), ``num_passes()``, ``bucket_size()`` and
+    ``score_bucket(payload, device) -> {column: float[b]}`` for the rows of one bucket (payload: ``{key:
+    float16[b, d]}``); ``combine`` turns the float64 sums over passes into the final columns (default: mean).
+    The run's ``--seed`` draws the partition and is part of every column's provenance.
+    """
+
+    seeded: ClassVar[bool] = True
+
+    def num_passes(self) -> int:
+        return 1
+
+    def bucket_size(self) -> int:
+        raise NotImplementedError
+
+    def score_bucket(self, payload: dict, device: str = "cpu") -> dict:
+        raise NotImplementedError
+
+    def combine(self, sums: dict, passes: int) -> dict:
+        return {c: (v / passes).astype(np.float32) for c, v in sums.items()}
+
+
+def bucket_keys(uids: np.ndarray, seed: int, pass_index: int) -> np.ndarray:
+    """A uniform 64-bit key per row for one pass: a pure function of (seed, pass, uid), drawn from a stream of
+    its own (the statistics' samples hash the same uids with other streams)."""
+    with np.errstate(over="ignore"):
+        salt = splitmix64(np.uint64(seed & 0xFFFFFFFFFFFFFFFF) ^ np.uint64(0x6275636B657473))  # "buckets"
+        return sample_keys(uids, int(splitmix64(salt + np.uint64(pass_index))), stream=0)
+
+
+def num_buckets(rows: int, size: int) -> int:
+    """Equal buckets of about ``size`` rows; one bucket (the whole pool) when ``size`` >= rows."""
+    return max(1, round(rows / size))
+
+
+def assign_buckets(keys: list[np.ndarray], uids: list[np.ndarray] | None, buckets: int) -> list[np.ndarray]:
+    """Bucket of every row: its rank among all keys (ties by uid) times ``buckets`` // n."""
+    flat = np.concatenate(keys) if keys else np.empty(0, np.uint64)
+    n = len(flat)
+    if uids is None:
+        order = np.argsort(flat, kind="stable")
+    else:
+        u = np.concatenate(uids)
+        order = np.lexsort((u["f1"], u["f0"], flat))
+    rank = np.empty(n, np.int64)
+    rank[order] = np.arange(n)
+    bucket = (rank * buckets // max(n, 1)).astype(np.int32)
+    return np.split(bucket, np.cumsum([len(k) for k in keys])[:-1])
+
+
+def has_ties(keys: list[np.ndarray]) -> bool:
+    flat = np.sort(np.concatenate(keys)) if keys else np.empty(0, np.uint64)
+    return bool((flat[1:] == flat[:-1]).any())
+
+
+@dataclass(frozen=True)
+class _Pass:
+    """What one pass's tasks share (small: it travels with every task)."""
+
+    work: str
+    index: int
+    buckets: int
+    keys: tuple
+
+    @property
+    def dir(self) -> str:
+        return os.path.join(self.work, f"pass{self.index}")
+
+    def part(self, shard, what: str) -> str:
+        return os.path.join(self.dir, f"{shard.name}.{what}.npy")
+
+    def out(self, bucket: int) -> str:
+        return os.path.join(self.dir, "out", f"{bucket}.npz")
+
+
+def _save(path: str, arr: np.ndarray) -> None:
+    with atomic_open(path, "wb") as f:
+        np.save(f, arr)
+
+
+def _shard_keys(pool, shard, seed: int, pass_index: int) -> np.ndarray:
+    return bucket_keys(pool.read(shard).uids, seed, pass_index)
+
+
+def _shard_uids(pool, shard) -> np.ndarray:
+    return pool.read(shard).uids
+
+
+def _shard_order(bucket: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """A shard's rows by bucket, and by key within a bucket."""
+    return np.lexsort((keys, bucket))
+
+
+def _bucket_shard(pool, shard, p: _Pass, bucket: np.ndarray, keys: np.ndarray) -> None:
+    """Write one shard's payload rows sorted by bucket, then (last, so it marks completion) the offsets."""
+    if os.path.exists(p.part(shard, "offsets")):
+        return  # resumed: written by an earlier, interrupted run of this same pass
+    order = _shard_order(bucket, keys)
+    emb = pool.read_embeddings(shard, p.keys, len(bucket))
+    for k in p.keys:
+        _save(p.part(shard, k), np.ascontiguousarray(emb[k][order]))
+    _save(p.part(shard, "keys"), keys[order])
+    _save(p.part(shard, "offsets"), np.searchsorted(bucket[order], np.arange(p.buckets + 1)).astype(np.int64))
+
+
+def _score_one_bucket(scorer: BucketScorer, shards, p: _Pass, j: int, devices: tuple) -> None:
+    """Gather bucket ``j`` from every shard (memory-mapped slices, in shard order), score it, write its values."""
+    if os.path.exists(p.out(j)):
+        return
+    parts = {k: [] for k in (*p.keys, "keys")}
+    for shard in shards:
+        off = np.load(p.part(shard, "offsets"))
+        for k in parts:
+            parts[k].append(np.load(p.part(shard, k), mmap_mode="r")[off[j]: off[j + 1]])
+    # rows in key order: the batch, and so every float sum over it, is the same whatever the shard layout
+    order = np.argsort(np.concatenate(parts.pop("keys")), kind="stable")
+    payload = {k: np.concatenate(v)[order] for k, v in parts.items()}
+    values = scorer.score_bucket(payload, devices[worker_index() % len(devices)])
+    out = {}
+    for c, v in values.items():
+        out[c] = np.empty(len(order), np.float64)
+        out[c][order] = v  # back to the order the rows were gathered in (shards, then key)
+    with atomic_open(p.out(j), "wb") as f:
+        np.savez(f, **out)
+
+
+def work_dir(scores_dir: str | None, scorer: BucketScorer, identity: dict) -> tuple[str, bool]:
+    """(the work directory of this scorer's columns on this pool, whether it is temporary)."""
+    if scores_dir is None:
+        return tempfile.mkdtemp(prefix=f"kl_filter_{scorer.name}_"), True
+    if "://" in scores_dir and not scores_dir.startswith("file://"):
+        raise KLFilterError(f"--name {scorer.name} memory-maps its bucket files: --scores_dir must be a local or "
+                            "shared filesystem path, not a URL", scores_dir)
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
+    return os.path.join(scores_dir.removeprefix("file://"), ".buckets", f"{scorer.name}_{digest}"), False
+
+
+def run_buckets(pool, scorer: BucketScorer, seed: int, scores_dir: str | None, provenance: dict, engine,
+                devices=("cpu",)) -> dict:
+    """``{shard name: {column: float32[n]}}`` of a bucket scorer over the whole pool (see the module docstring)."""
+    identity = {"pool_fingerprint": pool.fingerprint, "seed": seed, **provenance}
+    work, temporary = work_dir(scores_dir, scorer, identity)
+    os.makedirs(work, exist_ok=True)
+    marker = os.path.join(work, MARKER)
+    if not os.path.exists(marker):
+        write_json(marker, identity)
+    sizes = pool.row_counts
+    n = sum(sizes)
+    buckets = num_buckets(n, scorer.bucket_size())
+    sums: dict = {}
+    try:
+        for k in range(scorer.num_passes()):
+            p = _Pass(work, k, buckets, tuple(scorer.keys))
+            os.makedirs(os.path.join(p.dir, "out"), exist_ok=True)
+            keys = engine.map(_shard_keys, [(pool, s, seed, k) for s in pool.shards], desc=f"{scorer.name}: keys")
+            uids = engine.map(_shard_uids, [(pool, s) for s in pool.shards]) if has_ties(keys) else None
+            per_shard = assign_buckets(keys, uids, buckets)
+            if not all(os.path.exists(p.out(j)) for j in range(buckets)):  # else: resumed, the pass is scored
+                engine.map(_bucket_shard, [(pool, s, p, b, kk) for s, b, kk in zip(pool.shards, per_shard, keys)],
+                           desc=f"{scorer.name}: bucket pass {k + 1}")
+                engine.map(_score_one_bucket, [(scorer, pool.shards, p, j, tuple(devices)) for j in range(buckets)],
+                           desc=f"{scorer.name}: score pass {k + 1}", workers=len(devices))
+            _scatter(p, per_shard, keys, sums)
+            for s in pool.shards:  # the payload has served: keep disk use to one pass
+                for what in (*p.keys, "keys", "offsets"):
+                    if os.path.exists(p.part(s, what)):
+                        os.remove(p.part(s, what))
+        cols = scorer.combine(sums, scorer.num_passes())
+        shutil.rmtree(work, ignore_errors=True)  # done: the caller writes the columns
+        with contextlib.suppress(OSError):
+            os.rmdir(os.path.dirname(work))  # .buckets/, when no other scorer's work is in it
+    finally:
+        if temporary:
+            shutil.rmtree(work, ignore_errors=True)
+    offsets = np.concatenate([[0], np.cumsum(sizes)])
+    return {s.name: {c: v[offsets[i]: offsets[i + 1]] for c, v in cols.items()} for i, s in enumerate(pool.shards)}
+
+
+def _scatter(p: _Pass, per_shard: list[np.ndarray], keys: list[np.ndarray], sums: dict) -> None:
+    """Add one pass's bucket outputs to the pool-order float64 sums."""
+    counts = np.stack([np.bincount(b, minlength=p.buckets) for b in per_shard])  # [shard, bucket]
+    starts = np.concatenate([[0], np.cumsum([len(b) for b in per_shard])])
+    orders = [_shard_order(b, k) for b, k in zip(per_shard, keys)]
+    pos = [np.concatenate([[0], np.cumsum(c)]) for c in counts]  # where each bucket starts in a shard's sorted rows
+    for j in range(p.buckets):
+        with np.load(p.out(j)) as z:
+            values = {c: z[c] for c in z.files}
+        at = 0
+        for i, order in enumerate(orders):
+            rows = starts[i] + order[pos[i][j]: pos[i][j + 1]]
+            for c, v in values.items():
+                sums.setdefault(c, np.zeros(starts[-1], np.float64))[rows] += v[at: at + len(rows)]
+            at += len(rows)
