@@ -68,3 +68,35 @@ def test_torch_engine_against_float64():
     d = x.astype(np.float64) - mu
     np.testing.assert_allclose(centered(x, mu, device="cpu"), (d * d).sum(1), rtol=1e-5)
     np.testing.assert_allclose(whitened(x, mu, cov, device="cpu"), ((d @ cov) * d).sum(1), rtol=1e-5)
+
+
+NCL_CHECK = r'''
+import numpy as np, torch
+from kl_filter.scores.triton_negcliploss import triton_negcliploss
+from kl_filter.scores.negcliploss import negcliploss_batch_torch
+rng = np.random.default_rng(1)
+def unit(n, d):
+    x = rng.standard_normal((n, d)).astype(np.float32)
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float16)
+worst = 0.0
+for n, d in [(70, 64), (33, 40), (1, 32)]:
+    f, g = unit(n, d), unit(n, d)
+    g[:5] = f[:5]  # a few sharp pairs
+    s = f.astype(np.float64) @ g.astype(np.float64).T * 100
+    m1, m0 = s.max(1), s.max(0)
+    ref = np.diag(s) / 100 - (m1 + np.log(np.exp(s - m1[:, None]).sum(1)) + m0 + np.log(np.exp(s - m0).sum(0))) / 200
+    for got in (triton_negcliploss(torch.from_numpy(f), torch.from_numpy(g)).numpy(),
+                negcliploss_batch_torch(f, g, device="cpu")):
+        assert np.isfinite(got).all()
+        # relative to the scores' scale: the sharp pairs score exactly 0 (their own pair dominates both sums)
+        worst = max(worst, float(np.max(np.abs(got - ref) / np.maximum(np.abs(ref), 0.1))))
+print(worst)
+'''
+
+
+def test_negcliploss_triton_kernel_interpreted_and_torch_twin_against_float64():
+    pytest.importorskip("triton")
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": REPO}
+    p = subprocess.run([sys.executable, "-c", NCL_CHECK], capture_output=True, text=True, env=env, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert float(p.stdout.strip().splitlines()[-1]) <= 1e-5

@@ -15,7 +15,8 @@ pool (the paper's definition) and are equal, so no row is normalised over a smal
 
 CPU kernel: for a block of rows, one float32 product ``a·F_blk·Gᵀ`` (float16 inputs), whose rows give their
 log-sum-exp directly and whose columns update a running (max, sum) per column; 2·D·|B| flops per row, the
-similarity block never larger than ``block × |B|``. The torch twin runs the same blocks on a GPU.
+similarity block never larger than ``block × |B|``. On a GPU: the fused Triton kernel
+(:mod:`.triton_negcliploss`, row and column partials from one tile pass), or the blocked torch twin.
 """
 
 from __future__ import annotations
@@ -80,6 +81,20 @@ def negcliploss_batch_torch(f, g, logit_scale: float = 100.0, device: str = "cud
         return (diag - (torch.cat(rows) + col_lse) / (2.0 * logit_scale)).cpu().numpy()
 
 
+def negcliploss_batch_gpu(f, g, logit_scale: float, device: str) -> np.ndarray:
+    """The fused Triton kernel when Triton is installed, else the blocked torch twin."""
+    import importlib.util
+
+    if importlib.util.find_spec("triton") is None:
+        return negcliploss_batch_torch(f, g, logit_scale, device)
+    import torch
+
+    from .triton_negcliploss import triton_negcliploss
+
+    x, y = (torch.as_tensor(np.asarray(a), device=device) for a in (f, g))
+    return triton_negcliploss(x, y, logit_scale).cpu().numpy()
+
+
 class NegCLIPLossScorer(BucketScorer):
     """negCLIPLoss of each pair against random batches of the whole pool, averaged over passes.
 
@@ -114,7 +129,7 @@ class NegCLIPLossScorer(BucketScorer):
     def score_bucket(self, payload, device="cpu"):
         f, g = payload[self.keys[0]], payload[self.keys[1]]
         if device.startswith("cuda"):
-            values = negcliploss_batch_torch(f, g, self.logit_scale, device)
+            values = negcliploss_batch_gpu(f, g, self.logit_scale, device)
         else:
             values = negcliploss_batch(f, g, self.logit_scale)
         if not np.isfinite(values).all():
