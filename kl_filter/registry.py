@@ -72,3 +72,7 @@ class Registry:
             return cls(**kwargs)
         except TypeError as e:  # a plugin whose own checks raise TypeError
             raise KLFilterError(f"--name {name}: {e}", source) from e
+        except KLFilterError as e:  # the plugin's own checks: say which recipe held the values
+            if source and not e.path:
+                raise KLFilterError(str(e), source) from e
+            raise

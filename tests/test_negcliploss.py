@@ -129,3 +129,19 @@ def test_bad_parameters_are_one_line(tmp_path, args, message):
 def test_pool_order_is_uid_order(tmp_path):
     pool, _ = make_pool(tmp_path / "pool", [600, 600])
     assert [s.name for s in Pool(pool).shards] == ["00000000", "00000001"]
+
+
+def test_intersection_with_normsim(tmp_path):
+    """negCLIPLoss top 30% ∩ NormSim∞ top 50%: each cut over the whole pool, as the float64 rules say."""
+    pool, emb = make_pool(tmp_path / "pool", [600, 600])
+    targets = unit(np.random.default_rng(9), 7, 512)
+    np.save(tmp_path / "t.npy", targets)
+    select(pool, tmp_path / "u.npy", tmp_path / "s", "--batch_size", "5000", "--num_batches", "1",
+           "--target_embeddings", tmp_path / "t.npy", "--normsim_fraction", "0.5")
+    ncl = ref_negcliploss(emb["b32_img"], emb["b32_txt"])
+    ns = (emb["b32_img"].astype(np.float64) @ targets.astype(np.float64).T).max(1)
+    keep = (ncl >= -np.sort(-ncl)[360]) & (ns >= -np.sort(-ns)[600])
+    kept = {u.decode() for u in u8u8_to_hex(np.load(tmp_path / "u.npy"))}
+    assert kept == {f"{i:032x}" for i in np.flatnonzero(keep)}
+    side = json.loads(open(f"{tmp_path}/u.npy.json").read())
+    assert [s["step"].split()[1] for s in side["removed"]] == ["negcliploss_b32", "normsim_inf_b32"]
