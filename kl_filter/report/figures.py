@@ -30,8 +30,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..engines import LocalEngine
 from ..errors import KLFilterError
-from ..pipeline import run_pipeline
 from ..progress import NoProgress
 from ..stats.reference import sample_keys
 from ..uids import u8u8_to_hex
@@ -97,17 +97,15 @@ def compute_figures(source, subsets, seed: int = 0, sample_size: int = 100_000, 
 
     # ---- pass 1: moments of every score column ----
     moments = Moments(columns)
-    bar = progress("report: pass 1 (scores)", len(shards))
     total_rows = 0
+    engine = LocalEngine(loaders, progress)  # one compute thread: the accumulators see the shards in order
 
-    def pass1(_w, _shard, d):
+    def pass1(_shard, d):
         nonlocal total_rows
         moments.update(d["scores"])
         total_rows += d["num_rows"]
-        bar.update(1)
 
-    run_pipeline(shards, lambda s: source.read(s, facts=False), pass1, loaders=loaders, workers=1)
-    bar.close()
+    engine.map(pass1, shards, load=lambda s: source.read(s, facts=False), workers=1, desc="report: pass 1 (scores)")
 
     # ---- pass 2: histograms, correlations, extremes, sample, subsets ----
     hists = [Histogram(moments.edges(i, bins)) for i in range(len(columns))]
@@ -120,9 +118,8 @@ def compute_figures(source, subsets, seed: int = 0, sample_size: int = 100_000, 
     sub_side = {s.name: CountHistogram(SIDE_EDGES) for s in subsets}
     sub_kept = {s.name: 0 for s in subsets}
     have_sizes = [True]
-    bar = progress("report: pass 2 (rows)", len(shards))
 
-    def pass2(_w, _shard, d):
+    def pass2(_shard, d):
         uids, text = d["uids"], d["text"]
         words, side = _words(text), _short_side(d)
         if side is None:
@@ -147,7 +144,6 @@ def compute_figures(source, subsets, seed: int = 0, sample_size: int = 100_000, 
             sub_side[s.name].update(side[m & np.isfinite(side)])
             rows[f"in:{s.name}"] = m
         sample.update(sample_keys(uids, seed, SAMPLE_STREAM), rows)
-        bar.update(1)
 
     def load2(shard):
         d = source.read(shard, facts=True)
@@ -156,8 +152,7 @@ def compute_figures(source, subsets, seed: int = 0, sample_size: int = 100_000, 
         d["uid_hex"] = np.char.decode(u8u8_to_hex(d["uids"]), "ascii").astype(object)
         return d
 
-    run_pipeline(shards, load2, pass2, loaders=loaders, workers=1)
-    bar.close()
+    engine.map(pass2, shards, load=load2, workers=1, desc="report: pass 2 (rows)")
 
     # ---- figures ----
     sample_rows = sample.rows or {}

@@ -9,6 +9,11 @@ D_KL and D_KLR share one pass over the sample set. For each block of targets the
     D_KLR = m + log l − log N − a·⟨x, ȳ⟩  (the mean score from the float64 sample mean ȳ)
 
 Memory is bounded by one ``block_rows × block_samples`` float32 matrix; no M × N matrix ever exists.
+
+Every function runs with one BLAS thread (:func:`~kl_filter.engines.single_blas_thread`): a multithreaded BLAS
+splits a product differently per thread count and the float32 sums round differently, so the same call gave
+other bits under ``OPENBLAS_NUM_THREADS=2`` than under 1 (or in a Ray task). Blocks are fixed sizes, so a
+direct call, any engine and any worker count give the same bits; parallelism is the engine's, over shards.
 """
 
 from __future__ import annotations
@@ -17,10 +22,13 @@ import math
 
 import numpy as np
 
+from ..engines.blas import single_blas_thread
+
 DEFAULT_BLOCK_ROWS = 1024
 DEFAULT_BLOCK_SAMPLES = 4096
 
 
+@single_blas_thread()
 def density_ratio_kl(targets: np.ndarray, samples: np.ndarray, logit_scale: float = 100.0,
                      block_rows: int = DEFAULT_BLOCK_ROWS, block_samples: int = DEFAULT_BLOCK_SAMPLES):
     """(D_KL, D_KLR) float32 for every row of ``targets`` against the reference ``samples``."""
@@ -58,6 +66,7 @@ def density_ratio_kl(targets: np.ndarray, samples: np.ndarray, logit_scale: floa
     return kl, klr
 
 
+@single_blas_thread()
 def centered(targets: np.ndarray, mean: np.ndarray, block_rows: int = 65536) -> np.ndarray:
     """D_C = ‖x − μ‖², float32 from float16 inputs."""
     mu = np.asarray(mean, dtype=np.float32)
@@ -68,6 +77,7 @@ def centered(targets: np.ndarray, mean: np.ndarray, block_rows: int = 65536) -> 
     return out
 
 
+@single_blas_thread()
 def whitened(targets: np.ndarray, mean: np.ndarray, cov_other: np.ndarray, block_rows: int = 16384) -> np.ndarray:
     """D_W = (x − μ)ᵀ Σ_other (x − μ), float32 from float16 inputs (multiplied by Σ, not its inverse)."""
     mu = np.asarray(mean, dtype=np.float32)
