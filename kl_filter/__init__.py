@@ -15,7 +15,7 @@ Data flows one way, and the subpackages follow it:
     cli/        the ``kl-filter`` command (the application; nothing else imports it)
 
 The plugin API is importable from here: ``from kl_filter import Filter, Top, Keep, Uniform`` for filters,
-``Scorer, StatsNeed`` for scorers. ``import kl_filter`` stays light: torch, triton, ray and open_clip are
+``Scorer, BucketScorer, StatsNeed`` for scorers. ``import kl_filter`` stays light: torch, triton, ray and open_clip are
 imported only by code that needs them.
 """
 
@@ -24,7 +24,7 @@ __version__ = "0.1.0"
 from .filters.base import Filter, Keep, Parallel, Ties, Top, Uniform  # noqa: E402
 from .filters.registry import build_filter, list_filters, register  # noqa: E402
 from .scores.registry import build_scorer, list_scorers  # noqa: E402
-from .scores.scorer import Scorer, StatsNeed  # noqa: E402
+from .scores.scorer import BucketScorer, Scorer, StatsNeed  # noqa: E402
 
-__all__ = ["Filter", "Top", "Keep", "Uniform", "Ties", "Parallel", "Scorer", "StatsNeed", "build_filter",
+__all__ = ["Filter", "Top", "Keep", "Uniform", "Ties", "Parallel", "Scorer", "BucketScorer", "StatsNeed", "build_filter",
            "build_scorer", "list_filters", "list_scorers", "register", "__version__"]

@@ -29,7 +29,6 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass
-from typing import ClassVar
 
 import numpy as np
 
@@ -37,33 +36,9 @@ from ..atomic import atomic_open, write_json
 from ..engines import worker_index
 from ..errors import KLFilterError
 from ..stats.reference import sample_keys, splitmix64
-from .scorer import Scorer
+from .scorer import BucketScorer
 
 MARKER = "kl_filter_buckets.json"  # proves a work directory was made by this stage (and what for)
-
-
-class BucketScorer(Scorer):
-    """A scorer whose rows are scored in buckets gathered across shards (see the module docstring).
-
-    Subclasses give ``keys`` (the npz keys gathered per row), ``num_passes()``, ``bucket_size()`` and
-    ``score_bucket(payload, device) -> {column: float[b]}`` for the rows of one bucket (payload: ``{key:
-    float16[b, d]}``); ``combine`` turns the float64 sums over passes into the final columns (default: mean).
-    The run's ``--seed`` draws the partition and is part of every column's provenance.
-    """
-
-    seeded: ClassVar[bool] = True
-
-    def num_passes(self) -> int:
-        return 1
-
-    def bucket_size(self) -> int:
-        raise NotImplementedError
-
-    def score_bucket(self, payload: dict, device: str = "cpu") -> dict:
-        raise NotImplementedError
-
-    def combine(self, sums: dict, passes: int) -> dict:
-        return {c: (v / passes).astype(np.float32) for c, v in sums.items()}
 
 
 def bucket_keys(uids: np.ndarray, seed: int, pass_index: int) -> np.ndarray:

@@ -28,7 +28,7 @@ import numpy as np
 
 from ..engines import single_blas_thread
 from ..errors import KLFilterError
-from .buckets import BucketScorer
+from .scorer import BucketScorer
 
 DEFAULT_BATCH_SIZE = 32768
 DEFAULT_PASSES = 10

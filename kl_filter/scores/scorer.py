@@ -65,3 +65,27 @@ class Scorer:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.params().items())})"
+
+
+class BucketScorer(Scorer):
+    """A scorer whose rows are scored in buckets gathered across shards (the bucket stage, :mod:`kl_filter.scores.buckets`).
+
+    Subclasses give ``keys`` (the npz keys gathered per row), ``num_passes()``, ``bucket_size()`` and
+    ``score_bucket(payload, device) -> {column: float[b]}`` for the rows of one bucket (payload: ``{key:
+    float16[b, d]}``); ``combine`` turns the float64 sums over passes into the final columns (default: mean).
+    The run's ``--seed`` draws the partition and is part of every column's provenance.
+    """
+
+    seeded: ClassVar[bool] = True
+
+    def num_passes(self) -> int:
+        return 1
+
+    def bucket_size(self) -> int:
+        raise NotImplementedError
+
+    def score_bucket(self, payload: dict, device: str = "cpu") -> dict:
+        raise NotImplementedError
+
+    def combine(self, sums: dict, passes: int) -> dict:
+        return {c: (v / passes).astype(np.float32) for c, v in sums.items()}
