@@ -182,9 +182,10 @@ def parse_string(p: Param, raw: str):
     return raw
 
 
-def validate(cls, params: dict, name: str | None = None, source: str | None = None) -> dict:
-    """``params`` checked against ``cls``'s signature: unknown keys, missing required ones, wrong types and
-    values outside their choices raise one line (prefixed with ``source``, e.g. the recipe file)."""
+def validate(cls, params: dict, name: str | None = None, source: str | None = None, partial: bool = False) -> dict:
+    """``params`` checked against ``cls``'s signature: unknown keys, missing required ones (unless ``partial``:
+    flags may still supply them), wrong types and values outside their choices raise one line (prefixed with
+    ``source``, e.g. the recipe file)."""
     name = name or getattr(cls, "name", None) or cls.__name__
     declared = {p.name: p for p in signature_params(cls)}
     unknown = [k for k in params if k not in declared]
@@ -199,7 +200,7 @@ def validate(cls, params: dict, name: str | None = None, source: str | None = No
         except ValueError as e:
             raise KLFilterError(f"--{k} (--name {name}): {e}", source) from None
     missing = [p.flag for p in declared.values() if p.required and p.name not in out]
-    if missing:
+    if missing and not partial:
         raise KLFilterError(f"--name {name} needs {', '.join(missing)}", source)
     return out
 

@@ -179,3 +179,17 @@ def test_library_api_is_the_plugin_api():
     flt = build_filter("clip_score", {"arch": "b32", "fraction": 0.3})
     assert isinstance(flt, Filter) and flt.rules() == [Top("clip_b32_similarity_score", fraction=0.3)]
     assert Keep("x") != Uniform("x", 0.5)
+
+
+def test_recipe_flags_supply_what_the_file_leaves_out(tmp_path):
+    """Flags beside a recipe are merged before the filter is built (a recipe may leave a required value out)."""
+    pool = make_minipool(tmp_path / "pool")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: clip_score\nparams: {fraction: 0.3}\n")
+    run_cli("run", recipe, "--arch", "b32", "--metadata_dir", pool, "--save_path", tmp_path / "a.npy",
+            "--no_progress", check=True)
+    run_cli("select", "--name", "clip_score", "--arch", "b32", "--fraction", "0.3", "--metadata_dir", pool,
+            "--save_path", tmp_path / "b.npy", "--no_progress", check=True)
+    assert (tmp_path / "a.npy").read_bytes() == (tmp_path / "b.npy").read_bytes()
+    p = run_cli("run", recipe, "--metadata_dir", pool, "--save_path", tmp_path / "c.npy")
+    assert p.returncode == 2 and p.stderr.strip() == f"kl-filter: error: {recipe}: --name clip_score needs --arch"

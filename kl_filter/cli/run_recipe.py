@@ -12,15 +12,20 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..filters import build_filter
+    from ..filters import build_filter, get_filter_class
+    from ..params import validate
     from ..recipes import load_recipe
+    from ..outputs import In, Out, check
     from ..selection.runner import run_filter
 
     recipe = load_recipe(args.recipe)
-    flt = build_filter(recipe.filter, recipe.params, source=recipe.path)  # the file's own keys, checked as written
+    check([Out(args.save_path, "--save_path"), Out(args.save_path + ".json", "--save_path's sidecar")],
+          [In(recipe.path, "recipe")])  # the rest is checked by the run itself
+    # the file's own keys are checked as written (errors name the file), then the flags override them, and only
+    # the merged parameters build the filter (a recipe may leave out what its flags supply: --centroids ...)
+    validate(get_filter_class(recipe.filter), recipe.params, recipe.filter, recipe.path, partial=True)
     given = filter_params_from_cli(recipe.filter, args.extra)
-    if given:
-        flt = build_filter(recipe.filter, {**recipe.params, **given})
+    flt = build_filter(recipe.filter, {**recipe.params, **given}, source=None if given else recipe.path)
     summary = run_filter(flt, args.metadata_dir, args.save_path, run_context(args), recipe=recipe.name)
     print_summary(summary, args.save_path)
     return 0
