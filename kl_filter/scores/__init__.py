@@ -3,6 +3,9 @@
     scorer.py    the Scorer interface (a function of one shard + declared statistics → named float32 columns)
     registry.py  built-in scorers by name; third parties in the ``kl_filter.scorers`` entry-point group
     kl.py        the KL scorer: D_KL, D_KLR, D_C, D_W columns ``{mode}_{arch}_{target}``
+    normsim.py   NormSim_p of the image against target embeddings, ``normsim_{norm}_{arch}`` (blocked max-matmul)
+    vas.py       VAS, fᵀ S f with S the targets' or the pool's second moment, ``vas_{arch}``
+    targets.py   ``--target_embeddings`` files read once, validated, content-hashed (the columns' provenance)
     stage.py     every declared column computed once per shard into ``--scores_dir``, resumed and reused
 
 The array functions below are what the KL scorer calls.
