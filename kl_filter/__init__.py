@@ -14,17 +14,17 @@ Data flows one way, and the subpackages follow it:
     harness/    resharding, the official train/evaluate bridge, BYOD embedding, the offline tiny track
     cli/        the ``kl-filter`` command (the application; nothing else imports it)
 
-The plugin API is importable from here: ``from kl_filter import Filter, Top, Keep, Uniform`` for filters,
+The plugin API is importable from here: ``from kl_filter import Filter, Top, Keep, Uniform, Resample`` for filters,
 ``Scorer, BucketScorer, StatsNeed`` for scorers. ``import kl_filter`` stays light: torch, triton, ray and open_clip are
 imported only by code that needs them.
 """
 
 __version__ = "0.1.0"
 
-from .filters.base import Filter, Keep, Parallel, Ties, Top, Uniform  # noqa: E402
+from .filters.base import Filter, Keep, Parallel, Resample, Ties, Top, Uniform  # noqa: E402
 from .filters.registry import build_filter, list_filters, register  # noqa: E402
 from .scores.registry import build_scorer, list_scorers  # noqa: E402
 from .scores.scorer import BucketScorer, Scorer, StatsNeed  # noqa: E402
 
-__all__ = ["Filter", "Top", "Keep", "Uniform", "Ties", "Parallel", "Scorer", "BucketScorer", "StatsNeed", "build_filter",
-           "build_scorer", "list_filters", "list_scorers", "register", "__version__"]
+__all__ = ["Filter", "Top", "Keep", "Uniform", "Resample", "Ties", "Parallel", "Scorer", "BucketScorer", "StatsNeed",
+           "build_filter", "build_scorer", "list_filters", "list_scorers", "register", "__version__"]

@@ -22,11 +22,18 @@ from minipool import make_minipool, unit
 
 # values for filters that cannot run on their defaults alone (required parameters, asset files)
 REQUIRED = {
+    "negcliploss": {"arch": "b32", "fraction": 0.3, "batch_size": 500, "num_batches": 2},
+    "all_of": {"filters": [{"name": "clip_score", "params": {"arch": "l14", "fraction": 0.5}},
+                           {"name": "kl", "params": {"fraction": 0.5, "num_samples": 64, "english_filter": True}}]},
     "clip_score": {"arch": "l14", "fraction": 0.3},
     "kl": {"fraction": 0.25, "num_samples": 64, "clip_score_fraction": 0.8, "english_filter": True},
     "image_based": {"centroids": "{centroids}", "in1k_features": ["{in1k}"]},
     "image_based_intersect_clip_score": {"arch": "b32", "fraction": 0.5, "centroids": "{centroids}",
                                          "in1k_features": ["{in1k}"]},
+    "normsim": {"target_embeddings": ["{targets}"], "fraction": 0.3},
+    "vas": {"target": "pool", "fraction": 0.3},
+    "iwl": {"prompt_embedding": "{prompt}", "fraction": 0.3},
+    "semdedup": {"eps": 0.05, "num_clusters": 8},
 }
 
 
@@ -36,13 +43,16 @@ def pool(tmp_path_factory):
     rng = np.random.default_rng(0)
     np.save(root / "centroids.npy", unit(rng, 32, 768).astype(np.float32))
     np.save(root / "in1k.npy", unit(rng, 40, 768).astype(np.float32))
+    np.save(root / "targets.npy", unit(rng, 50, 768))  # NormSim/VAS target embeddings (float16, unit rows)
+    np.save(root / "prompt.npy", rng.standard_normal(768))  # IWL's prompt embedding (the filter normalises it)
     return str(root), make_minipool(root / "pool", shards=3, n=400)
 
 
 def _params(name, root):
+    files = {k: f"{root}/{k}.npy" for k in ("centroids", "in1k", "targets", "prompt")}
+
     def fill(v):
-        return [fill(x) for x in v] if isinstance(v, list) else (
-            v.format(centroids=f"{root}/centroids.npy", in1k=f"{root}/in1k.npy") if isinstance(v, str) else v)
+        return [fill(x) for x in v] if isinstance(v, list) else (v.format(**files) if isinstance(v, str) else v)
 
     return {k: fill(v) for k, v in REQUIRED.get(name, {}).items()}
 

@@ -25,6 +25,7 @@ COMMANDS = [
     "stats",
     "score",
     "check_uids",
+    "weights",
     "list_filters",
     "reshard",
     "harness",

@@ -23,6 +23,8 @@ What a filter answers:
    (DataComp's rule: threshold = value at ``int(n·f)`` of the scores sorted descending, keep ``>=``) or a
    threshold, ``Keep`` keeps rows whose boolean column is true, ``Uniform`` flattens a score's histogram. Each
    rule is evaluated over the whole pool independently, then the rules are intersected (SPEC §3).
+   ``Resample`` (importance weights) draws rows with replacement ∝ a weight column among the rows the other
+   rules keep; the UID file then repeats uids.
 3. ``refine(shard, keep) -> keep`` (optional): expensive per-row checks (language ID, WordNet) run only on the
    rows every rule already keeps. Since the decision is an AND, the result is the same as checking every row.
    ``refine_reason`` names the check in the sidecar's per-step counts.
@@ -118,7 +120,32 @@ class Uniform:
             raise KLFilterError(f"--num_bins must be in [1, {MAX_BINS:,}], got {self.num_bins}")
 
 
-Rule = Keep | Top | Uniform
+MAX_RESAMPLE = 2**53  # draw positions are float64: past this, counts would not be exact
+
+
+@dataclass(frozen=True)
+class Resample:
+    """Draw ``n`` rows WITH replacement, with probability ∝ the weight in ``column`` (``log=True``: the column
+    holds log-weights, weight = exp(value); ``log=False``: weights >= 0), among the rows every other rule keeps.
+
+    Resolved over the whole pool by SYSTEMATIC resampling seeded by the run's seed
+    (:mod:`kl_filter.selection.weights`): a row is drawn floor or ceil of n·p_i times. The UID file repeats a uid
+    once per draw (DataComp's resharder upsamples duplicates); the sidecar records the effective sample size
+    (Σw)²/Σw², the distinct uids and n. A filter may hold at most one, and no ``refine`` step (it would drop
+    draws after the fact). NaN weighs 0; degenerate weights (effective sample under 10 rows) are refused.
+    """
+
+    column: str
+    n: int
+    log: bool = True
+
+    def __post_init__(self):
+        if isinstance(self.n, bool) or not isinstance(self.n, (int, np.integer)) or not 1 <= self.n <= MAX_RESAMPLE:
+            raise KLFilterError(f"--resample must be a number of rows in [1, 2**53], got {self.n!r}")
+        object.__setattr__(self, "n", int(self.n))
+
+
+Rule = Keep | Top | Uniform | Resample
 
 
 def rule_dict(rule: Rule) -> dict:
@@ -134,6 +161,8 @@ def rule_label(rule: Rule, resolved=None) -> str:
         return f"keep {rule.column}"
     if isinstance(rule, Uniform):
         return f"uniform {rule.column} fraction {rule.fraction:g}"
+    if isinstance(rule, Resample):
+        return f"resample {rule.column} n {rule.n:,} (systematic, with replacement)"
     op = "<=" if rule.reverse else ">="
     if isinstance(resolved, (int, float)):
         return f"top {rule.column} {op} {resolved:.6g}" + (f" (fraction {rule.fraction:g})" if rule.fraction else "")

@@ -20,9 +20,12 @@ FILTERS = Registry("filter", ENTRY_POINT_GROUP, {
     "image_based": "kl_filter.filters.image_based:ImageBased",
     "image_based_intersect_clip_score": "kl_filter.filters.image_based:ImageBasedIntersectClipScore",
     "kl": "kl_filter.filters.kl:KLFilter",
+    "all_of": "kl_filter.filters.combine:AllOf",
+    "iwl": "kl_filter.filters.iwl:IWLFilter",
     "normsim": "kl_filter.filters.normsim:NormSim",
     "vas": "kl_filter.filters.vas:VAS",
     "negcliploss": "kl_filter.filters.negcliploss:NegCLIPLoss",
+    "semdedup": "kl_filter.filters.semdedup:SemDeDup",
 })
 
 

@@ -134,13 +134,21 @@ class Embedder:
         try:
             self.model, _, self.preprocess = open_clip.create_model_and_transforms(
                 model, pretrained=checkpoint, device=self.device)
-        except (RuntimeError, KeyError, ValueError, OSError) as e:
-            raise KLFilterError(f"cannot load {model!r} from this checkpoint ({str(e).splitlines()[0][:300]})",
-                                checkpoint) from e
+        except Exception as e:  # noqa: BLE001 - torch.load and open_clip fail in many types (pickle, assert, ...)
+            why = (str(e).splitlines() or [type(e).__name__])[0][:300] or type(e).__name__
+            raise KLFilterError(f"cannot load {model!r} from this checkpoint ({why})", checkpoint) from e
         self.model.eval()
         self.tokenizer = open_clip.get_tokenizer(model)
         self.torch = torch
         self.name = model
+
+    def encode_text(self, texts: list[str]) -> np.ndarray:
+        """Float32 unit text embeddings [n, d] from the text tower (``embed``'s captions, IWL's prompts)."""
+        torch = self.torch
+        tokens = self.tokenizer(list(texts)).to(self.device)
+        with torch.inference_mode():
+            ft = self.model.encode_text(tokens).float()
+        return torch.nn.functional.normalize(ft, dim=-1).cpu().numpy()
 
     def _decode(self, data: bytes):
         from PIL import Image
@@ -165,12 +173,10 @@ class Embedder:
                     raise KLFilterError(f"undecodable image in samples {lo}..{lo + len(batch) - 1} ({e})", path) from e
                 sizes[lo: lo + len(batch)] = [d[1] for d in decoded]
                 images = torch.stack([d[0] for d in decoded]).to(self.device)
-                tokens = self.tokenizer([s.text for s in batch]).to(self.device)
                 with torch.inference_mode():
                     fi = self.model.encode_image(images).float()
-                    ft = self.model.encode_text(tokens).float()
                 img_out.append(torch.nn.functional.normalize(fi, dim=-1).cpu().numpy())
-                txt_out.append(torch.nn.functional.normalize(ft, dim=-1).cpu().numpy())
+                txt_out.append(self.encode_text([s.text for s in batch]))
         if not n:
             d = int(getattr(self.model, "embed_dim", 0) or self.model.text_projection.shape[-1])
             return np.zeros((0, d), np.float32), np.zeros((0, d), np.float32), sizes
@@ -199,16 +205,30 @@ def _base_table(samples: list[Sample], sizes: np.ndarray) -> dict:
 
 
 def _read_existing(parquet: str, npz: str):
+    """The existing shard to extend; every npz member's header is checked against the parquet's rows before it
+    is inflated (an existing file may be anything: a FIFO, a bomb, a pickle)."""
+    from ..npyfile import NpzReader, check_plain_dtype, local_file_problem, read_errors
+
+    for path in (parquet, npz):
+        problem = local_file_problem(path) if os.path.lexists(path) else None
+        if problem:
+            raise KLFilterError(f"existing file {problem}", path)
     try:
         table = pq.read_table(parquet)
     except (pa.ArrowException, OSError) as e:
         raise KLFilterError(f"existing parquet unreadable ({e})", parquet) from e
+
+    def check(h):
+        check_plain_dtype(h, kinds="f")
+        if len(h.shape) != 2 or h.shape[0] != table.num_rows:
+            raise ValueError(f"shape {h.shape}, but the parquet has {table.num_rows} rows")
+
     arrays = {}
     if os.path.exists(npz):
         try:
-            with np.load(npz, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files}
-        except (OSError, ValueError, EOFError) as e:
+            with open(npz, "rb") as f, NpzReader(f, os.path.getsize(npz)) as z:
+                arrays = {k: z.read(k, check=check) for k in z.files}
+        except read_errors() as e:
             raise KLFilterError(f"existing npz unreadable ({e})", npz) from e
     return table, arrays
 

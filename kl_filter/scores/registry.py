@@ -8,9 +8,11 @@ ENTRY_POINT_GROUP = "kl_filter.scorers"
 
 SCORERS = Registry("scorer", ENTRY_POINT_GROUP, {
     "kl": "kl_filter.scores.kl:KLScorer",
+    "iwl": "kl_filter.scores.iwl:IWLScorer",
     "normsim": "kl_filter.scores.normsim:NormSimScorer",
     "vas": "kl_filter.scores.vas:VASScorer",
     "negcliploss": "kl_filter.scores.negcliploss:NegCLIPLossScorer",
+    "semdedup": "kl_filter.scores.semdedup:SemDeDupScorer",
 })
 
 

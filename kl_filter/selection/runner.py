@@ -9,8 +9,9 @@ each boundary::
            ──rules────▶ resolved rules: thresholds over the WHOLE pool (exact k-th largest by radix
                         refinement, no gathering), or whole-pool masks for uniform / exact ties
            ──keep─────▶ per shard: AND of the rules, then refine() on the candidates → kept uids + rows
-                        removed per step
-           ──merge────▶ sorted u8,u8 array → save_path (atomic) + save_path.json sidecar
+                        removed per step (+ draws per kept row for a Resample rule)
+           ──merge────▶ sorted u8,u8 array (a resampled uid repeated once per draw) → save_path (atomic)
+                        + save_path.json sidecar
 
 The engine (:mod:`kl_filter.engines`) decides where the per-shard functions run; the functions are the same.
 Library code does not print: progress goes through the engine's progress callable, warnings through
@@ -31,7 +32,7 @@ import numpy as np
 from .. import __version__
 from ..engines import LocalEngine, Parallel, get_engine
 from ..errors import KLFilterError
-from ..filters.base import Filter, Keep, Ties, Top, Uniform, rule_dict, rule_label
+from ..filters.base import Filter, Keep, Resample, Ties, Top, Uniform, rule_dict, rule_label
 from ..pool import Pool
 from ..progress import NoProgress
 from ..outputs import check_run
@@ -84,21 +85,27 @@ def _score_shard(flt: Filter, pool: Pool, shard, derived) -> ShardScores:
         if len(arr) != data.num_rows:
             raise KLFilterError(f"filter {flt.name!r} returned {len(arr)} values for column {name!r}, "
                                 f"expected {data.num_rows}", shard.parquet)
+        arr = np.asarray(arr)
+        if arr.dtype.kind in "iuf" and arr.dtype != np.float32:
+            # one dtype pool-wide: thresholds and radix keys take shard 0's dtype (float64 in one shard and
+            # float32 in another would mix 32- and 64-bit keys)
+            cols[name] = arr.astype(np.float32)
     return ShardScores(data.uids, cols)
 
 
 def _rule_mask(s: ShardScores, rule, resolved) -> np.ndarray:
     if isinstance(resolved, np.ndarray):  # a whole-pool decision already cut to this shard
-        return resolved
+        return resolved if resolved.dtype == bool else resolved > 0  # Resample: draws per row
     col = s.columns[rule.column]
     if isinstance(rule, Keep):
         return col.astype(bool)
     return keep_mask(col, resolved, rule.reverse)
 
 
-def _keep_shard(flt: Filter, pool: Pool, shard, s: ShardScores, rules, resolved) -> tuple[np.ndarray, list[int]]:
-    """Kept uids of one shard (the AND of every rule, then the filter's refine() on the candidates) and the rows
-    each step removed from what the steps before it kept."""
+def _keep_shard(flt: Filter, pool: Pool, shard, s: ShardScores, rules,
+                resolved) -> tuple[np.ndarray, list[int], np.ndarray | None]:
+    """Kept uids of one shard (the AND of every rule, then the filter's refine() on the candidates), the rows
+    each step removed from what the steps before it kept, and with a ``Resample`` rule the draws per kept uid."""
     keep = np.ones(len(s.uids), dtype=bool)
     removed = []
     for rule, r in zip(rules, resolved):
@@ -110,7 +117,8 @@ def _keep_shard(flt: Filter, pool: Pool, shard, s: ShardScores, rules, resolved)
         if before:
             keep = np.asarray(flt.refine(pool.read(shard, flt.refine_columns), keep), dtype=bool)
         removed.append(before - int(keep.sum()))
-    return s.uids[keep], removed
+    draws = next((r for rule, r in zip(rules, resolved) if isinstance(rule, Resample)), None)
+    return s.uids[keep], removed, (draws[keep] if draws is not None else None)
 
 
 def _rule_counts(s: ShardScores, rule, resolved) -> dict:
@@ -158,10 +166,16 @@ def resolve_rules(rules, handles, engine, seed: int, sizes: list[int]) -> tuple[
             colv = np.concatenate(engine.apply(lambda s, c=rule.column: s.columns[c], handles))
             mask = uniform_keep(colv, rule.fraction, rule.num_bins, seed)
             r = [mask[offsets[j]: offsets[j + 1]] for j in range(len(sizes))]
+        elif isinstance(rule, Resample):
+            r = None  # drawn below, among the rows the other rules keep
         else:
             raise TypeError(f"unknown rule {rule!r}")
         resolved.append(r)
         facts.append(info)
+    for i, rule in enumerate(rules):
+        if isinstance(rule, Resample):
+            resolved[i], more = _resolve_resample(i, rules, resolved, handles, engine, seed)
+            facts[i].update(more)
     # counts per rule, summed over shards (the shard's piece of a whole-pool mask goes with it)
     for i, rule in enumerate(rules):
         pieces = resolved[i] if isinstance(resolved[i], list) else [resolved[i]] * len(handles)
@@ -176,6 +190,53 @@ def resolve_rules(rules, handles, engine, seed: int, sizes: list[int]) -> tuple[
         if facts[i].get("nan"):
             log.warning("%d rows have NaN in %r: they are never kept", facts[i]["nan"], rule.column)
     return resolved, facts
+
+
+def _pieces(resolved, j: int) -> list:
+    """Shard ``j``'s part of each resolved rule."""
+    return [r[j] if isinstance(r, list) else r for r in resolved]
+
+
+def _eligible(s: ShardScores, rules, pieces, skip: int) -> np.ndarray:
+    """The AND of every rule but rule ``skip`` on one shard."""
+    keep = np.ones(len(s.uids), dtype=bool)
+    for k, (rule, r) in enumerate(zip(rules, pieces)):
+        if k != skip:
+            keep &= _rule_mask(s, rule, r)
+    return keep
+
+
+def _resolve_resample(i: int, rules, resolved, handles, engine, seed: int) -> tuple[list[np.ndarray], dict]:
+    """Per-shard draw counts of ``rules[i]`` (a Resample) among the rows every other rule keeps: per-shard
+    float64 sums, combined in shard order, one seeded uniform, then each shard's systematic counts
+    (:mod:`kl_filter.selection.weights`): the same counts for any engine and worker count."""
+    from .weights import boundaries, check_weights, combine, log_weights, shard_sums, systematic_counts
+
+    rule = rules[i]
+    items = [(h, _pieces(resolved, j)) for j, h in enumerate(handles)]
+
+    def sums(item):
+        s, pieces = item
+        return shard_sums(log_weights(s.columns[rule.column], rule.log), _eligible(s, rules, pieces, i))
+
+    parts = engine.apply(sums, items)
+    total = combine(parts)
+    if not total.rows:
+        raise KLFilterError(f"{rule_label(rule)}: no row to draw from (the other rules keep none with a finite weight)")
+    check_weights(total, rule.column)
+    u = float(np.random.default_rng([seed, i]).random())
+    bounds = boundaries(parts, total, rule.n, u)
+
+    def draws(item):
+        s, pieces, b = item
+        return systematic_counts(log_weights(s.columns[rule.column], rule.log), _eligible(s, rules, pieces, i),
+                                 total, rule.n, u, b)
+
+    counts = engine.apply(draws, [(h, p, b) for (h, p), b in zip(items, bounds)])
+    return counts, {"method": "systematic", "uniform_draw": u, "eligible_rows": total.rows,
+                    "effective_sample_size": total.ess, "effective_sample_share": total.ess_share,
+                    "max_log_weight": total.max, "draws": int(sum(int(c.sum()) for c in counts)),
+                    "distinct_uids": int(sum(int((c > 0).sum()) for c in counts))}
 
 
 def _break_ties(col, thr, mask, want, rng) -> np.ndarray:
@@ -200,6 +261,15 @@ def evaluate_rules(rules, per_shard: list[ShardScores], seed: int) -> tuple[list
             keep &= _rule_mask(s, rule, r[j] if isinstance(r, list) else r)
         masks.append(keep)
     return masks, facts
+
+
+def _check_resample(flt: Filter, rules) -> None:
+    n = sum(isinstance(r, Resample) for r in rules)
+    if n > 1:
+        raise KLFilterError(f"filter {flt.name!r} has {n} Resample rules; one at most")
+    if n and flt.refine is not None:
+        raise KLFilterError(f"filter {flt.name!r}: a Resample rule cannot be combined with its refine step "
+                            f"({flt.refine_reason}), which would drop draws after they are made")
 
 
 def _check_unique(uids_sorted: np.ndarray, where: str) -> None:
@@ -256,6 +326,7 @@ def run_filter(flt: Filter, metadata_dir: str, save_path: str | None, ctx: RunCo
     pool = Pool(metadata_dir)
     flt.check_assets()
     rules = flt.rules()  # the filter's own checks fail here, before any work
+    _check_resample(flt, rules)
 
     t = time.perf_counter()
     scorers = list(flt.scorers())
@@ -289,8 +360,12 @@ def run_filter(flt: Filter, metadata_dir: str, save_path: str | None, ctx: RunCo
     parts = engine.map(_keep_shard, [(flt, pool, s, h, rules, per_shard[j])
                                      for j, (s, h) in enumerate(zip(pool.shards, handles))],
                        parallel=flt.parallel if flt.refine is not None else Parallel.THREADS, desc=f"{flt.name}: keep")
-    kept = sort_uids(concat_uids([p[0] for p in parts]))
-    _check_unique(kept, metadata_dir)
+    distinct = sort_uids(concat_uids([p[0] for p in parts]))
+    _check_unique(distinct, metadata_dir)  # a uid twice in the POOL; the draws of a Resample repeat uids below
+    if any(isinstance(r, Resample) for r in rules):
+        kept = sort_uids(np.repeat(concat_uids([p[0] for p in parts]), np.concatenate([p[2] for p in parts])))
+    else:
+        kept = distinct
     timings["keep_s"] = time.perf_counter() - t
 
     steps = [(rule_label(r, f.get("computed_threshold", getattr(r, "threshold", None))), "rule")
@@ -316,7 +391,8 @@ def run_filter(flt: Filter, metadata_dir: str, save_path: str | None, ctx: RunCo
         "pool_rows": n,
         "shards": len(pool),
         "empty_shards": empty,
-        "kept": int(len(kept)),
+        "kept": int(len(kept)),  # entries of the UID file (a resampled uid once per draw)
+        "kept_distinct": int(len(distinct)),  # pool_rows = kept_distinct + Σ removed
         "kept_share": len(kept) / n if n else 0.0,
         "version": __version__,
         "argv": sys.argv,
