@@ -75,6 +75,9 @@ def run_context(args):
 
 def print_summary(summary: dict, save_path: str) -> None:
     thr = [f"{r['column']}>={r['computed_threshold']:.6g}" for r in summary["rules"] if "computed_threshold" in r]
-    print(f"{summary['name']}: kept {summary['kept']:,} of {summary['pool_rows']:,} "
-          f"({100 * summary['kept_share']:.2f}%){' ' + ' '.join(thr) if thr else ''} "
+    distinct = summary.get("kept_distinct", summary["kept"])
+    kept = f"kept {distinct:,} of {summary['pool_rows']:,} ({100 * distinct / max(summary['pool_rows'], 1):.2f}%)"
+    if distinct != summary["kept"]:  # a Resample rule: the file repeats uids
+        kept = f"drew {summary['kept']:,} entries ({distinct:,} distinct uids of {summary['pool_rows']:,})"
+    print(f"{summary['name']}: {kept}{' ' + ' '.join(thr) if thr else ''} "
           f"in {summary['timings']['total_s']:.2f}s -> {save_path}")

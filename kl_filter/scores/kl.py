@@ -41,6 +41,7 @@ class KLScorer(Scorer):
     """
 
     name = "kl"
+    gpu = True
 
     def __init__(self, modes: list[Mode] = ("kl",), arch: Literal["b32", "l14"] = "l14",
                  target: Literal["txt", "img"] = "txt", logit_scale: float = DEFAULT_LOGIT_SCALE,

@@ -105,6 +105,7 @@ class NegCLIPLossScorer(BucketScorer):
     """
 
     name = "negcliploss"
+    gpu = True
 
     def __init__(self, arch: Literal["b32", "l14"] = "l14", batch_size: int = DEFAULT_BATCH_SIZE,
                  num_batches: int = DEFAULT_PASSES, logit_scale: float = 100.0):

@@ -109,6 +109,8 @@ def checked(name: str, values) -> np.ndarray:
 class TargetsScorer(Scorer):
     """Shared by NormSim and VAS: the targets, read and validated once, and the hash that is their provenance."""
 
+    gpu = True
+
     arch: str
     target_embeddings: list | None
     targets_id: str | None = None  # the hash a run planned with; a worker that reads other bytes refuses to score

@@ -17,7 +17,7 @@ Third-party scorers register in the ``kl_filter.scorers`` entry-point group.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
@@ -39,6 +39,7 @@ class Scorer:
     """Base class of scorer plugins. Subclasses set ``name`` and implement ``outputs`` and ``compute``."""
 
     name: ClassVar[str] = ""
+    gpu: ClassVar[bool] = False  # compute() has a GPU path for device "cuda:i" (else the stage passes "cpu")
     columns: tuple[str, ...] = ()
     keys: tuple[str, ...] = ()
 
@@ -67,13 +68,32 @@ class Scorer:
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.params().items())})"
 
 
+@dataclass
+class Partition:
+    """One pass's partition of the pool, per shard (in pool order): each row's bucket and its order key.
+
+    A bucket's rows reach ``score_bucket`` sorted by ``keys`` (uint64; equal keys keep shard order), and
+    ``extra`` holds per-row arrays (``{name: [array per shard]}``) carried into the payload beside the npz keys.
+    """
+
+    buckets: list            # int32[n_shard] per shard, values in [0, num_buckets)
+    num_buckets: int
+    keys: list               # uint64[n_shard] per shard
+    extra: dict = field(default_factory=dict)
+
+
 class BucketScorer(Scorer):
     """A scorer whose rows are scored in buckets gathered across shards (the bucket stage, :mod:`kl_filter.scores.buckets`).
 
     Subclasses give ``keys`` (the npz keys gathered per row), ``num_passes()``, ``bucket_size()`` and
     ``score_bucket(payload, device) -> {column: float[b]}`` for the rows of one bucket (payload: ``{key:
-    float16[b, d]}``); ``combine`` turns the float64 sums over passes into the final columns (default: mean).
-    The run's ``--seed`` draws the partition and is part of every column's provenance.
+    float16[b, d]}`` plus the partition's ``extra`` arrays, rows in order-key order); ``combine`` turns the
+    float64 sums over passes into the final columns (default: mean). The run's ``--seed`` draws the partition
+    and is part of every column's provenance.
+
+    ``assign`` decides the partition of one pass. The default (negCLIPLoss) ranks a seeded 64-bit hash of the
+    uids and cuts equal buckets of about ``bucket_size()`` rows; a scorer with its own buckets (SemDeDup: the
+    k-means cluster of each row, variable sizes) overrides it and may ignore ``bucket_size``.
     """
 
     seeded: ClassVar[bool] = True
@@ -83,6 +103,12 @@ class BucketScorer(Scorer):
 
     def bucket_size(self) -> int:
         raise NotImplementedError
+
+    def assign(self, pool, engine, seed: int, pass_index: int, scores_dir: str | None = None) -> Partition:
+        """The partition of pass ``pass_index`` (see :class:`Partition`); default: equal buckets by seeded hash."""
+        from .buckets import hashed_partition
+
+        return hashed_partition(pool, engine, seed, pass_index, self.bucket_size(), self.name)
 
     def score_bucket(self, payload: dict, device: str = "cpu") -> dict:
         raise NotImplementedError

@@ -14,6 +14,7 @@ Without a scores directory the columns stay in memory for the run (local engine 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,6 +24,8 @@ import pyarrow.parquet as pq
 from ..atomic import atomic_open
 from ..engines import worker_index
 from ..errors import KLFilterError
+from ..fspath import open_file, url_to_fs
+from ..outputs import claim_dir
 
 META_KEY = b"kl_filter"
 FORMAT = 4
@@ -39,12 +42,13 @@ def _shard_facts(pool, shard) -> dict:
 
 def stored_provenance(path: str, facts: dict) -> dict:
     """``{column: provenance}`` of an existing score file made for this shard (``{}`` when absent or foreign)."""
-    import fsspec
+    from ..npyfile import check_regular_file
 
-    fs, p = fsspec.core.url_to_fs(path)
+    fs, p = url_to_fs(path)
     try:
         if not fs.exists(p):
             return {}
+        check_regular_file(fs, p, "score file")  # a FIFO or a directory there: one line, never opened
         with fs.open(p, "rb") as f:
             pf = pq.ParquetFile(f)
             meta = json.loads((pf.schema_arrow.metadata or {}).get(META_KEY, b"{}"))
@@ -57,15 +61,20 @@ def stored_provenance(path: str, facts: dict) -> dict:
 
 
 def read_columns(path: str, names) -> dict:
-    """Float32 columns of a score file."""
-    import fsspec
+    """Float32 columns of a score file (through :mod:`kl_filter.pool.schema`: any other numeric type is cast to
+    float32, a string or duplicated column is one line)."""
+    from ..pool import schema
 
     try:
-        with fsspec.open(path, "rb") as f:
-            table = pq.ParquetFile(f).read(columns=list(names))
+        with open_file(path, "rb") as f:
+            pf = pq.ParquetFile(f)
+            schema.check_columns(pf.schema_arrow, list(names), path)
+            table = pf.read(columns=list(names))
+    except KLFilterError:
+        raise
     except (pa.ArrowException, OSError, KeyError) as e:
         raise KLFilterError(f"unreadable score file ({str(e).splitlines()[0][:200]})", path) from e
-    return {c: table.column(c).to_numpy() for c in names}
+    return {c: schema.read_score(table.column(c), path, c) for c in names}
 
 
 def write_scores(path: str, uid_column, columns: dict, meta: dict) -> None:
@@ -140,6 +149,8 @@ def run_scores(pool, scorers, stats, scores_dir: str | None, engine, device: str
             p = json.loads(json.dumps(p, sort_keys=True))  # as it reads back from the file
             if wanted.setdefault(c, p) != p:
                 raise KLFilterError(f"two scorers of this run produce column {c!r} differently")
+    if scores_dir is not None:  # the marker proves the directory is ours (kl_filter.outputs)
+        claim_dir(scores_dir, "scores")
     stored = {shard.name: {} if (scores_dir is None or overwrite) else
               stored_provenance(score_path(scores_dir, shard), _shard_facts(pool, shard)) for shard in pool.shards}
 
@@ -159,8 +170,8 @@ def run_scores(pool, scorers, stats, scores_dir: str | None, engine, device: str
     if engine.remote:  # one task per shard; a GPU each when the cluster has them
         gpu = device in ("auto", "cuda") and engine.ray.cluster_resources().get("GPU", 0) > 0
         devices = ["cuda" if gpu else "cpu"]
-    else:
-        devices = resolve_devices(device, engine.num_workers)
+    else:  # a GPU only when some scorer of the run has a GPU path
+        devices = resolve_devices(device if any(s.gpu for s in scorers) else "cpu", engine.num_workers)
     if jobs:
         work = _Worker(pool, per_shard, stats, scores_dir, devices)
         done = engine.map(work, jobs, load=_Loader(pool, per_shard, scores_dir), desc="score", workers=len(devices),
@@ -238,7 +249,10 @@ class _Worker:
 
 
 def resolve_devices(device: str, num_workers: int) -> list[str]:
-    """One entry per compute worker: every visible GPU for cuda, else ``num_workers`` CPU workers."""
+    """One entry per compute worker: every visible GPU for cuda, else ``num_workers`` CPU workers. ``auto`` on a
+    machine without NVIDIA device nodes answers cpu without importing torch (seconds saved on every CPU run)."""
+    if device == "auto" and not any(os.path.exists(p) for p in ("/dev/nvidiactl", "/dev/nvidia0", "/dev/dxg")):
+        return ["cpu"] * max(1, num_workers)
     if device in ("auto", "cuda"):
         import importlib.util
 
