@@ -2,11 +2,16 @@
 
 negCLIPLoss normalises a pair's similarity over a random batch of the WHOLE pool, and semantic deduplication
 compares rows of one cluster wherever they are stored. Such a scorer (:class:`BucketScorer`) gives every row a
-bucket; this stage gathers each bucket's rows from every shard and runs one task per bucket::
+bucket and an order key (``BucketScorer.assign`` → :class:`Partition`); this stage gathers each bucket's rows
+from every shard and runs one task per bucket::
 
-    pass k ──keys (a seeded 64-bit hash of (seed, pass, uid); one task per shard)──▶ keys per row
-           ──rank on the driver (8 bytes a row; ties by uid)──▶ bucket = rank·n_buckets // n (sizes differ by ≤ 1)
-           ──bucketing (one task per shard)──▶ WORK/pass{k}/{shard}.{key}.npy   payload rows sorted by bucket
+    pass k ──assign──▶ Partition: per shard, bucket int32[n] + order key uint64[n] (+ extra per-row arrays)
+             default (:func:`hashed_partition`, negCLIPLoss):
+               keys (a seeded 64-bit hash of (seed, pass, uid); one task per shard)
+               ──rank on the driver (8 bytes a row; ties by uid)──▶ bucket = rank·n_buckets // n
+                 (sizes differ by ≤ 1)
+             SemDeDup (:mod:`.semdedup`): bucket = nearest k-means centroid, key = the keep rule's order
+           ──bucketing (one task per shard)──▶ WORK/pass{k}/{shard}.{key}.npy   payload rows by bucket, then key
                                               WORK/pass{k}/{shard}.offsets.npy  where each bucket starts
            ──one task per bucket (memory: one bucket)──▶ WORK/pass{k}/out/{bucket}.npz   per-row values
            ──scatter back to (shard, row) on the driver──▶ running float64 sums over the passes
@@ -36,7 +41,7 @@ from ..atomic import atomic_open, write_json
 from ..engines import worker_index
 from ..errors import KLFilterError
 from ..stats.reference import sample_keys, splitmix64
-from .scorer import BucketScorer
+from .scorer import BucketScorer, Partition
 
 MARKER = "kl_filter_buckets.json"  # proves a work directory was made by this stage (and what for)
 
@@ -74,6 +79,15 @@ def has_ties(keys: list[np.ndarray]) -> bool:
     return bool((flat[1:] == flat[:-1]).any())
 
 
+def hashed_partition(pool, engine, seed: int, pass_index: int, size: int, name: str = "buckets") -> Partition:
+    """Equal buckets of about ``size`` rows from the ranks of a seeded hash of the uids (negCLIPLoss's batches);
+    the hash is also the order key within a bucket."""
+    keys = engine.map(_shard_keys, [(pool, s, seed, pass_index) for s in pool.shards], desc=f"{name}: keys")
+    uids = engine.map(_shard_uids, [(pool, s) for s in pool.shards]) if has_ties(keys) else None
+    buckets = num_buckets(sum(pool.row_counts), size)
+    return Partition(assign_buckets(keys, uids, buckets), buckets, keys)
+
+
 @dataclass(frozen=True)
 class _Pass:
     """What one pass's tasks share (small: it travels with every task)."""
@@ -82,6 +96,7 @@ class _Pass:
     index: int
     buckets: int
     keys: tuple
+    extra: tuple = ()  # names of the partition's extra per-row arrays, carried into the payload
 
     @property
     def dir(self) -> str:
@@ -112,7 +127,7 @@ def _shard_order(bucket: np.ndarray, keys: np.ndarray) -> np.ndarray:
     return np.lexsort((keys, bucket))
 
 
-def _bucket_shard(pool, shard, p: _Pass, bucket: np.ndarray, keys: np.ndarray) -> None:
+def _bucket_shard(pool, shard, p: _Pass, bucket: np.ndarray, keys: np.ndarray, extra: dict | None = None) -> None:
     """Write one shard's payload rows sorted by bucket, then (last, so it marks completion) the offsets."""
     if os.path.exists(p.part(shard, "offsets")):
         return  # resumed: written by an earlier, interrupted run of this same pass
@@ -120,6 +135,8 @@ def _bucket_shard(pool, shard, p: _Pass, bucket: np.ndarray, keys: np.ndarray) -
     emb = pool.read_embeddings(shard, p.keys, len(bucket))
     for k in p.keys:
         _save(p.part(shard, k), np.ascontiguousarray(emb[k][order]))
+    for k, v in (extra or {}).items():
+        _save(p.part(shard, k), np.ascontiguousarray(v[order]))
     _save(p.part(shard, "keys"), keys[order])
     _save(p.part(shard, "offsets"), np.searchsorted(bucket[order], np.arange(p.buckets + 1)).astype(np.int64))
 
@@ -128,7 +145,7 @@ def _score_one_bucket(scorer: BucketScorer, shards, p: _Pass, j: int, devices: t
     """Gather bucket ``j`` from every shard (memory-mapped slices, in shard order), score it, write its values."""
     if os.path.exists(p.out(j)):
         return
-    parts = {k: [] for k in (*p.keys, "keys")}
+    parts = {k: [] for k in (*p.keys, *p.extra, "keys")}
     for shard in shards:
         off = np.load(p.part(shard, "offsets"))
         for k in parts:
@@ -160,30 +177,34 @@ def run_buckets(pool, scorer: BucketScorer, seed: int, scores_dir: str | None, p
                 devices=("cpu",)) -> dict:
     """``{shard name: {column: float32[n]}}`` of a bucket scorer over the whole pool (see the module docstring)."""
     identity = {"pool_fingerprint": pool.fingerprint, "seed": seed, **provenance}
+    if scores_dir is not None:
+        work_dir(scores_dir, scorer, identity)  # refuses a URL before any work
+    # the first pass's partition before the work directory exists: a bad parameter (e.g. more clusters than
+    # rows) leaves nothing behind
+    first = scorer.assign(pool, engine, seed, 0, scores_dir)
     work, temporary = work_dir(scores_dir, scorer, identity)
     os.makedirs(work, exist_ok=True)
     marker = os.path.join(work, MARKER)
     if not os.path.exists(marker):
         write_json(marker, identity)
     sizes = pool.row_counts
-    n = sum(sizes)
-    buckets = num_buckets(n, scorer.bucket_size())
     sums: dict = {}
     try:
         for k in range(scorer.num_passes()):
-            p = _Pass(work, k, buckets, tuple(scorer.keys))
+            part = first if k == 0 else scorer.assign(pool, engine, seed, k, scores_dir)
+            per_shard, keys, buckets = part.buckets, part.keys, part.num_buckets
+            extra = [{name: v[i] for name, v in part.extra.items()} for i in range(len(pool.shards))]
+            p = _Pass(work, k, buckets, tuple(scorer.keys), tuple(part.extra))
             os.makedirs(os.path.join(p.dir, "out"), exist_ok=True)
-            keys = engine.map(_shard_keys, [(pool, s, seed, k) for s in pool.shards], desc=f"{scorer.name}: keys")
-            uids = engine.map(_shard_uids, [(pool, s) for s in pool.shards]) if has_ties(keys) else None
-            per_shard = assign_buckets(keys, uids, buckets)
             if not all(os.path.exists(p.out(j)) for j in range(buckets)):  # else: resumed, the pass is scored
-                engine.map(_bucket_shard, [(pool, s, p, b, kk) for s, b, kk in zip(pool.shards, per_shard, keys)],
+                engine.map(_bucket_shard, [(pool, s, p, b, kk, e) for s, b, kk, e in
+                                           zip(pool.shards, per_shard, keys, extra)],
                            desc=f"{scorer.name}: bucket pass {k + 1}")
                 engine.map(_score_one_bucket, [(scorer, pool.shards, p, j, tuple(devices)) for j in range(buckets)],
                            desc=f"{scorer.name}: score pass {k + 1}", workers=len(devices))
             _scatter(p, per_shard, keys, sums)
             for s in pool.shards:  # the payload has served: keep disk use to one pass
-                for what in (*p.keys, "keys", "offsets"):
+                for what in (*p.keys, *p.extra, "keys", "offsets"):
                     if os.path.exists(p.part(s, what)):
                         os.remove(p.part(s, what))
         cols = scorer.combine(sums, scorer.num_passes())
