@@ -3,8 +3,10 @@
     name: clip_score        # a registered filter
     params: {arch: l14, fraction: 0.3}
 
-A recipe argument is a path to such a file, or a bare name looked up in ``$KL_FILTER_RECIPES`` and then in
-the ``baselines/`` folder of this checkout. CLI flags given beside a recipe override its params.
+A recipe argument is a path to such a file, or a bare name looked up in ``$KL_FILTER_RECIPES``, then in the
+``baselines/`` folder of a source checkout, then in ``kl_filter/recipes_data/`` of an installed package (the
+build copies ``baselines/*.yaml`` there: ``setup.py``). CLI flags given beside a recipe override its params.
+:func:`shipped_recipes` names the recipes an installation must have (``kl-filter demo`` refuses to run without).
 """
 
 from __future__ import annotations
@@ -17,12 +19,50 @@ import yaml
 from .errors import KLFilterError
 
 RECIPES_ENV = "KL_FILTER_RECIPES"
+PACKAGED = "recipes_data"  # kl_filter/recipes_data/: baselines/*.yaml, copied there by the build (setup.py)
+INDEX = "index.json"  # recipes_data/index.json: the names the build copied (what an installation must have)
 
 
 def recipe_dirs() -> list[str]:
+    """Where bare recipe names are looked up, in order: ``$KL_FILTER_RECIPES``, the checkout's ``baselines/``
+    (only in a source checkout: beside ``pyproject.toml``), the installed package's ``recipes_data/``."""
     dirs = [d for d in os.environ.get(RECIPES_ENV, "").split(os.pathsep) if d]
-    dirs.append(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "baselines"))
+    here, checkout = os.path.dirname(os.path.abspath(__file__)), _checkout_dir()
+    if checkout:
+        dirs.append(checkout)
+    if os.path.isdir(os.path.join(here, PACKAGED)):
+        dirs.append(os.path.join(here, PACKAGED))
     return dirs
+
+
+def _checkout_dir() -> str | None:
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if os.path.isfile(os.path.join(root, "pyproject.toml")) and os.path.isdir(os.path.join(root, "baselines")):
+        return os.path.join(root, "baselines")
+    return None
+
+
+def shipped_recipes() -> list[str]:
+    """The recipe names kl-filter ships: ``baselines/*.yaml`` of a source checkout, else the index the build wrote
+    into ``kl_filter/recipes_data/`` (empty for an installation built without its recipes)."""
+    import json
+
+    d = _checkout_dir()
+    if d:
+        return sorted(f[:-5] for f in os.listdir(d) if f.endswith(".yaml"))
+    index = os.path.join(os.path.dirname(os.path.abspath(__file__)), PACKAGED, INDEX)
+    try:
+        with open(index) as f:
+            names = json.load(f)
+    except (OSError, ValueError):
+        return []
+    return sorted(n for n in names if isinstance(n, str)) if isinstance(names, list) else []
+
+
+def _looked_in() -> str:
+    dirs = recipe_dirs()
+    return (", ".join(dirs) if dirs else
+            f"nowhere: this installation has no kl_filter/{PACKAGED}/ (reinstall kl-filter) and ${RECIPES_ENV} is unset")
 
 
 @dataclass
@@ -41,7 +81,7 @@ def resolve(recipe: str) -> str:
         p = os.path.join(d, recipe if recipe.endswith((".yaml", ".yml")) else recipe + ".yaml")
         if os.path.exists(p):
             return p
-    raise KLFilterError(f"no such recipe (looked in {', '.join(recipe_dirs())})", recipe)
+    raise KLFilterError(f"no such recipe (looked in {_looked_in()})", recipe)
 
 
 def load_recipe(recipe: str) -> Recipe:

@@ -40,8 +40,16 @@ def _ascii_matrix(uids) -> np.ndarray:
     arr = uids if isinstance(uids, (pa.Array, pa.ChunkedArray)) else pa.array(list(uids) if not isinstance(uids, np.ndarray) else uids, type=pa.string())
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks() if arr.num_chunks != 1 else arr.chunk(0)
-    if arr.type == pa.large_string():
-        arr = arr.cast(pa.string())
+    if pa.types.is_dictionary(arr.type):
+        arr = arr.dictionary_decode()
+    if not pa.types.is_string(arr.type):
+        # the buffers are read below as int32 offsets + bytes: only a plain string array has that layout
+        # (large_string has int64 offsets, string_view another layout: read as string they lost rows)
+        t = arr.type
+        if not (pa.types.is_large_string(t) or pa.types.is_string_view(t) or pa.types.is_binary(t)
+                or pa.types.is_large_binary(t) or pa.types.is_binary_view(t) or pa.types.is_fixed_size_binary(t)):
+            raise ValueError(f"uid must be 32 hex digits, got a column of type {t}")
+        arr = arr.cast(pa.binary()).cast(pa.string(), safe=False)
     if len(arr) == 0:
         return np.zeros((0, 32), dtype=np.uint8)
     if arr.null_count:
@@ -97,15 +105,28 @@ def save_uids(path: str, uids: np.ndarray, presorted: bool = False) -> None:
 
 
 def load_uids(path: str) -> np.ndarray:
-    import fsspec
+    """A subset file as written by ``np.save`` (any dtype: :func:`check_uid_array` says what is wrong with it).
+
+    Its header is read first: an empty file, an ``.npz`` archive, a FIFO or a directory, a pickled (object)
+    dtype, or a shape the file does not hold (a header claiming petabytes) is one line, and nothing larger than
+    the file is ever allocated."""
+    from .fspath import url_to_fs
+    from .npyfile import check_regular_file, load_npy
+
+    fs, p = url_to_fs(path)
+    size = check_regular_file(fs, p, "UID file")
+
+    def plain(h):
+        if h.dtype.hasobject:
+            raise ValueError(f"dtype {h.dtype} holds Python objects (pickle), refused")
 
     try:
-        with fsspec.open(path, "rb") as f:
-            arr = np.load(io.BytesIO(f.read()), allow_pickle=False)
+        with fs.open(p, "rb") as f:
+            arr = load_npy(f, size, check=plain)
     except FileNotFoundError as e:
         raise KLFilterError("no such UID file", path) from e
-    except (ValueError, OSError) as e:
-        raise KLFilterError(f"not a .npy file ({e})", path) from e
+    except (ValueError, OSError, EOFError, MemoryError) as e:
+        raise KLFilterError(f"not a UID file: {str(e).splitlines()[0] if str(e) else type(e).__name__}", path) from e
     return arr
 
 
@@ -151,3 +172,68 @@ def uids_in(sorted_pool: np.ndarray, query: np.ndarray) -> np.ndarray:
 def concat_uids(parts: Iterable[np.ndarray]) -> np.ndarray:
     parts = [np.asarray(p, dtype=UID_DTYPE) for p in parts]
     return np.concatenate(parts) if parts else np.zeros(0, dtype=UID_DTYPE)
+
+
+# ---- the UID file and its sidecar: one output ----------------------------------------------------------------
+def sidecar_path(path: str) -> str:
+    """The JSON sidecar beside a UID file (the run's summary: parameters, thresholds, counts)."""
+    return path + ".json"
+
+
+def save_uids_with_sidecar(path: str, uids: np.ndarray, sidecar: dict, presorted: bool = False) -> dict:
+    """Write a UID file and its sidecar as one output; returns the sidecar as written.
+
+    The sidecar names the UID file's content (``uids_file``: name, sha256, bytes, rows). Both are written to
+    temporary names first (a full disk replaces nothing), then renamed under a lock of the directory: the sidecar
+    first, the UID file last. A reader (``kl-filter check-uids``) tells a pair that belongs together by the hash:
+    a run killed between the two renames leaves a new sidecar beside the previous UID file, which does not match.
+    """
+    import hashlib
+    import os
+
+    from .atomic import json_bytes, write_files
+
+    uids = np.asarray(uids, dtype=UID_DTYPE) if presorted else sort_uids(uids)
+    buf = io.BytesIO()
+    np.save(buf, uids)
+    data = buf.getvalue()
+    side = {**sidecar, "uids_file": {"name": os.path.basename(path), "sha256": hashlib.sha256(data).hexdigest(),
+                                     "bytes": len(data), "rows": int(len(uids))}}
+    write_files([(sidecar_path(path), json_bytes(side)), (path, data)])
+    return side
+
+
+def check_sidecar(path: str) -> tuple[dict | None, bool]:
+    """``(sidecar, verified)`` of the UID file ``path``: ``(None, False)`` without a sidecar, ``(doc, False)`` for
+    a sidecar written before sidecars named their UID file, ``(doc, True)`` when the sidecar's hash is the file's.
+    A sidecar that names another content (a pair mixed by a killed or concurrent run) or is not JSON raises."""
+    import hashlib
+    import json
+
+    from .fspath import open_file
+
+    side = sidecar_path(path)
+    try:
+        with open_file(side, "rb") as f:
+            doc = json.loads(f.read())
+    except FileNotFoundError:
+        return None, False
+    except (OSError, ValueError) as e:
+        raise KLFilterError(f"unreadable sidecar ({str(e).splitlines()[0][:200]})", side) from e
+    if not isinstance(doc, dict):
+        raise KLFilterError("unreadable sidecar (not a JSON object)", side)
+    want = doc.get("uids_file")
+    if want is None:
+        return doc, False
+    h = hashlib.sha256()
+    try:
+        with open_file(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    except OSError as e:
+        raise KLFilterError(f"unreadable UID file ({e.strerror or e})", path) from e
+    if not isinstance(want, dict) or want.get("sha256") != h.hexdigest():
+        raise KLFilterError(f"the sidecar does not belong to this UID file (it names sha256 "
+                            f"{(want or {}).get('sha256', '?')!s:.16}…, the file has {h.hexdigest():.16}…): the pair "
+                            "was mixed by an interrupted or concurrent run; rerun the selection", side)
+    return doc, True

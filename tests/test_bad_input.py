@@ -129,7 +129,7 @@ def test_disk_full_leaves_nothing(tmp_path, monkeypatch):
     from kl_filter.selection.runner import run_filter
 
     root = make_minipool(tmp_path / "pool")
-    real_open = atomic.fsspec.core.url_to_fs
+    real_open = atomic.url_to_fs
 
     class Full:
         def __init__(self, f):
@@ -159,7 +159,7 @@ def test_disk_full_leaves_nothing(tmp_path, monkeypatch):
         monkeypatch.setattr(fs, "open", open_full)
         return fs, p
 
-    monkeypatch.setattr(atomic.fsspec.core, "url_to_fs", url_to_fs)
+    monkeypatch.setattr(atomic, "url_to_fs", url_to_fs)
     out = tmp_path / "out"
     with pytest.raises(KLFilterError, match="No space left on device"):
         run_filter(build_filter("no_filter"), root, str(out / "u.npy"))

@@ -1,6 +1,7 @@
 """The bridge to DataComp's harness: exact commands (dry run) and DataComp's aggregation of the 38 tasks."""
 
 import json
+import os
 import sys
 
 import numpy as np
@@ -35,7 +36,9 @@ def test_dry_run_without_checkout(tmp_path):
     assert p.returncode == 0
     assert "does not look like a DataComp checkout" in p.stderr
     lines = p.stdout.strip().splitlines()
-    assert len(lines) == 3 and "resharder.py -i in" in lines[0] and "train.py --scale small" in lines[1]
+    # every path absolute: DataComp's scripts run inside the checkout, where relative paths would not resolve
+    assert len(lines) == 3 and f"resharder.py -i {os.path.abspath('in')} -o {tmp_path / 'w' / 'shards'}" in lines[0]
+    assert "train.py --scale small" in lines[1]
 
 
 def test_bad_inputs(tmp_path):

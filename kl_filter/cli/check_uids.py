@@ -1,4 +1,5 @@
-"""``kl-filter check-uids``: validate a subset file (dtype, order, duplicates, membership in the pool)."""
+"""``kl-filter check-uids``: validate a subset file (dtype, order, duplicates, membership in the pool) and that
+its sidecar, when there is one, belongs to it (the sidecar names the file's sha256)."""
 
 
 def add_parser(sub) -> None:
@@ -10,9 +11,11 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..uids import check_uid_array, concat_uids, load_uids
+    from ..errors import KLFilterError
+    from ..uids import check_sidecar, check_uid_array, concat_uids, load_uids, sidecar_path
 
     arr = load_uids(args.file)
+    side, verified = check_sidecar(args.file)  # a sidecar must belong to this very file (its sha256)
     pool_uids = None
     if args.metadata_dir:
         from ..pool import Pool
@@ -20,6 +23,12 @@ def run(args) -> int:
         pool = Pool(args.metadata_dir)
         pool_uids = concat_uids(pool.read(s).uids for s in pool.shards)
     info = check_uid_array(arr, args.file, pool_uids, allow_duplicates=not args.no_duplicates)
+    if side is not None and verified and side["uids_file"].get("rows") not in (None, info["rows"]):
+        raise KLFilterError(f"the sidecar counts {side['uids_file']['rows']:,} uids, the file holds {info['rows']:,}",
+                            sidecar_path(args.file))
+    pair = ("; sidecar matches (sha256)" if verified else
+            "; sidecar not verified (written before sidecars named their UID file)" if side is not None else
+            "; no sidecar")
     print(f"{args.file}: ok, {info['rows']:,} uids, {info['duplicates']:,} duplicated"
-          + (f", all in the pool of {info['pool_rows']:,}" if pool_uids is not None else ""))
+          + (f", all in the pool of {info['pool_rows']:,}" if pool_uids is not None else "") + pair)
     return 0

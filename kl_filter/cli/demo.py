@@ -31,13 +31,30 @@ def run(args) -> int:
 
     from ..atomic import write_bytes, write_json
     from ..errors import KLFilterError
+    from ..outputs import In, Out, check, claim_dir
     from ..pool.synth import synth_pool
-    from ..recipes import list_recipes, load_recipe
+    from ..recipes import list_recipes, load_recipe, recipe_dirs, shipped_recipes
+    from ..report import DEFAULT_FILTERS
     from ..progress import NoProgress, tqdm_progress
     from ..filters import build_filter
     from ..selection.runner import RunContext, run_filter
 
     progress = NoProgress if args.no_progress else tqdm_progress
+    given = [r for r in args.recipes or [] if os.path.exists(r)]
+    check([Out(args.out, "--out", "dir", marker="demo")], [In(r, "--recipes") for r in given])
+    if args.recipes:
+        recipes = [load_recipe(r) for r in args.recipes]
+    else:  # every shipped recipe, and the report's: a broken installation fails here, loudly, not with 0 recipes
+        recipes = list_recipes()
+        have = {r.name for r in recipes}
+        expected = sorted(set(shipped_recipes()) | set(DEFAULT_FILTERS))
+        missing = [n for n in expected if n not in have]
+        if not recipes or missing:
+            where = ", ".join(recipe_dirs()) or "nowhere"
+            raise KLFilterError(f"recipe(s) missing: {', '.join(missing) or 'all'} (looked in {where}); this "
+                                "installation lacks its recipes: reinstall kl-filter (`pip install .` ships them "
+                                "as kl_filter/recipes_data/) or set $KL_FILTER_RECIPES")
+    claim_dir(args.out, "demo")
     pool_dir = os.path.join(args.out, "pool")
     manifest = os.path.join(pool_dir, "synth_manifest.json")
     want = {"rows": args.rows, "shards": args.shards, "seed": args.seed}
@@ -45,7 +62,6 @@ def run(args) -> int:
     if any(have.get(k) != v for k, v in want.items()):
         print(f"demo: synthesising {args.rows:,} rows in {args.shards} shards (seed {args.seed}) -> {pool_dir}")
         synth_pool(pool_dir, rows=args.rows, shards=args.shards, seed=args.seed, num_workers=args.num_workers)
-    recipes = [load_recipe(r) for r in args.recipes] if args.recipes else list_recipes()
     ctx = RunContext(num_workers=args.num_workers, seed=args.seed, scores_dir=os.path.join(args.out, "scores"),
                      progress=progress)
     rows = []
@@ -68,7 +84,7 @@ def run(args) -> int:
     print(f"\nDemo pool: {args.rows:,} synthetic DataComp rows, {args.shards} shards, seed {args.seed}\n")
     print(table)
     if not args.no_report:
-        from ..report import DEFAULT_FILTERS, build_report
+        from ..report import build_report
 
         done = {x["recipe"] for x in rows if "kept" in x}
         subsets = [os.path.join(args.out, "uids", f"{n}.npy") for n in DEFAULT_FILTERS if n in done]

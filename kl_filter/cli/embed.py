@@ -22,7 +22,18 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from ..harness.embed import embed_shards
+    from ..outputs import In, Out, check
     from ..progress import NoProgress, tqdm_progress
+
+    from ..errors import KLFilterError
+    from ..fspath import is_local
+
+    if not is_local(args.out):
+        raise KLFilterError("--out must be a local directory", args.out)
+    # --out may be an existing pool (a family is added to its files), so any directory; never the inputs
+    check([Out(args.out, "--out", "dir")],
+          [In(args.shards_dir, "--shards_dir"), In(args.checkpoint, "--checkpoint"),
+           *[In(c, "--model_config") for c in args.model_config or []]])
 
     s = embed_shards(args.shards_dir, args.out, args.model, args.checkpoint, family=args.family,
                      batch_size=args.batch_size, device=args.device, model_config=args.model_config,

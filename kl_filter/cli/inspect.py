@@ -46,6 +46,12 @@ def run(args) -> int:
     if args.num_workers < 1:
         raise KLFilterError(f"--num_workers must be at least 1, got {args.num_workers}")
     progress = NoProgress if args.no_progress else tqdm_progress
+    if args.screenshot:  # the report's own paths are checked by build_report
+        from ..outputs import In, Out, check
+
+        check([Out(args.screenshot, "--screenshot")],
+              [In(args.metadata_dir, "--metadata_dir"), In(args.shards_dir, "--shards_dir"),
+               *[In(f, "--filters") for f in args.filters or [] if os.path.exists(f)]])
     ctx = RunContext(num_workers=args.num_workers, seed=args.seed, device=args.device, scores_dir=args.scores_dir,
                      progress=progress)
     fig = build_report(args.metadata_dir, args.out, scores_dir=args.scores_dir, shards_dir=args.shards_dir,

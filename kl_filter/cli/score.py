@@ -29,6 +29,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     import time
 
+    from ..outputs import In, Out, check
     from ..pool import Pool
     from ..scores.kl import KLScorer
     from ..scores.stage import run_scores
@@ -37,6 +38,8 @@ def run(args) -> int:
     t = time.perf_counter()
     if args.num_workers < 1:
         raise KLFilterError(f"--num_workers must be >= 1, got {args.num_workers}")
+    check([Out(args.out, "--out", "dir", marker="scores")],
+          [In(args.metadata_dir, "--metadata_dir"), In(args.stats, "--stats")])
     pool = Pool(args.metadata_dir)
     stats = load_stats(args.stats, pool, archs=args.arch, moments=bool(set(args.modes) & {"centered", "whitened"}))
     scorers = [KLScorer(args.modes, a, t_, args.logit_scale) for a in args.arch for t_ in args.target]

@@ -25,10 +25,13 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    from ..outputs import In, Out, check
     from ..pool import Pool
     from ..stats.reference import compute_stats, parts_dir_for, save_stats
     from ..progress import tqdm_progress
 
+    check([Out(args.out, "--out"), Out(parts_dir_for(args.out), "--out's partials", "dir", marker="parts")],
+          [In(args.metadata_dir, "--metadata_dir")])
     pool = Pool(args.metadata_dir)
     stats = compute_stats(pool, archs=args.arch, sample_ratio=args.sample_ratio, num_samples=args.num_samples,
                           seed=args.seed, use_caption_filter=not args.no_caption_filter,

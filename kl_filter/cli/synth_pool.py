@@ -20,8 +20,11 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     import time
 
+    from ..outputs import Out, check
     from ..pool.synth import synth_pool
     from ..progress import NoProgress, tqdm_progress
+
+    check([Out(args.out_dir, "out_dir", "dir", marker="pool")], [])
 
     bar = (NoProgress if args.no_progress else tqdm_progress)(desc="synth-pool", total=args.shards)
     t = time.perf_counter()

@@ -17,6 +17,9 @@ def add_parser(sub) -> None:
     p.add_argument("--kl_num_samples", type=int, default=None,
                    help="reference samples N per modality of the KL recipes (default 2000, or 250 with --quick: "
                         "about 1/6 of the caption-filtered rows, so few rows reach the log N ceiling)")
+    p.add_argument("--negcliploss_batch_size", type=int, default=None,
+                   help="rows per random batch of the negCLIPLoss recipes (default 2000, or 250 with --quick: 1/8 of "
+                        "the pool, 8 batches per pass; the filter's 32768 would be one batch, the whole pool)")
     p.add_argument("--num_workers", type=int, default=min(2, os.cpu_count() or 1), help="workers for the filters")
     p.add_argument("--train_workers", type=int, default=None,
                    help="training processes, one torch thread each (default: min(2, cores))")
@@ -28,12 +31,21 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     import sys
 
-    from ..harness.tiny.track import run_track
+    from ..harness.tiny.track import check_options, run_track
+    from ..outputs import In, Out, check, claim_dir
+
+    check_options(args.seeds, args.kl_num_samples, args.negcliploss_batch_size)  # before any directory is made
+    work = args.work_dir or os.path.join(args.out, "work")
+    # the work directory is deleted at the end (without --keep_work): only one this tool made
+    check([Out(args.out, "--out", "dir"), Out(work, "--work_dir", "dir", marker="track", replace=True)],
+          [In(r, "--recipes") for r in args.recipes or [] if os.path.exists(r)])
+    claim_dir(work, "track")
 
     rec = run_track(args.out, scale=args.scale, quick=args.quick, seeds=args.seeds, recipes=args.recipes,
                     pool_seed=args.pool_seed, keep_work=args.keep_work, work_dir=args.work_dir,
                     num_workers=args.num_workers, train_workers=args.train_workers,
-                    kl_num_samples=args.kl_num_samples, argv=["kl-filter", *sys.argv[1:]])
+                    kl_num_samples=args.kl_num_samples, negcliploss_batch_size=args.negcliploss_batch_size,
+                    argv=["kl-filter", *sys.argv[1:]])
     print(f"track: {len(rec['results'])} recipe(s) x {len(rec['seeds'])} seed(s) in {rec['wall_time_s'] / 60:.1f} min"
           f" -> {os.path.join(args.out, 'results.md')}"
           + (f"; skipped: {', '.join(s['recipe'] for s in rec['skipped'])}" if rec["skipped"] else ""))

@@ -16,6 +16,13 @@ open_clip ≥ 2.26 ships its trainer as ``open_clip_train``; DataComp's ``train.
 and ``training.distributed``. When only ``open_clip_train`` is installed, the bridge puts a two-module shim
 package named ``training`` (re-exporting ``open_clip_train``) on ``PYTHONPATH``. No optional flag is
 forwarded: ``--blur_field`` in particular would reach open_clip as ``--blur-field``, which open_clip 3.x rejects.
+
+DataComp's scripts run inside the checkout (``cwd``), so every path handed to them is made absolute first (a
+relative ``--work_dir runs/x`` would otherwise land inside the checkout, and the results be looked for elsewhere);
+URLs (``s3://...``) are passed as they are. Before the first step, the inputs are checked: the UID file is a valid
+subset file, the shards directory exists, the checkout has the three scripts, ``--eval_data_dir`` exists, and
+the work directory is not inside an input (:mod:`kl_filter.outputs`). A dry run prints the same absolute commands
+and only warns about missing inputs.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ import numpy as np
 
 from ..atomic import write_bytes, write_json
 from ..errors import KLFilterError
+from ..fspath import is_url
 
 log = logging.getLogger(__name__)
 SCALES = ("small", "medium", "large", "xlarge")
@@ -62,8 +70,18 @@ def write_shim(work_dir: str) -> str:
     return root
 
 
+def absolute(path: str | None) -> str | None:
+    """``path`` as DataComp's scripts must see it from inside their checkout: absolute (``~`` expanded), or a URL
+    unchanged."""
+    if path is None or is_url(path):
+        return path
+    return os.path.abspath(os.path.expanduser(os.fspath(path)))
+
+
 def build_commands(datacomp_dir: str, scale: str, uids: str, shards_dir: str, work_dir: str, num_gpus: int = 1,
                    exp_name: str | None = None, seed: int = 0, eval_data_dir: str | None = None) -> list[dict]:
+    """The three commands, every path absolute (they run with the DataComp checkout as working directory)."""
+    uids, shards_dir, work_dir, eval_data_dir = map(absolute, (uids, shards_dir, work_dir, eval_data_dir))
     if scale not in SCALES:
         raise KLFilterError(f"--scale must be one of {SCALES}, got {scale!r}")
     if num_gpus < 1:
@@ -80,6 +98,30 @@ def build_commands(datacomp_dir: str, scale: str, uids: str, shards_dir: str, wo
                                    "--seed", str(seed)]},
         {"step": "evaluate", "argv": evaluate},
     ]
+
+
+def check_inputs(datacomp_dir: str, uids: str, shards_dir: str, work_dir: str, eval_data_dir: str | None) -> None:
+    """Everything DataComp's three steps read, checked before the first one starts (a full training must not
+    end in "no evaluation results" because of a path), and the work directory against the inputs."""
+    from ..fspath import url_to_fs
+    from ..outputs import In, Out, check
+    from ..uids import check_uid_array, load_uids
+
+    fs, p = url_to_fs(uids)
+    if not fs.exists(p):
+        raise KLFilterError("no such UID file", uids)
+    check_uid_array(load_uids(uids), uids)  # dtype u8,u8, sorted: what DataComp's resharder needs
+    fs, p = url_to_fs(shards_dir)
+    if not fs.isdir(p):
+        raise KLFilterError("shards directory does not exist", shards_dir)
+    for script in ("resharder.py", "train.py", "evaluate.py"):
+        if not os.path.isfile(os.path.join(datacomp_dir, script)):
+            raise KLFilterError(f"not a DataComp checkout (no {script})", datacomp_dir)
+    if eval_data_dir and not url_to_fs(eval_data_dir)[0].isdir(url_to_fs(eval_data_dir)[1]):
+        raise KLFilterError("evaluation data directory does not exist", eval_data_dir)
+    check([Out(work_dir, "--work_dir", "dir")],
+          [In(datacomp_dir, "--datacomp_dir"), In(uids, "--uids"), In(shards_dir, "--shards_dir"),
+           In(eval_data_dir, "--eval_data_dir")])
 
 
 def summarize_eval_results(path: str) -> dict:
@@ -111,19 +153,25 @@ def summarize_eval_results(path: str) -> dict:
 def run_harness(datacomp_dir: str, scale: str, uids: str, shards_dir: str, work_dir: str, num_gpus: int = 1,
                 exp_name: str | None = None, seed: int = 0, eval_data_dir: str | None = None,
                 dry_run: bool = False, echo=print) -> dict | None:
+    datacomp_dir, uids, shards_dir, work_dir, eval_data_dir = map(
+        absolute, (datacomp_dir, uids, shards_dir, work_dir, eval_data_dir))
     cmds = build_commands(datacomp_dir, scale, uids, shards_dir, work_dir, num_gpus, exp_name, seed, eval_data_dir)
     have = os.path.exists(os.path.join(datacomp_dir, "train.py"))
     if dry_run:
         if not have:
             log.warning("%s does not look like a DataComp checkout (no train.py); printing the commands anyway",
                         datacomp_dir)
+        else:
+            try:
+                check_inputs(datacomp_dir, uids, shards_dir, work_dir, eval_data_dir)
+            except KLFilterError as e:
+                log.warning("a real run would stop here: %s", e)
         for c in cmds:
             echo(f"cd {shlex.quote(datacomp_dir)} && {shlex.join(c['argv'])}")
         return None
     if not have:
         raise KLFilterError("not a DataComp checkout (no train.py)", datacomp_dir)
-    if not os.path.exists(uids):
-        raise KLFilterError("no such UID file", uids)
+    check_inputs(datacomp_dir, uids, shards_dir, work_dir, eval_data_dir)
     env = dict(os.environ)
     if trainer_flavour() == "open_clip_train":
         env["PYTHONPATH"] = write_shim(work_dir) + os.pathsep + env.get("PYTHONPATH", "")

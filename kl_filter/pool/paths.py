@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import os
 
-import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from ..errors import KLFilterError
+from ..fspath import url_to_fs
 
 
 def open_dir(url: str, what: str):
     """``(fs, root)`` of an existing directory; a one-line error naming ``url`` when it cannot be opened or is
     missing (``what``: "metadata directory", "shards directory")."""
+    fs, root = url_to_fs(url)  # a local path stays a plain path; an unknown protocol is one line
     try:
-        fs, root = fsspec.core.url_to_fs(url)
         exists = fs.isdir(root)
     except (ValueError, ImportError, OSError) as e:
         raise KLFilterError(f"cannot open {what} ({e})", url) from e

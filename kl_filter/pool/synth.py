@@ -194,6 +194,9 @@ def synth_pool(out_dir: str, rows: int, shards: int, seed: int = 0, mismatch: fl
     shares = {"mismatch": mismatch, "generic": generic, "non_english": non_english}
     if any(not 0 <= v <= 1 for v in shares.values()) or sum(shares.values()) >= 1:
         raise KLFilterError(f"--mismatch, --generic, --non_english must be in [0, 1] and sum below 1: {shares}")
+    from ..outputs import claim_dir
+
+    claim_dir(out_dir, "pool")  # proves the directory is ours (a later synth-pool may write into it)
     world = _world(seed)
     sizes = [rows // shards + (i < rows % shards) for i in range(shards)]
     root = out_dir.rstrip("/")

@@ -14,9 +14,8 @@ import os
 import re
 import tarfile
 
-import fsspec
-
 from ..errors import KLFilterError
+from ..fspath import open_file
 from .paths import child_path, open_dir
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")  # image members a sample may carry, in order of preference
@@ -46,9 +45,17 @@ def list_tars(shards_dir: str, pattern: str = r"[^.].*\.tar", required: bool = T
 
 
 def read_samples(path: str):
-    """Samples of one webdataset tar (a path or fsspec URL), in order: ``(key, {ext: bytes})``."""
+    """Samples of one webdataset tar (a path or fsspec URL), in order: ``(key, {ext: bytes})``. A local path that
+    is not a regular file (a FIFO would block forever, a dangling symlink) is one line, never opened."""
+    from ..fspath import is_local, url_to_fs
+    from ..npyfile import local_file_problem
+
+    if is_local(path):
+        problem = local_file_problem(url_to_fs(path)[1])
+        if problem:
+            raise KLFilterError(problem, path)
     cur_key, cur = None, {}
-    with fsspec.open(path, "rb") as f, tarfile.open(fileobj=f, mode="r|*") as tf:
+    with open_file(path, "rb") as f, tarfile.open(fileobj=f, mode="r|*") as tf:
         for m in tf:
             if not m.isfile() or os.path.basename(m.name).startswith("."):
                 continue

@@ -12,8 +12,11 @@ Layout of ``REPORT_DIR``::
     uids/*.npy       the subset files of the recipes the report ran (with their .json sidecars)
 
 Everything is written into a temporary sibling directory which then replaces ``REPORT_DIR`` in one rename;
-an existing ``REPORT_DIR`` is replaced only if it is a previous report (it holds ``figures.json``), so a wrong
-``--out`` never deletes someone's data. The report directory is local (the pool may be any fsspec URL).
+an existing ``REPORT_DIR`` is replaced only if it is empty or a previous report, proven by the marker file every
+report holds (``.kl-filter``, :mod:`kl_filter.outputs`; a ``figures.json`` alone proves nothing), and never when
+an input (the pool, the shards, a subset file, the scores directory) is inside it, so a wrong ``--out`` never
+deletes someone's data. Temporary directories of killed runs are removed by the next run. The report directory
+is local (the pool may be any fsspec URL).
 """
 
 from __future__ import annotations
@@ -23,12 +26,14 @@ import logging
 import os
 import shutil
 import sys
-import uuid
 
 import pyarrow.parquet as pq
 
 from .. import __version__
+from ..atomic import clean_stale_tmp, tmp_name
 from ..errors import KLFilterError
+from ..fspath import is_local, url_to_fs
+from ..outputs import MARKER, In, Out, check, marker_bytes
 from ..pool import Pool
 from ..progress import NoProgress
 from .figures import compute_figures
@@ -48,16 +53,21 @@ def _write(path: str, data: bytes) -> None:
         f.write(data)
 
 
-def _check_out(out: str) -> None:
-    if os.path.exists(out) and not (os.path.isdir(out) and (not os.listdir(out)
-                                                             or os.path.exists(os.path.join(out, "figures.json")))):
-        raise KLFilterError("exists and is not a kl-filter report (no figures.json): not replaced", out)
+def check_paths(metadata_dir: str, out: str, scores_dir: str | None = None, shards_dir: str | None = None,
+                filters=None, extra_outputs=()) -> None:
+    """The report's outputs against its inputs (:func:`kl_filter.outputs.check`), before any work."""
+    outs = [Out(out, "--out", "dir", marker="report", replace=True), *extra_outputs]
+    if scores_dir:
+        outs.append(Out(scores_dir, "--scores_dir", "dir", marker="scores"))
+    ins = [In(metadata_dir, "--metadata_dir"), In(shards_dir, "--shards_dir")]
+    ins += [In(f, "--filters") for f in filters or [] if os.path.exists(f)]
+    check(outs, ins)
 
 
 def _swap_in(tmp: str, out: str) -> None:
     old = None
     if os.path.exists(out):
-        old = f"{out}.old-{uuid.uuid4().hex[:8]}"
+        old = tmp_name(out)  # a name the next run removes if this one is killed before the rmtree
         os.rename(out, old)
     os.rename(tmp, out)
     if old:
@@ -71,8 +81,10 @@ def build_report(metadata_dir: str, out: str, scores_dir: str | None = None, sha
     with a warning when it cannot run on this pool); filters given explicitly must all run."""
     from ..selection.runner import RunContext
 
-    out = os.path.abspath(out.rstrip("/"))
-    _check_out(out)
+    if not is_local(out):
+        raise KLFilterError("the report directory must be a local path", out)
+    out = os.path.abspath(url_to_fs(out)[1].rstrip("/"))
+    check_paths(metadata_dir, out, scores_dir, shards_dir, filters)
     for name, v in (("--sample_size", sample_size), ("--examples", examples), ("--bins", bins),
                     ("--ngram_top_k", ngram_top_k), ("--thumb_size", thumb_size)):
         least = 0 if name in ("--sample_size", "--examples") else 1
@@ -82,8 +94,10 @@ def build_report(metadata_dir: str, out: str, scores_dir: str | None = None, sha
     parent = os.path.dirname(out)
     try:
         os.makedirs(parent, exist_ok=True)
-        tmp = os.path.join(parent, f".{os.path.basename(out)}.{uuid.uuid4().hex[:8]}.tmp")
+        clean_stale_tmp(parent, os.path.basename(out))  # what killed runs left
+        tmp = tmp_name(out)
         os.makedirs(tmp)
+        _write(os.path.join(tmp, MARKER), marker_bytes("report"))
     except OSError as e:
         raise KLFilterError(f"cannot create the report directory ({e.strerror or e})", out) from e
     try:

@@ -1,8 +1,9 @@
 """What the report reads: the pool's own score columns, the score files, and the subsets to compare.
 
-* Score columns of the pool: every float ``clip_*_similarity_score`` column of the metadata parquet.
-* Score files (``kl-filter score`` / KL recipes, ``SCORES_DIR/<shard>.parquet``): every float column of the
-  first shard's file. Each shard's file must exist, hold the same rows in the same order (its ``uid`` column
+* Score columns of the pool: every ``clip_*_similarity_score`` column of the metadata parquet, read as float32
+  by the pool reader (:mod:`kl_filter.pool.schema`; a column of another type is cast or refused).
+* Score files (``kl-filter score`` / KL recipes, ``SCORES_DIR/<shard>.parquet``): every numeric column of the
+  first shard's file, read as float32. Each shard's file must exist, hold the same rows in the same order (its ``uid`` column
   is compared with the pool's) and carry the same columns; anything else stops the report with the file named.
 * Subsets: a recipe (name or YAML path) is run into ``REPORT_DIR/uids/<name>.npy`` with the usual runner
   (its sidecar gives the thresholds drawn on the histograms and the rows each step removed); a ``.npy`` path
@@ -12,27 +13,28 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass, field
 
-import fsspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import KLFilterError
+from ..fspath import open_file, url_to_fs
 from ..pool import Pool
+from ..npyfile import check_regular_file
+from ..pool.schema import SCORE_COLUMN_RE as CLIP_COLUMN_RE, check_columns, read_score, read_uids
 from ..uids import check_uid_array, load_uids, sort_uids
 
-CLIP_COLUMN_RE = re.compile(r"^clip_[a-z0-9]+_similarity_score$")
 TEXT_COLUMNS = ("text", "original_width", "original_height")
 
 
 def _schema(path: str) -> pa.Schema:
     try:
-        with fsspec.open(path, "rb") as f:
+        _regular(path)  # a FIFO would block: one line, never opened
+        with open_file(path, "rb") as f:
             return pq.ParquetFile(f).schema_arrow
     except FileNotFoundError as e:
         raise KLFilterError("no such file", path) from e
@@ -40,8 +42,24 @@ def _schema(path: str) -> pa.Schema:
         raise KLFilterError(f"unreadable parquet ({e})", path) from e
 
 
-def _float_columns(schema: pa.Schema, names) -> list[str]:
-    return [n for n in names if pa.types.is_floating(schema.field(n).type)]
+def _regular(path: str, missing: str = "no such file") -> None:
+    """Refuse a path that is not a regular file (a FIFO would block the reader) before opening it."""
+    try:
+        check_regular_file(*url_to_fs(path), "file")
+    except KLFilterError as e:
+        if str(e).endswith(": no such file"):
+            raise KLFilterError(missing, path) from e
+        raise
+
+
+def _numeric_columns(schema: pa.Schema, names) -> list[str]:
+    """Score columns of a score file: every numeric one (read as float32 by :mod:`kl_filter.pool.schema`)."""
+    out = []
+    for n in dict.fromkeys(names):
+        t = schema.field(n).type if schema.names.count(n) == 1 else None
+        if t is None or pa.types.is_floating(t) or pa.types.is_integer(t) or pa.types.is_decimal(t):
+            out.append(n)  # a duplicated name is kept here so that reading it says so
+    return out
 
 
 class ScoreSource:
@@ -50,17 +68,18 @@ class ScoreSource:
     def __init__(self, pool: Pool, scores_dir: str | None):
         self.pool, self.scores_dir = pool, scores_dir
         schema = _schema(pool.shards[0].parquet)
-        self.pool_columns = _float_columns(schema, [n for n in schema.names if CLIP_COLUMN_RE.match(n)])
+        # every CLIP score column, whatever its stored type: the pool reader casts it to float32 or refuses it
+        self.pool_columns = list(dict.fromkeys(n for n in schema.names if CLIP_COLUMN_RE.match(n)))
         self.extra = [c for c in TEXT_COLUMNS if c in schema.names]
         self.file_columns: list[str] = []
         if scores_dir:
-            fs, root = fsspec.core.url_to_fs(scores_dir)
+            fs, root = url_to_fs(scores_dir)
             if not fs.isdir(root):
                 raise KLFilterError("scores directory does not exist", scores_dir)
             first = self.score_path(pool.shards[0])
-            if fs.exists(fsspec.core.url_to_fs(first)[1]):
+            if fs.exists(url_to_fs(first)[1]):
                 s = _schema(first)
-                self.file_columns = _float_columns(s, [n for n in s.names if n != "uid"])
+                self.file_columns = _numeric_columns(s, [n for n in s.names if n != "uid"])
         clash = set(self.pool_columns) & set(self.file_columns)
         if clash:
             raise KLFilterError(f"score files repeat pool columns {sorted(clash)}", scores_dir)
@@ -80,21 +99,23 @@ class ScoreSource:
         if self.file_columns:
             path = self.score_path(shard)
             try:
-                with fsspec.open(path, "rb") as f:
-                    table = pq.ParquetFile(f).read(columns=["uid"] + self.file_columns)
+                _regular(path, "score file missing for this shard")
+                with open_file(path, "rb") as f:
+                    pf = pq.ParquetFile(f)
+                    check_columns(pf.schema_arrow, ["uid"] + self.file_columns, path)
+                    table = pf.read(columns=["uid"] + self.file_columns)
             except FileNotFoundError as e:
                 raise KLFilterError("score file missing for this shard", path) from e
             except KeyError as e:
                 raise KLFilterError(f"missing column {e}", path) from e
             except (pa.ArrowException, OSError) as e:
                 raise KLFilterError(f"unreadable score file ({e})", path) from e
-            missing = [c for c in self.file_columns if c not in table.column_names]
-            if missing:
-                raise KLFilterError(f"missing column(s) {missing}", path)
-            if table.num_rows != data.num_rows or not table.column("uid").combine_chunks().equals(data.columns["uid"]):
+            # compared as 128-bit uids: the same rows whatever case or string type the file stores them in
+            uids = read_uids(table.column("uid"), path)[0]
+            if table.num_rows != data.num_rows or not np.array_equal(uids, data.uids):
                 raise KLFilterError(f"rows differ from the pool shard {shard.parquet}", path)
             for c in self.file_columns:
-                out["scores"][c] = table.column(c).to_numpy()
+                out["scores"][c] = read_score(table.column(c), path, c)
         return out
 
 
@@ -175,15 +196,12 @@ def load_subset(name: str, path: str, summary: dict | None = None) -> Subset:
 
 
 def _sidecar(path: str) -> dict:
-    side = _sidecar_name(path)
-    try:
-        with fsspec.open(side, "r") as f:
-            doc = json.load(f)
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as e:
-        raise KLFilterError(f"unreadable sidecar of a subset file ({e})", side) from e
-    return doc if isinstance(doc, dict) else {}
+    """The runner's sidecar of a subset file ({} when there is none); one that belongs to another UID file (its
+    sha256 differs: a pair mixed by an interrupted run) stops the report."""
+    from ..uids import check_sidecar
+
+    doc, _ = check_sidecar(path)
+    return doc or {}
 
 
 def subset_name(spec: str) -> str:

@@ -23,16 +23,21 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
+import re
 import zipfile
 from dataclasses import dataclass
 
 import logging
 
-import fsspec
 import numpy as np
+from fsspec.implementations.local import LocalFileSystem
 
 from ..atomic import write_bytes
 from ..errors import KLFilterError
+from ..fspath import url_to_fs
+from ..npyfile import NpzReader, check_plain_dtype, check_regular_file, read_errors
+from ..uids import UID_DTYPE
 from ..pool import EMBED_DIMS, Pool
 from ..text.caption import caption_filter
 
@@ -214,7 +219,9 @@ def compute_stats(pool: Pool, archs=ARCHS, sample_ratio: float | None = None, nu
         plan = _Plan(tuple(archs), seed, share, use_caption_filter, moments, device)
         parts = _run(pool, plan, num_workers, progress, parts_dir, reuse_parts, engine)
         n = sum(p.n for p in parts)
-        if n < 2:
+        if n < 2:  # the same parameters fail again on this pool: its partials are of no use
+            if parts_dir:
+                remove_parts_dir(parts_dir)
             raise KLFilterError(f"only {n} rows pass the caption filter: no statistics can be computed "
                                 "(use --no_caption_filter for non-English pools)", pool.metadata_dir)
         target = min(num_samples if num_samples is not None else max(1, round(sample_ratio * n)), n)
@@ -267,20 +274,18 @@ def _cached_partial(pool, shard, plan: _Plan, parts_dir, reuse: bool = True) -> 
         return _shard_partial(pool, shard, plan), True
     prov = plan.provenance(pool, shard)
     path = f"{parts_dir.rstrip('/')}/{shard.name}.npz"
-    fs, p = fsspec.core.url_to_fs(path)
-    if reuse and fs.exists(p):
+    fs, p = url_to_fs(path)
+    if reuse and (os.path.lexists(p) if isinstance(fs, LocalFileSystem) else fs.exists(p)):
         try:
-            with fs.open(p, "rb") as f, np.load(io.BytesIO(f.read()), allow_pickle=False) as z:
-                if json.loads(str(z["provenance"])) == prov:
-                    names = {k.split(".")[0] for k in z.files if "." in k}
-                    part = _Partial(int(z["n"]), {}, {}, {}, tuple(int(v) for v in z["first_uid"]))
-                    for name in sorted(names):
-                        part.candidates[name] = (z[f"{name}.keys"], z[f"{name}.uids"], z[f"{name}.emb"])
-                        if plan.moments:
-                            part.sums[name], part.outer[name] = z[f"{name}.sums"], z[f"{name}.outer"]
-                    return part, False
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
-            pass  # unreadable or foreign partial: recomputed and replaced
+            size = check_regular_file(fs, p, "statistics partial")  # a FIFO would block: never opened
+            with fs.open(p, "rb") as f:
+                part = read_partial(f, size, prov, pool.row_counts[shard.index], plan)
+            if part is not None:
+                return part, False
+            log.debug("%s: statistics partial made with other parameters; recomputed", path)
+        except (KLFilterError, *read_errors()) as e:  # not what it claims: recomputed and replaced
+            log.warning("%s: statistics partial unusable (%s); recomputed", path,
+                        str(e).splitlines()[0][:200] if str(e) else type(e).__name__)
     part = _shard_partial(pool, shard, plan)
     buf = io.BytesIO()
     np.savez(buf, **_partial_to_arrays(part, prov))
@@ -288,15 +293,114 @@ def _cached_partial(pool, shard, plan: _Plan, parts_dir, reuse: bool = True) -> 
     return part, True
 
 
+_SMALL = 1 << 20  # bytes: the largest scalar or string member of a statistics file or partial
+
+
+def _check(h, key: str, shape=None, kinds: str = "biufU", allowed=(), max_bytes: int | None = None) -> None:
+    """A member's header against what it must be (before its data is inflated); ValueError naming the member."""
+    try:
+        check_plain_dtype(h, kinds, allowed)
+    except ValueError as e:
+        raise ValueError(f"member {key!r}: {e}") from e
+    if shape is not None and (len(shape) != len(h.shape) or any(w is not None and w != g for w, g in zip(shape, h.shape))):
+        raise ValueError(f"member {key!r} has shape {h.shape}, expected {tuple('k' if w is None else w for w in shape)}")
+    if max_bytes is not None and h.nbytes > max_bytes:
+        raise ValueError(f"member {key!r} claims shape {h.shape} ({h.nbytes:,} bytes), more than it can hold")
+
+
+def read_partial(f, size: int, prov: dict, rows: int, plan: _Plan) -> _Partial | None:
+    """A shard's partial from an open ``.parts/<shard>.npz``: None when made with other parameters; ValueError
+    when it is not what it claims (every member's header is checked against the shard's row count and the
+    family's width before any data is inflated)."""
+    with NpzReader(f, size) as z:
+        if "provenance" not in z:
+            raise ValueError("no provenance")
+        stored = z.read("provenance", check=lambda h: _check(h, "provenance", kinds="U", max_bytes=_SMALL))
+        if json.loads(str(stored)) != prov:
+            return None
+        want = {f"{a}_{m}" for a in plan.archs for m in MODS}
+        names = {k.split(".")[0] for k in z.files if "." in k}
+        if names != want:
+            raise ValueError(f"holds families {sorted(names)}, expected {sorted(want)}")
+        n = z.read("n", check=lambda h: _check(h, "n", (), kinds="iu"))
+        first = z.read("first_uid", check=lambda h: _check(h, "first_uid", (2,), kinds="u"))
+        part = _Partial(int(n), {}, {}, {}, tuple(int(v) for v in first))
+        if not 0 <= part.n <= rows:
+            raise ValueError(f"counts {part.n} filtered rows, the shard has {rows}")
+        for name in sorted(names):
+            d = EMBED_DIMS[name.split("_")[0]]
+            k = z.header(f"{name}.keys").shape[:1] or (None,)
+            if k[0] is None or k[0] > rows:
+                raise ValueError(f"member '{name}.keys' has shape {z.header(f'{name}.keys').shape} for {rows} rows")
+            part.candidates[name] = (
+                z.read(f"{name}.keys", check=lambda h, key=f"{name}.keys": _check(h, key, k, kinds="u")),
+                z.read(f"{name}.uids", check=lambda h, key=f"{name}.uids": _check(h, key, k, kinds="", allowed=(UID_DTYPE,))),
+                z.read(f"{name}.emb", check=lambda h, key=f"{name}.emb": _check(h, key, (k[0], d), kinds="f")))
+            if plan.moments:
+                part.sums[name] = z.read(f"{name}.sums", check=lambda h, key=f"{name}.sums": _check(h, key, (d,), kinds="f"))
+                part.outer[name] = z.read(f"{name}.outer",
+                                          check=lambda h, key=f"{name}.outer": _check(h, key, (d, d), kinds="f"))
+    return part
+
+
 def _run(pool, plan: _Plan, num_workers, progress, parts_dir=None, reuse=True, engine=None):
     from ..engines import LocalEngine
 
     engine = engine or LocalEngine(num_workers, progress)
-    results = engine.map(_cached_partial, [(pool, s, plan, parts_dir, reuse) for s in pool.shards], desc="stats")
+    try:
+        results = engine.map(_cached_partial, [(pool, s, plan, parts_dir, reuse) for s in pool.shards], desc="stats")
+    except KLFilterError as e:
+        if parts_dir is None:
+            raise
+        raise _after_failure(e, pool, plan, parts_dir) from e
     reused = sum(not computed for _, computed in results)
     if reused:
         log.info("statistics: %d shard partials reused, %d computed", reused, len(results) - reused)
     return [part for part, _ in results]
+
+
+def _after_failure(err: KLFilterError, pool, plan, parts_dir: str) -> KLFilterError:
+    """A pass stopped by a fault in some shard: keep only the partials a rerun can resume from (readable, made
+    for this pool and these parameters), remove the rest (other parameters, temp files), and say so in the
+    error's one line."""
+    fs, root = url_to_fs(parts_dir)
+    try:
+        names = [n.rstrip("/").rsplit("/", 1)[-1] for n in fs.ls(root, detail=False)] if fs.isdir(root) else []
+    except OSError:
+        return err
+    shards = {f"{s.name}.npz": s for s in pool.shards}
+    kept = 0
+    for n in names:
+        shard, p = shards.get(n), f"{root.rstrip('/')}/{n}"
+        valid = False
+        if shard is not None:
+            try:
+                with fs.open(p, "rb") as f, np.load(io.BytesIO(f.read()), allow_pickle=False) as z:
+                    valid = json.loads(str(z["provenance"])) == plan.provenance(pool, shard)
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, KLFilterError):
+                valid = False
+        if valid:
+            kept += 1
+        else:
+            try:
+                fs.rm(p, recursive=True)
+            except OSError:
+                pass
+    if not kept:
+        remove_parts_dir(parts_dir)
+        return err
+    return KLFilterError(f"{err} ({kept} valid statistics partial(s) of other shards kept in {parts_dir}: a rerun "
+                         "with the same pool files and parameters resumes from them)")
+
+
+def remove_parts_dir(parts_dir: str) -> None:
+    """Remove a statistics file's partials directory (written only by this module)."""
+    fs, p = url_to_fs(parts_dir)
+    try:
+        if fs.exists(p):
+            fs.rm(p, recursive=True)
+    except OSError as e:
+        log.warning("could not remove %s (%s)", parts_dir, e)
 
 
 def parts_dir_for(path: str) -> str:
@@ -310,24 +414,59 @@ def save_stats(path: str, stats: Stats, remove_parts: bool = True) -> None:
     write_bytes(path, buf.getvalue())
     stats.path = path
     if remove_parts:  # the final file is complete: the partials are no longer needed
-        fs, p = fsspec.core.url_to_fs(parts_dir_for(path))
-        if fs.exists(p):
-            fs.rm(p, recursive=True)
+        remove_parts_dir(parts_dir_for(path))
+
+
+_STATS_KEY = re.compile(r"^([a-z0-9]+)_(img|txt)_(sample|sample_uids|mean|cov)$")
+
+
+def _read_stats_arrays(f, size: int) -> dict:
+    """Every member of a statistics file, each header checked before its data is inflated: the scalars and
+    strings are small; samples are ``(k, width)`` floats with ``k`` at most the pool rows the file records, their
+    uids ``(k,)`` of ``u8,u8``, means ``(width,)`` and covariances ``(width, width)`` floats."""
+    with NpzReader(f, size) as z:
+        big = {k: _STATS_KEY.match(k) for k in z.files}
+        arrays = {k: z.read(k, check=lambda h, k=k: _check(h, k, max_bytes=_SMALL)) for k in z.files if not big[k]}
+        # samples have at most the pool's rows (without that record, the zip's own bound on inflation holds)
+        rows = int(arrays["pool_rows"]) if "pool_rows" in arrays and np.ndim(arrays["pool_rows"]) == 0 else 2**62
+        for k, m in big.items():
+            if not m:
+                continue
+            arch, _, what = m.groups()
+            h = z.header(k)
+            d = EMBED_DIMS.get(arch, h.shape[-1] if h.shape else 0)
+            if what == "sample":
+                shape, kinds, allowed = (h.shape[0] if h.shape else -1, d), "f", ()
+                if h.shape and h.shape[0] > rows:
+                    raise ValueError(f"member {k!r} has {h.shape[0]} rows, the pool {rows}")
+            elif what == "sample_uids":
+                shape, kinds, allowed = (h.shape[0] if h.shape else -1,), "", (UID_DTYPE,)
+                if h.shape and h.shape[0] > rows:
+                    raise ValueError(f"member {k!r} has {h.shape[0]} rows, the pool {rows}")
+            else:
+                shape, kinds, allowed = ((d,) if what == "mean" else (d, d)), "f", ()
+            arrays[k] = z.read(k, check=lambda h, k=k, s=shape, kd=kinds, a=allowed: _check(h, k, s, kd, a))
+    return arrays
 
 
 def load_stats(path: str, pool: Pool | None = None, archs=(), moments: bool = False) -> Stats:
     """Load a statistics file; refuse one made for another pool or lacking a needed family (or, with
     ``moments``, lacking the mean and covariance)."""
-    import fsspec
-
+    fs, p = url_to_fs(path)
     try:
-        with fsspec.open(path, "rb") as f:
-            with np.load(io.BytesIO(f.read()), allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files}
+        size = check_regular_file(fs, p, "statistics file")
+    except KLFilterError as e:
+        if "no such" in str(e):
+            raise KLFilterError("statistics file not found", path) from e
+        raise
+    try:
+        with fs.open(p, "rb") as f:
+            arrays = _read_stats_arrays(f, size)
     except FileNotFoundError as e:
         raise KLFilterError("statistics file not found", path) from e
-    except (ValueError, OSError) as e:
-        raise KLFilterError(f"not a statistics .npz ({e})", path) from e
+    except read_errors() as e:
+        raise KLFilterError(f"not a statistics .npz ({str(e).splitlines()[0][:200] if str(e) else type(e).__name__})",
+                            path) from e
     if "pool_fingerprint" not in arrays:
         raise KLFilterError("not a kl-filter statistics file (no pool_fingerprint)", path)
     stats = Stats(arrays, path)

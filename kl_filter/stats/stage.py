@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import logging
 
-import fsspec
-
 from ..errors import KLFilterError
+from ..fspath import url_to_fs
 from .reference import DEFAULT_SAMPLE_RATIO, Stats, compute_stats, load_stats, parts_dir_for, save_stats
 
 log = logging.getLogger(__name__)
@@ -71,5 +70,5 @@ def ensure_stats(pool, needs, *, stats_path: str | None, scores_dir: str | None,
 
 
 def _exists(path: str) -> bool:
-    fs, p = fsspec.core.url_to_fs(path)
+    fs, p = url_to_fs(path)
     return fs.exists(p)
