@@ -42,8 +42,9 @@ def get_filter_class(name: str):
     return FILTERS.get(name)
 
 
-def build_filter(name: str, params: dict | None = None, source: str | None = None):
-    """A filter instance from its name and parameters, validated against its ``__init__`` signature (unknown
-    key, wrong type, value outside its choices, missing required parameter: one-line
-    :class:`~kl_filter.errors.KLFilterError`, prefixed with ``source``, e.g. a recipe file)."""
-    return FILTERS.build(name, params, source)
+def build_filter(name: str, params: dict | None = None, *, source: str | None = None, **kwargs):
+    """A filter instance from its name and parameters (a dict, or keywords: ``build_filter("clip_score",
+    arch="l14", fraction=0.3)``), validated against its ``__init__`` signature (unknown key, wrong type, value
+    outside its choices, missing required parameter: one-line :class:`~kl_filter.errors.KLFilterError`,
+    prefixed with ``source``, e.g. a recipe file)."""
+    return FILTERS.build(name, {**(params or {}), **kwargs}, source)
