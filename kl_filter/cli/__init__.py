@@ -10,8 +10,10 @@ Every :class:`~kl_filter.errors.KLFilterError` becomes one line on stderr and ex
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
+import os
 import sys
 
 from ..errors import KLFilterError
@@ -77,5 +79,23 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def entry() -> None:
+    """The ``kl-filter`` command: :func:`main`, then leave at once with its status.
+
+    Every output is written (atomically) and every stream flushed before leaving; ``os._exit`` then skips the
+    teardown of native libraries' static thread pools, which under load intermittently aborts a finished process
+    with "terminate called without an active exception" and status -6 instead of 0 or 2 (Arrow's C++ pools:
+    apache/arrow#34314, seen here too).
+    """
+    code = main()
+    if "ray" in sys.modules and sys.modules["ray"].is_initialized():
+        sys.modules["ray"].shutdown()  # a local cluster this command started
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # a closed pipe (the reader left) is not an error here
+            stream.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
