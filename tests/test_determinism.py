@@ -210,3 +210,14 @@ def test_single_blas_thread_is_reference_counted_across_threads():
     for t in threads:
         t.join()
     assert inside == [{1}] * 4 and _blas_threads() == before
+
+
+def test_local_engine_starts_no_more_workers_than_items():
+    """4 items with 64 workers: 4 worker processes (the engine used to fork one per worker), same results."""
+    import os
+
+    from kl_filter.engines import LocalEngine
+
+    pids = LocalEngine(64).map(os.getpid, [() for _ in range(4)], parallel="processes")
+    assert len(pids) == 4 and len(set(pids)) <= min(4, os.cpu_count() or 1) and os.getpid() not in pids
+    assert LocalEngine(64).map(abs, [(-i,) for i in range(4)]) == [0, 1, 2, 3]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import multiprocessing as mp
+import os
 import sys
 import threading
 
@@ -39,9 +40,11 @@ class LocalEngine:
         bar = self.progress(desc=desc, total=len(items))
         try:
             with single_blas_thread():
-                if parallel is Parallel.PROCESSES and self.num_workers > 1:
-                    return _processes(fn, items, load, self.num_workers, bar)
-                return _threads(fn, items, load, self.num_workers, max(1, workers or self.num_workers), bar)
+                # never more workers than items (4 shards: 4 forks, not 64), nor processes than cores
+                n = max(1, min(self.num_workers, len(items)))
+                if parallel is Parallel.PROCESSES and n > 1:
+                    return _processes(fn, items, load, min(n, os.cpu_count() or 1), bar)
+                return _threads(fn, items, load, n, max(1, min(workers or n, len(items))), bar)
         finally:
             bar.close()
 
