@@ -55,15 +55,59 @@ def test_eval_sets_are_disjoint_from_training_digits():
 
 
 def test_offline_plan_skips_image_based():
-    from kl_filter.harness.tiny.track import QUICK_RECIPES, plan_recipes
+    from kl_filter.harness.tiny.track import QUICK_RECIPES, TARGET_TASK_RECIPES, plan_recipes
 
     run, skipped = plan_recipes(None, quick=False)
     names = {r.name for r in run}
     assert {"no_filter", "clip_score_b32_30", "clip_score_l14_30", "laion2b", "kl_l14_txt_25"} <= names
-    assert {"image_based", "image_based_intersect_clip_score_l14_30"} <= {s["recipe"] for s in skipped}
+    # Wang et al.'s filters: negCLIPLoss, VAS with the pool as target, and the digits-target NormSim variant
+    assert {"negcliploss_l14_30", "negcliploss_b32_30", "vas_pool_l14_30",
+            "negcliploss_l14_30_x_normsim_inf_digits"} <= names
+    why = {s["recipe"]: s["reason"] for s in skipped}
+    assert {"image_based", "image_based_intersect_clip_score_l14_30"} <= set(why)
+    # the ImageNet-1k target recipes need DataComp's feature files: skipped, with that reason
+    for name in ("negcliploss_l14_30_x_normsim_inf_in1k", "vas_in1k_l14_30"):
+        assert "in1k_clip_vit_l14" in why[name] and "tiny teachers' embedding space" in why[name], why[name]
+    assert "negcliploss_l14_30_x_normsim_inf_digits" in why["negcliploss_l14_30_x_normsim_inf_in1k"]
     assert all(s["reason"] for s in skipped)
+    assert set(TARGET_TASK_RECIPES.values()) <= set(why)  # a variant only replaces a recipe that cannot run
     run, skipped = plan_recipes(None, quick=True)
     assert [r.name for r in run] == QUICK_RECIPES and not skipped
+    run, skipped = plan_recipes(["negcliploss_l14_30_x_normsim_inf_digits"], quick=False)  # by name too
+    assert [r.name for r in run] == ["negcliploss_l14_30_x_normsim_inf_digits"] and not skipped
+
+
+def test_track_recipe_parameters_for_the_new_filters():
+    from kl_filter.harness.tiny.track import TrackConfig, plan_recipes, recipe_params
+    from kl_filter.recipes import load_recipe
+
+    cfg = TrackConfig()
+    assert cfg.negcliploss_batch_size == 2_000 == cfg.pool // 8  # several batches per pass (see the docstring)
+    assert TrackConfig.quick().negcliploss_batch_size == TrackConfig.quick().pool // 8
+    p = recipe_params(load_recipe("negcliploss_l14_30"), cfg)
+    assert p == {"arch": "l14", "fraction": 0.3, "batch_size": 2_000}  # the filter's default 10 passes
+    own = load_recipe("negcliploss_b32_30")
+    own.params["batch_size"] = 64  # a recipe's own batch size wins
+    assert recipe_params(own, cfg)["batch_size"] == 64
+    assert recipe_params(load_recipe("vas_pool_l14_30"), cfg) == {"target": "pool", "arch": "l14", "fraction": 0.3}
+    variant = plan_recipes(["negcliploss_l14_30_x_normsim_inf_digits"], quick=False)[0][0]
+    base = load_recipe("negcliploss_l14_30_x_normsim_inf_in1k").params
+    p = recipe_params(variant, cfg, "/w/targets.npy")
+    assert p == {**base, "batch_size": 2_000, "target_embeddings": ["/w/targets.npy"]}
+    with pytest.raises(Exception, match="target embeddings are not written yet"):
+        recipe_params(variant, cfg)
+
+
+def test_normsim_targets_are_the_digits_train_split_never_eval():
+    from kl_filter.harness.tiny.content import digit_split
+    from kl_filter.harness.tiny.targets import target_images, target_indices
+
+    split = digit_split(0)
+    idx = target_indices(0)
+    assert set(idx.tolist()) == set(split["teacher"].tolist()) and not set(idx.tolist()) & set(split["eval"].tolist())
+    images, labels = target_images(0)
+    assert images.shape == (len(idx), 64, 64, 3) and images.dtype == np.uint8 and set(labels.tolist()) == set(range(10))
+    assert np.array_equal(images, target_images(0)[0])  # seeded
 
 
 def test_kl_recipes_get_the_track_reference_sample_size():
@@ -82,7 +126,8 @@ def test_kl_recipes_get_the_track_reference_sample_size():
 
 def test_track_rejects_bad_arguments_before_writing(tmp_path):
     for flags, msg in ((["--kl_num_samples", "1"], "--kl_num_samples must be >= 2, got 1"),
-                       (["--seeds", "0"], "--seeds must be >= 1, got 0")):
+                       (["--seeds", "0"], "--seeds must be >= 1, got 0"),
+                       (["--negcliploss_batch_size", "1"], "--negcliploss_batch_size must be >= 2, got 1")):
         out = tmp_path / "tiny"
         p = run_cli("track", "--scale", "tiny", "--out", out, "--quick", *flags)
         assert p.returncode != 0 and msg in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
@@ -108,6 +153,7 @@ def test_track_quick(tmp_path):
     assert rec["seeds"] == [0] and rec["quick"] and rec["wall_time_s"] > 0
     assert rec["command"][:2] == ["kl-filter", "track"] and rec["versions"]["torch"] and rec["versions"]["open_clip_torch"]
     assert set(rec["teachers"]) == {"b32", "l14"}
+    assert rec["targets"] is None  # no informed-target recipe in --quick: no target embeddings written
     assert rec["teachers"]["b32"]["embed"]["dim"] == 512 and rec["teachers"]["l14"]["embed"]["dim"] == 768
     pool_rows = rec["pool"]["rows"]
     for r in rows:

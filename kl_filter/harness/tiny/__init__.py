@@ -12,7 +12,9 @@ A miniature of DataComp's filtering track (SPEC §7) that runs on 2 CPU cores wi
    is added).
 4. filtering: every recipe of ``baselines/`` that runs offline (:mod:`.track`), through
    :func:`~kl_filter.selection.runner.run_filter` (one UID file each; filter seed = ``pool_seed``, so the subset
-   is fixed and only training varies by seed).
+   is fixed and only training varies by seed). The recipes whose NormSim/VAS targets are DataComp's ImageNet-1k
+   features are skipped; the track runs variants of them whose targets come from its own target task
+   (:mod:`.targets`: the larger teacher's image embeddings of the digits' TRAIN split, never the eval digits).
 5. reshard: :func:`kl_filter.harness.reshard.reshard` keeps the subset's samples from the pool tars.
 6. student (:mod:`.models`, trained in the worker processes of :mod:`.workers`): the same tiny CLIP (SPEC §10's
    config) trained from scratch on each subset with the SAME number of samples seen whatever the subset size

@@ -27,8 +27,9 @@ if TYPE_CHECKING:
     from PIL import Image
 
 IMAGE_SIZE = 64
-# rng stream ids of every split (pool, teacher split, eval sets, digit split), kept in one place so they stay distinct
-SPLIT_TEACHER, SPLIT_POOL, SPLIT_EVAL_SCENES, SPLIT_EVAL_RETRIEVAL, SPLIT_DIGITS = 1, 2, 3, 4, 99
+# rng stream ids of every split (pool, teacher split, eval sets, NormSim/VAS target renders, digit split), kept in
+# one place so they stay distinct
+SPLIT_TEACHER, SPLIT_POOL, SPLIT_EVAL_SCENES, SPLIT_EVAL_RETRIEVAL, SPLIT_TARGETS, SPLIT_DIGITS = 1, 2, 3, 4, 5, 99
 DIGIT_EVAL, DIGIT_TEACHER = 360, 540  # of 1,797; the rest (897) feed the pool
 
 SHAPES = ["circle", "square", "triangle", "star", "cross", "diamond"]
@@ -244,7 +245,10 @@ def digits_dataset() -> tuple[np.ndarray, np.ndarray]:
 
 
 def digit_split(seed: int) -> dict:
-    """Disjoint indices of the 1,797 digits: eval, teacher, pool (seeded permutation)."""
+    """Disjoint indices of the 1,797 digits: eval, teacher, pool (seeded permutation).
+
+    ``teacher`` is the digit task's TRAIN split: the teachers train on it, and the track's informed-target
+    filters take their NormSim targets from it (:mod:`.targets`); ``eval`` is only ever shown to evaluation."""
     perm = np.random.default_rng([seed, SPLIT_DIGITS]).permutation(len(digits_dataset()[1]))
     return {"eval": perm[:DIGIT_EVAL], "teacher": perm[DIGIT_EVAL: DIGIT_EVAL + DIGIT_TEACHER],
             "pool": perm[DIGIT_EVAL + DIGIT_TEACHER:]}

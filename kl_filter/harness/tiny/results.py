@@ -13,8 +13,11 @@ from .models import METRIC_DOC, METRICS, STUDENT
 from .pool import POOL_KINDS
 
 # The stages in the order they run; run.json stores keys sorted, so the page re-rendered from it keeps this order.
-STAGES = ("data_s", "embed_b32_s", "embed_l14_s", "teachers_ready_s", "filter_s", "reshard_s", "students_wait_s",
-          "total_s")
+STAGES = ("data_s", "embed_b32_s", "embed_l14_s", "teachers_ready_s", "targets_s", "filter_s", "reshard_s",
+          "students_wait_s", "total_s")
+
+
+WANG = ("negcliploss", "normsim", "vas")  # Wang et al.'s filters (the bar chart's colour)
 
 
 def _ordered(d: dict, order) -> list:
@@ -106,6 +109,20 @@ def _markdown(rows, skipped, teachers, record) -> str:
               + (f"; {f['ties_at_threshold']:,} rows share the threshold score {f['computed_threshold']:.4f}, all kept"
                  if f.get("ties_at_threshold", 0) > 1 and f.get("computed_threshold") is not None else "")
               for name, f in sat]
+    ncl = sorted({r["params"].get("batch_size") for r in rows if r["filter"] == "negcliploss"} - {None})
+    if ncl:
+        pool_rows = record["pool"]["rows"]
+        passes = sorted({r["params"].get("num_batches", 10) for r in rows if r["filter"] == "negcliploss"})
+        notes.append(f"- negCLIPLoss recipes: random batches of {', '.join(f'{b:,}' for b in ncl)} rows "
+                     f"({', '.join(f'{pool_rows / b:.0f}' for b in ncl)} per pass over the {pool_rows:,}-row pool), "
+                     f"{', '.join(map(str, passes))} passes (`batch_size`, `num_batches`; the filter's default "
+                     "32,768 would be one batch, the whole pool)")
+    tg = record.get("targets")
+    if tg:
+        used = [r["recipe"] for r in rows if r["params"].get("target_embeddings")]
+        notes.append(f"- {', '.join(f'`{u}`' for u in used) or 'no recipe'}: informed-target filter; target task "
+                     f"{tg['description']}: {tg['rows']:,} unit {tg['family']} embeddings ({tg['dim']}-d, sha256 "
+                     f"{tg['sha256'][:12]})")
     if notes:
         L += ["", "## Notes", ""] + notes
     L += ["", "Wall time by stage (s): " + ", ".join(f"{k} {v}" for k, v in _ordered(record["timings"], STAGES)), ""]
@@ -135,8 +152,8 @@ def _bar_chart(path: str, rows: list, seeds: int) -> None:
                                      ("zs_digits", "zero-shot digits"), ("ret_r1", "retrieval R@1")]):
         means = [r[f"{m}_mean"] for r in rows]
         stds = [r[f"{m}_std"] for r in rows]
-        colours = ["#888888" if r["recipe"] == "no_filter" else "#1f77b4" if r["filter"] == "kl" else "#ff7f0e"
-                   for r in rows]
+        colours = ["#888888" if r["recipe"] == "no_filter" else "#1f77b4" if r["filter"] == "kl" else
+                   "#2ca02c" if r["filter"] in WANG else "#ff7f0e" for r in rows]
         ax.barh(y, means, xerr=stds if seeds > 1 else None, color=colours, capsize=3)
         base = next((r for r in rows if r["recipe"] == "no_filter"), None)
         if base is not None:
@@ -147,7 +164,8 @@ def _bar_chart(path: str, rows: list, seeds: int) -> None:
     axes[0].set_yticklabels([f"{n} ({100 * r['subset_share']:.0f}%)" for n, r in zip(names, rows)], fontsize=8)
     axes[0].invert_yaxis()
     fig.suptitle(f"Tiny track: student CLIP per filter (mean{' ± std over %d seeds' % seeds if seeds > 1 else ''}); "
-                 "blue = KL filters, orange = DataComp baselines, grey = no filter", fontsize=10)
+                 "blue = KL filters, green = negCLIPLoss / NormSim / VAS, orange = DataComp baselines, "
+                 "grey = no filter", fontsize=10)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)

