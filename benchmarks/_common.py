@@ -10,6 +10,8 @@ import sys
 import tempfile
 import time
 
+import numpy as np
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO, "results")
 
@@ -118,3 +120,9 @@ def subset_pool(pool: str, shards: int, dst: str) -> str:
         if f.endswith((".parquet", ".npz")) and int(f.split(".")[0]) < shards:
             os.symlink(os.path.join(pool, f), os.path.join(dst, f))
     return dst
+
+
+def unit_rows(rng, n: int, d: int, dtype=np.float16) -> np.ndarray:
+    """``n`` random unit vectors of width ``d`` (normalised in float32, stored as ``dtype``)."""
+    x = rng.standard_normal((n, d), np.float32)
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(dtype)

@@ -19,7 +19,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import write_results  # noqa: E402
+from _common import unit_rows, write_results  # noqa: E402
 
 
 def best_seconds(fn, repeat: int = 3) -> float:
@@ -56,12 +56,7 @@ def main() -> None:
     block1 = matmul_gflops(1, DEFAULT_BLOCK_ROWS, DEFAULT_BLOCK_SAMPLES, args.dim)  # the engine's block product
 
     rng = np.random.default_rng(1)
-
-    def unit(n):
-        x = rng.standard_normal((n, args.dim), np.float32)
-        return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float16)
-
-    x, y = unit(args.rows * cores), unit(args.num_samples)
+    x, y = unit_rows(rng, args.rows * cores, args.dim), unit_rows(rng, args.num_samples, args.dim)
     flops = 2.0 * args.dim * args.num_samples
     one = args.rows / best_seconds(lambda: density_ratio_kl(x[: args.rows], y), repeat=2)
     engine = LocalEngine(cores)

@@ -18,7 +18,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import half_and_full, python, run_measured, setup_pool, write_results  # noqa: E402
+from _common import half_and_full, python, run_measured, setup_pool, unit_rows, write_results  # noqa: E402
 from bench_matmul_peak import best_seconds, matmul_gflops  # noqa: E402
 
 
@@ -34,13 +34,8 @@ def main() -> None:
     cores = os.cpu_count() or 1
     peak1, peak_all = matmul_gflops(1, 3072, 3072, 3072), matmul_gflops(cores, 3072, 3072, 3072)
     rng = np.random.default_rng(0)
-
-    def unit(n):
-        x = rng.standard_normal((n, args.dim), np.float32)
-        return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float16)
-
     b = args.batch_size
-    batches = [(unit(b), unit(b)) for _ in range(cores)]
+    batches = [(unit_rows(rng, b, args.dim), unit_rows(rng, b, args.dim)) for _ in range(cores)]
     flops_per_row = 2.0 * args.dim * b
     one = b / best_seconds(lambda: negcliploss_batch(*batches[0]), repeat=1)
     engine = LocalEngine(cores)

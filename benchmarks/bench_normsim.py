@@ -18,13 +18,8 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import write_results  # noqa: E402
+from _common import unit_rows, write_results  # noqa: E402
 from bench_matmul_peak import matmul_gflops  # noqa: E402
-
-
-def unit(rng, n, d, dtype):
-    x = rng.standard_normal((n, d), np.float32)
-    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(dtype)
 
 
 def main() -> None:
@@ -40,7 +35,7 @@ def main() -> None:
     cores = os.cpu_count() or 1
     peak1, peak_all = matmul_gflops(1, 3072, 3072, 3072), matmul_gflops(cores, 3072, 3072, 3072)
     rng = np.random.default_rng(0)
-    rows, targets = unit(rng, args.rows, args.dim, np.float16), unit(rng, args.targets, args.dim, np.float32)
+    rows, targets = unit_rows(rng, args.rows, args.dim), unit_rows(rng, args.targets, args.dim, np.float32)
     flops_per_row = 2 * args.targets * args.dim
 
     t0 = time.perf_counter()

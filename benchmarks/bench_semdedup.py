@@ -21,15 +21,14 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import python, run_measured, write_results  # noqa: E402
+from _common import python, run_measured, unit_rows, write_results  # noqa: E402
 from bench_matmul_peak import matmul_gflops  # noqa: E402
 
 D = 768
 
 
 def unit(rng, n, d=D):
-    x = rng.standard_normal((n, d), np.float32)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
+    return unit_rows(rng, n, d, np.float32)
 
 
 def write_pool(root: str, rows: int, shards: int, topics: int, seed: int = 0) -> None:

@@ -224,3 +224,17 @@ class Filter:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.params().items())
         return f"{type(self).__name__}({args})"
+
+
+class ScorerCut(Filter):
+    """A filter that keeps the top of its one scorer's column: subclasses set ``self._scorer`` (whose single
+    output is ``self.column``), ``self.fraction`` and ``self.threshold`` (NormSim, VAS)."""
+
+    def scorers(self):
+        return (self._scorer,)
+
+    def score(self, shard):
+        return {self.column: shard[self.column]}
+
+    def rules(self):
+        return [Top(self.column, self.fraction, self.threshold)]

@@ -7,10 +7,10 @@ from __future__ import annotations
 from typing import Literal
 
 from ..scores.normsim import NormSimScorer
-from .base import Filter, Top, check_cut
+from .base import ScorerCut, check_cut
 
 
-class NormSim(Filter):
+class NormSim(ScorerCut):
     """Top fraction by NormSim_p of the row's image embedding against --target_embeddings.
 
     target_embeddings: target image embeddings: .npy (N_t x D, unit rows) or DataComp's in1k_clip_vit_l14_{0..4}.pt
@@ -32,12 +32,3 @@ class NormSim(Filter):
 
     def check_assets(self):
         self._scorer.targets(plan=True)  # read and validate the files once, before any pass (none given: the hint)
-
-    def scorers(self):
-        return (self._scorer,)
-
-    def score(self, shard):
-        return {self.column: shard[self.column]}
-
-    def rules(self):
-        return [Top(self.column, self.fraction, self.threshold)]

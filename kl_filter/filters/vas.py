@@ -8,10 +8,10 @@ from __future__ import annotations
 from typing import Literal
 
 from ..scores.vas import VASScorer
-from .base import Filter, Top, check_cut
+from .base import ScorerCut, check_cut
 
 
-class VAS(Filter):
+class VAS(ScorerCut):
     """Top fraction by the variance alignment score f^T S f of the row's image embedding.
 
     target: embeddings = S from --target_embeddings; pool = S from the pool's own caption-filtered image embeddings
@@ -34,12 +34,3 @@ class VAS(Filter):
     def check_assets(self):
         if self.target == "embeddings":
             self._scorer.targets(plan=True)  # read and validate the files once, before any pass (none given: the hint)
-
-    def scorers(self):
-        return (self._scorer,)
-
-    def score(self, shard):
-        return {self.column: shard[self.column]}
-
-    def rules(self):
-        return [Top(self.column, self.fraction, self.threshold)]

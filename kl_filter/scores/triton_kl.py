@@ -27,8 +27,10 @@ LOG2E = 1.4426950408889634
 LN2 = 0.6931471805599453
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
+INTERPRET_CONFIGS = [triton.Config({"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_D": 32}, num_warps=4, num_stages=1)]
+
 if INTERPRET:
-    CONFIGS = [triton.Config({"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_D": 32}, num_warps=4, num_stages=1)]
+    CONFIGS = INTERPRET_CONFIGS
 else:
     CONFIGS = [
         triton.Config({"BLOCK_M": 128, "BLOCK_N": 256, "BLOCK_D": 64}, num_warps=8, num_stages=4),

@@ -10,18 +10,14 @@ Under ``TRITON_INTERPRET=1`` the kernel runs on the CPU (one small tile shape): 
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
 
-LOG2E = 1.4426950408889634
-LN2 = 0.6931471805599453
-INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+from .triton_kl import INTERPRET, INTERPRET_CONFIGS, LN2, LOG2E
 
 if INTERPRET:
-    CONFIGS = [triton.Config({"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_D": 32}, num_warps=4, num_stages=1)]
+    CONFIGS = INTERPRET_CONFIGS
 else:
     CONFIGS = [
         triton.Config({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_D": 64}, num_warps=8, num_stages=3),
