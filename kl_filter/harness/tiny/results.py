@@ -109,10 +109,11 @@ def _markdown(rows, skipped, teachers, record) -> str:
               + (f"; {f['ties_at_threshold']:,} rows share the threshold score {f['computed_threshold']:.4f}, all kept"
                  if f.get("ties_at_threshold", 0) > 1 and f.get("computed_threshold") is not None else "")
               for name, f in sat]
-    ncl = sorted({r["params"].get("batch_size") for r in rows if r["filter"] == "negcliploss"} - {None})
-    if ncl:
+    ncl_params = [r["filter_summary"].get("params") or r["params"] for r in rows if r["filter"] == "negcliploss"]
+    ncl = sorted({p.get("batch_size") for p in ncl_params} - {None})
+    if ncl:  # the filter's resolved parameters (its sidecar), so its defaults are named too
         pool_rows = record["pool"]["rows"]
-        passes = sorted({r["params"].get("num_batches", 10) for r in rows if r["filter"] == "negcliploss"})
+        passes = sorted({p.get("num_batches") for p in ncl_params} - {None}) or ["the default"]
         notes.append(f"- negCLIPLoss recipes: random batches of {', '.join(f'{b:,}' for b in ncl)} rows "
                      f"({', '.join(f'{pool_rows / b:.0f}' for b in ncl)} per pass over the {pool_rows:,}-row pool), "
                      f"{', '.join(map(str, passes))} passes (`batch_size`, `num_batches`; the filter's default "

@@ -78,8 +78,8 @@ class TrackConfig:
     batch, whose noise depends on B, not on the pool share, and over 41 rows it is mostly the pair itself and a
     few random rows (smaller than the teachers' own training batch of 128). B = 2,000 (1/8 of the pool) gives 8
     batches per pass, so the 10 partitions differ and their average is what the paper averages, and a batch large
-    against the pool's caption vocabulary (each handwritten-digit caption is 0.5-0.7% of the pool at pool seed 0,
-    10-14 copies per batch, as a frequent web caption recurs in a 32,768-row batch), which is what the normaliser
+    against the pool's caption vocabulary (each handwritten-digit caption is 0.3-0.7% of the pool at pool seed 0,
+    7-14 copies per batch, as a frequent web caption recurs in a 32,768-row batch), which is what the normaliser
     sees. Measured at pool seed 0 (l14, top 30%): B = 128 (the teachers' batch), 2,000 and 16,000 (the whole
     pool) keep subsets with Jaccard 0.88 and 0.95 against B = 2,000's; B = 2,000 sits between the two ends.
     Scoring cost: 10 x 16,000 x 2,000 x 768 x 2 flops, seconds on 2 cores. :meth:`quick` keeps the same share of
