@@ -27,6 +27,7 @@ def main() -> None:
     ap.add_argument("--batch_size", type=int, default=32768)
     ap.add_argument("--num_batches", type=int, default=1, help="passes end to end (the kernel share is per pass)")
     ap.add_argument("--dim", type=int, default=768)
+    ap.add_argument("--full_only", action="store_true", help="only the whole pool (skip the half-pool run)")
     args, tmp, pool = setup_pool(ap, 262_144, 8, "bench_negcliploss_")
     from kl_filter.engines import LocalEngine
     from kl_filter.scores.negcliploss import negcliploss_batch
@@ -43,7 +44,7 @@ def main() -> None:
     share1, share_all = one * flops_per_row / 1e9 / peak1, every * flops_per_row / 1e9 / peak_all
 
     runs = []
-    for shards, p in half_and_full(pool, tmp):
+    for shards, p in half_and_full(pool, tmp)[1 if args.full_only else 0:]:
         out = os.path.join(tmp, f"ncl_{shards}.npy")
         m = run_measured([python(), "-m", "kl_filter", "select", "--name", "negcliploss", "--arch", "l14",
                           "--fraction", "0.3", "--batch_size", str(b), "--num_batches", str(args.num_batches),
