@@ -123,11 +123,16 @@ def _open_tmp(fs, p: str, path: str, mode: str = "wb") -> Iterator[tuple[IO, str
             if isinstance(fs, LocalFileSystem):
                 os.fsync(f.fileno())
     except BaseException as e:
-        with contextlib.suppress(Exception):
-            fs.rm(tmp)
-        if isinstance(e, OSError):
-            raise KLFilterError(f"write failed ({e.strerror or e}); nothing was written", path) from e
-        raise
+        _discard(fs, tmp, path, e)
+
+
+def _discard(fs, tmp: str, path: str, e: BaseException):
+    """Remove a failed write's temp file and re-raise (an OSError as one line naming ``path``)."""
+    with contextlib.suppress(Exception):
+        fs.rm(tmp)
+    if isinstance(e, OSError):
+        raise KLFilterError(f"write failed ({e.strerror or e}); nothing was written", path) from e
+    raise e
 
 
 @contextlib.contextmanager
@@ -139,11 +144,7 @@ def atomic_open(path: str, mode: str = "wb") -> Iterator[IO]:
     try:
         fs.mv(tmp, p)
     except BaseException as e:
-        with contextlib.suppress(Exception):
-            fs.rm(tmp)
-        if isinstance(e, OSError):
-            raise KLFilterError(f"write failed ({e.strerror or e}); nothing was written", path) from e
-        raise
+        _discard(fs, tmp, path, e)
 
 
 def write_bytes(path: str, data: bytes) -> None:

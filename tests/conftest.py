@@ -1,3 +1,4 @@
+import errno
 import os
 import subprocess
 import sys
@@ -25,3 +26,23 @@ def run_cli(*args, env=None, check=False):
     if check and p.returncode != 0:
         raise AssertionError(f"kl-filter {' '.join(map(str, args))} failed:\n{p.stdout}\n{p.stderr}")
     return p
+
+
+class DiskFull:
+    """A writable file that runs out of space halfway through its first write (ENOSPC), as a full disk does."""
+
+    def __init__(self, f):
+        self.f = f
+
+    def write(self, data):
+        self.f.write(data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def __getattr__(self, k):
+        return getattr(self.f, k)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        self.f.close()

@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from conftest import run_cli
+from conftest import DiskFull, run_cli
 from minipool import make_minipool, unit, write_shard
 
 
@@ -121,45 +121,22 @@ def test_unwritable_output(tmp_path):
 
 def test_disk_full_leaves_nothing(tmp_path, monkeypatch):
     """ENOSPC in the middle of writing the UID file: one-line error, no file, no temp file."""
-    import errno
+    from fsspec.implementations.local import LocalFileSystem
 
-    from kl_filter import atomic
     from kl_filter.errors import KLFilterError
     from kl_filter.filters import build_filter
     from kl_filter.selection.runner import run_filter
 
     root = make_minipool(tmp_path / "pool")
-    real_open = atomic.url_to_fs
+    real_open = LocalFileSystem.open
 
-    class Full:
-        def __init__(self, f):
-            self.f = f
+    def open_full(self, name, mode="rb", **k):
+        f = real_open(self, name, mode, **k)
+        return DiskFull(f) if "w" in mode else f
 
-        def write(self, data):
-            self.f.write(data[: len(data) // 2])
-            raise OSError(errno.ENOSPC, "No space left on device")
-
-        def __getattr__(self, k):
-            return getattr(self.f, k)
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *a):
-            self.f.close()
-
-    def url_to_fs(path, **kw):
-        fs, p = real_open(path, **kw)
-        orig = fs.open
-
-        def open_full(name, mode="rb", **k):
-            f = orig(name, mode, **k)
-            return Full(f) if "w" in mode else f
-
-        monkeypatch.setattr(fs, "open", open_full)
-        return fs, p
-
-    monkeypatch.setattr(atomic, "url_to_fs", url_to_fs)
+    # on the class: fsspec caches one LocalFileSystem instance, and an attribute patched onto it would outlive
+    # the test (monkeypatch restores it as an instance attribute, shadowing later class-level patches)
+    monkeypatch.setattr(LocalFileSystem, "open", open_full)
     out = tmp_path / "out"
     with pytest.raises(KLFilterError, match="No space left on device"):
         run_filter(build_filter("no_filter"), root, str(out / "u.npy"))

@@ -17,7 +17,7 @@ import threading
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import REPO, DiskFull
 from minipool import make_minipool, unit, write_shard
 
 
@@ -289,8 +289,6 @@ def test_sidecar_names_its_uid_file_and_check_uids_verifies_the_pair(tmp_path, p
 
 def test_full_disk_while_writing_the_pair_replaces_nothing(tmp_path, pool, monkeypatch):
     """The sidecar's temp file is complete when the UID file's runs out of space: the previous pair stays."""
-    import errno
-
     from fsspec.implementations.local import LocalFileSystem
 
     out = tmp_path / "o"
@@ -299,29 +297,12 @@ def test_full_disk_while_writing_the_pair_replaces_nothing(tmp_path, pool, monke
     before = snap(out)
     real, opened = LocalFileSystem.open, []
 
-    class Full:
-        def __init__(self, f):
-            self.f = f
-
-        def write(self, data):
-            self.f.write(data[: len(data) // 2])
-            raise OSError(errno.ENOSPC, "No space left on device")
-
-        def __getattr__(self, k):
-            return getattr(self.f, k)
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *a):
-            self.f.close()
-
     def open_(self, name, mode="rb", **k):
         f = real(self, name, mode, **k)
         if "w" in mode and str(name).endswith(".tmp"):
             opened.append(name)
             if len(opened) == 2:
-                return Full(f)
+                return DiskFull(f)
         return f
 
     monkeypatch.setattr(LocalFileSystem, "open", open_)

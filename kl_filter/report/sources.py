@@ -170,7 +170,7 @@ def _count(x) -> bool:
 
 
 def _sidecar_name(path: str) -> str:
-    from ..selection.runner import sidecar_path
+    from ..uids import sidecar_path
 
     return sidecar_path(path)
 

@@ -72,10 +72,6 @@ class ShardScores:
     columns: dict
 
 
-def sidecar_path(save_path: str) -> str:
-    return save_path + ".json"
-
-
 # ---- per-shard functions (run by any engine) ----------------------------------------------------------------
 def _score_shard(flt: Filter, pool: Pool, shard, derived) -> ShardScores:
     data = pool.read(shard, flt.columns, flt.keys)
