@@ -23,7 +23,12 @@ CONFIGS = {
     "embtest-b": {"embed_dim": 48, "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 16,
                                                   "head_width": 16},
                   "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}},
+    # a sigmoid-loss model (SigLIP's shape): a learned logit bias beside the logit scale
+    "embtest-s": {"embed_dim": 32, "init_logit_bias": -10.0,
+                  "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 16, "head_width": 16},
+                  "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}},
 }
+LEARNED = {"embtest-a": 14.6, "embtest-b": 31.5, "embtest-s": 10.0}  # exp(logit_scale) stored in each checkpoint
 CAPTIONS = ["two red circles above a blue square", "a handwritten digit seven", "image", "IMG_2041.jpg",
             "ein roter Apfel auf dem Tisch", "a cat on a sofa"]
 
@@ -68,6 +73,8 @@ def setup(tmp_path_factory):
     for k, name in enumerate(CONFIGS):
         torch.manual_seed(k)
         model = open_clip.create_model(name)
+        with torch.no_grad():
+            model.logit_scale.fill_(float(np.log(LEARNED[name])))
         ckpts[name] = str(root / f"{name}.pt")
         torch.save({"name": name, "state_dict": model.state_dict()}, ckpts[name])
     shards = root / "shards"
@@ -119,7 +126,8 @@ def test_embed_format_and_second_family(setup):
     out = str(setup["root"] / "meta")
     stdout = _embed(setup, out, "embtest-a", family="fama", subprocess=True)  # the real command line once
     assert "12 samples in 2 shard(s)" in stdout
-    assert sorted(os.listdir(out)) == ["00000000.npz", "00000000.parquet", "00000001.npz", "00000001.parquet"]
+    assert sorted(os.listdir(out)) == ["00000000.npz", "00000000.parquet", "00000001.npz", "00000001.parquet",
+                                       "embeddings.json"]
     first = {}
     for shard, samples in setup["samples"].items():
         t = pq.read_table(os.path.join(out, shard + ".parquet"))
@@ -226,3 +234,35 @@ def test_embed_errors(setup, tmp_path):
     rc, _, err = cli("embed", "--shards_dir", str(other), "--out", out, "--model", "embtest-b", "--checkpoint",
                      setup["ckpts"]["embtest-b"], "--model_config", setup["cfg_dir"], "--no_progress")
     assert rc == 2 and "other uids" in err
+
+
+def test_embed_records_each_models_temperature(setup):
+    """The learned logit scale (and a sigmoid model's bias) travel with the pool, per family, in embeddings.json,
+    and become the default temperature of the density-ratio scores of that family."""
+    from kl_filter.pool import Pool
+    from kl_filter.pool.temperature import family_temperature
+
+    out = str(setup["root"] / "meta_temperature")
+    stdout = _embed(setup, out, "embtest-a", family="fama")
+    scale_a = float(np.exp(np.float64(np.float32(np.log(14.6)))))  # as the float32 parameter holds it
+    assert f"fama logit scale {scale_a:.6g} recorded in {out}/embeddings.json" in stdout
+    _embed(setup, out, "embtest-s", family="fams")
+    doc = json.load(open(os.path.join(out, "embeddings.json")))
+    assert sorted(doc["families"]) == ["fama", "fams"] and doc["format"] == 1
+    a, s = doc["families"]["fama"], doc["families"]["fams"]
+    assert a["model"] == "embtest-a" and a["embed_dim"] == 32 and a["logit_bias"] is None
+    assert a["logit_scale"] == scale_a and a["checkpoint"] == os.path.abspath(setup["ckpts"]["embtest-a"])
+    assert s["logit_bias"] == -10.0 and abs(s["logit_scale"] - 10.0) < 1e-5
+    t = family_temperature(Pool(out), "fama")
+    assert (t.logit_scale, t.source) == (scale_a, "embeddings.json (fama: embtest-a)")
+    # the same family again replaces its entry; a broken manifest stops embed before any shard is touched
+    with open(os.path.join(out, "embeddings.json"), "w") as f:
+        f.write('{"families": {"fama": {"logit_scale": -1}}}')
+    before = {n: os.path.getmtime(os.path.join(out, n)) for n in os.listdir(out)}
+    p = run_cli("embed", "--shards_dir", setup["shards"], "--out", out, "--model", "embtest-b", "--checkpoint",
+                setup["ckpts"]["embtest-b"], "--model_config", setup["cfg_dir"], "--device", "cpu", "--family", "famb",
+                "--no_progress")
+    assert p.returncode == 2
+    assert p.stderr.strip() == (f"kl-filter: error: {out}/embeddings.json: family 'fama': logit_scale must be a "
+                                "positive number, got -1"), p.stderr
+    assert {n: os.path.getmtime(os.path.join(out, n)) for n in os.listdir(out)} == before

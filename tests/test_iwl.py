@@ -169,7 +169,7 @@ def test_resample_counts_follow_the_weights(setup):
 def test_resample_among_the_top_rows(setup, tmp_path):
     from kl_filter.filters import build_filter
 
-    flt = build_filter("iwl", {"prompt_embedding": setup["P"], "fraction": 0.1, "resample": 500})
+    flt = build_filter("iwl", {"prompt_embedding": setup["P"], "fraction": 0.1, "resample": 500, "logit_scale": 10.0})
     s = run_filter(flt, setup["pool"], str(tmp_path / "t.npy"), RunContext(num_workers=2, seed=5, device="cpu"))
     _, counts = _counts(setup, tmp_path / "t.npy")
     l32 = setup["logw"].astype(np.float32)
@@ -318,7 +318,7 @@ def test_bad_input(setup, tmp_path, capsys):
 # ---- the report shows a log-weight column like any score ---------------------------------------------------------
 def test_report_shows_the_log_weights(setup, tmp_path):
     sc = tmp_path / "scores"
-    assert main(["weights", "--metadata_dir", setup["pool"], "--prompt_embedding", setup["P"], "--out",
+    assert main(["weights", "--metadata_dir", setup["pool"], "--prompt_embedding", setup["P"], "--logit_scale", "10", "--out",
                  str(tmp_path / "W.parquet"), "--scores_dir", str(sc), "--no_progress"]) == 0
     out = tmp_path / "rep"
     assert main(["inspect", "--metadata_dir", setup["pool"], "--scores_dir", str(sc), "--out", str(out), "--filters",
@@ -343,7 +343,7 @@ def test_ray_identical_to_local(setup, tmp_path, monkeypatch):
     from kl_filter.selection.weights import write_weights
 
     monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
-    flt = build_filter("iwl", {"prompt_embedding": setup["P"], "fraction": 0.5, "resample": 5000})
+    flt = build_filter("iwl", {"prompt_embedding": setup["P"], "fraction": 0.5, "resample": 5000, "logit_scale": 10.0})
     try:
         for name in ("local", "ray"):
             engine = get_engine(name, 2)

@@ -32,7 +32,7 @@ def test_score_columns_are_shared_and_reused_by_provenance(tmp_path):
     ctx = RunContext(num_workers=2, scores_dir=str(scores), stats=str(scores / "stats.npz"))
     side = run_filter(build_filter("kl", {"mode": "centered", "arch": "b32", "fraction": 0.3}), pool, None, ctx)
     assert side["scores"] == {"columns": ["centered_b32_txt"], "scores_dir": str(scores), "shards_computed": 0,
-                              "shards_reused": 3}
+                              "shards_reused": 3, "temperature": {}}  # D_C does not depend on the temperature
     # another logit scale changes D_KL (recomputed) but not D_C (kept as it was, with its provenance)
     old = pq.read_table(scores / "00000000.parquet")
     side = run_filter(build_filter("kl", {"arch": "b32", "fraction": 0.3, "logit_scale": 50.0}), pool, None, ctx)

@@ -42,4 +42,7 @@ def run(args) -> int:
     print(f"embed: {s['rows']:,} samples in {s['shards']} shard(s) -> {args.out} as {s['family']}_img/"
           f"{s['family']}_txt ({s['dim']}-d) and clip_{s['family']}_similarity_score; {created} shard(s) created, "
           f"{s['shards'] - created} extended; {s['seconds']:.1f}s on {s['device']}")
+    print(f"embed: {s['family']} logit scale {s['logit_scale']:.6g}"
+          + (f", logit bias {s['logit_bias']:.6g}" if s["logit_bias"] is not None else "")
+          + f" recorded in {s['manifest']}")
     return 0

@@ -18,7 +18,9 @@ def add_parser(sub) -> None:
     p.add_argument("--arch", nargs="+", default=["b32", "l14"], choices=["b32", "l14"])
     p.add_argument("--target", nargs="+", default=["txt", "img"], choices=["txt", "img"])
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--logit_scale", type=float, default=100.0)
+    p.add_argument("--logit_scale", type=float, default=None,
+                   help="CLIP logit scale a of D_KL/D_KLR (default: the temperature each family's embedding model "
+                        "learned, recorded in the pool's embeddings.json; else OpenAI CLIP's 100)")
     p.add_argument("--num_workers", type=int, default=os.cpu_count() or 1)
     p.add_argument("--overwrite", action="store_true", help="recompute even valid existing score files")
     p.add_argument("--no_progress", action="store_true")
@@ -46,4 +48,8 @@ def run(args) -> int:
     done = run_scores(pool, scorers, stats, args.out, engine_from_args(args), args.device, args.overwrite)
     print(f"score: {len(done.names)} columns for {len(pool)} shards ({done.computed} computed, "
           f"{done.reused} reused) in {time.perf_counter() - t:.2f}s -> {args.out}")
+    for a in args.arch:
+        s = next(s for s in scorers if s.arch == a)
+        if {"kl", "kl_reverse"} & set(args.modes):
+            print(f"score: {a} logit scale {s.scale:g} ({s.temperature.source})")
     return 0

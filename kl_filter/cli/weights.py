@@ -51,7 +51,8 @@ def run(args) -> int:
     s = write_weights(args.metadata_dir, scorer, args.out, engine=engine_from_args(args), scores_dir=args.scores_dir,
                       device="cpu", overwrite=args.overwrite)  # float64 dot products: CPU work
     for w, c in s["columns"].items():
-        print(f"weights: {w} from {c['score_column']} (logit scale {c['provenance']['logit_scale']:g}): effective "
+        print(f"weights: {w} from {c['score_column']} (logit scale {c['provenance']['logit_scale']:g} from "
+              f"{c['provenance']['logit_scale_source']}): effective "
               f"sample size {c['effective_sample_size']:,.1f} of {c['rows']:,} rows "
               f"({100 * c['effective_sample_share']:.1f}%), max weight "
               f"{c['rows'] * 1.0 / c['sum_exp']:.4g}")

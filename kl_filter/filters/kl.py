@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Literal
 
 from ..errors import KLFilterError
-from ..scores.kl import DEFAULT_LOGIT_SCALE, KLScorer, Mode, column_name
+from ..scores.kl import KLScorer, Mode, column_name
 from ..text.langid import gcld3_english
 from .base import Filter, Top, Uniform, check_cut
 from .datacomp import clip_column, refine_by_text
@@ -32,7 +32,7 @@ class KLFilter(Filter):
     ties: keep = DataComp's >= rule; exact = the requested count, ties broken by --seed
     num_samples: reference samples per modality (instead of --sample_ratio)
     sample_ratio: reference sample share of caption-filtered rows (default 0.002)
-    logit_scale: CLIP logit scale a
+    logit_scale: CLIP logit scale a (default: the temperature the pool's embedding model learned, recorded in embeddings.json; else 100)
     """
 
     name = "kl"
@@ -43,7 +43,7 @@ class KLFilter(Filter):
                  uniform: bool = False, num_bins: int = 1000, clip_score_fraction: float | None = None,
                  clip_score_threshold: float | None = None, english_filter: bool = False,
                  ties: Literal["keep", "exact"] = "keep", num_samples: int | None = None,
-                 sample_ratio: float | None = None, logit_scale: float = DEFAULT_LOGIT_SCALE):
+                 sample_ratio: float | None = None, logit_scale: float | None = None):
         self.mode, self.arch, self.target, self.fraction, self.threshold = mode, arch, target, fraction, threshold
         self.reverse, self.uniform, self.num_bins, self.ties = reverse, uniform, num_bins, ties
         self.english_filter = english_filter

@@ -21,7 +21,7 @@ class NegCLIPLoss(Filter):
     threshold: keep rows with negCLIPLoss >= threshold
     batch_size: rows per random batch (>= the pool size: one batch, the whole pool)
     num_batches: random partitions (passes) averaged, each drawn from --seed
-    logit_scale: a = 1/τ (the paper's τ = 0.01)
+    logit_scale: a = 1/τ (default: the temperature the pool's embedding model learned, recorded in embeddings.json; else 100)
     target_embeddings: intersect with a NormSim cut against these target image embeddings (.npy or DataComp's .pt)
     norm: the NormSim norm (inf: nearest target; 2)
     normsim_fraction: keep the top fraction of the pool by NormSim too
@@ -31,7 +31,7 @@ class NegCLIPLoss(Filter):
     name = "negcliploss"
 
     def __init__(self, arch: Literal["b32", "l14"], fraction: float | None = None, threshold: float | None = None,
-                 batch_size: int = DEFAULT_BATCH_SIZE, num_batches: int = DEFAULT_PASSES, logit_scale: float = 100.0,
+                 batch_size: int = DEFAULT_BATCH_SIZE, num_batches: int = DEFAULT_PASSES, logit_scale: float | None = None,
                  target_embeddings: list[str] | None = None, norm: Literal["inf", "2"] = "inf",
                  normsim_fraction: float | None = None, normsim_threshold: float | None = None):
         check_cut("negcliploss", fraction, threshold)

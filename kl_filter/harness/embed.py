@@ -23,6 +23,9 @@ Output per input shard, rows in tar order (SPEC §4)::
   ``"state_dict"`` as ``open_clip_train`` saves it); custom architectures are registered from ``--model_config``
   (a json file or a directory of them, passed to ``open_clip.add_model_config``). Nothing is downloaded.
 * The cosine column is computed in float32 from the float32 unit vectors, before the float16 rounding of the npz.
+* The model's temperature goes into ``embeddings.json`` beside the shards (:mod:`kl_filter.pool.temperature`):
+  ``logit_scale = exp(model.logit_scale)`` as the checkpoint holds it, and ``logit_bias`` for sigmoid-loss models,
+  so every density-ratio score of this family is computed at the model's own temperature by default.
 """
 
 from __future__ import annotations
@@ -141,6 +144,7 @@ class Embedder:
         self.tokenizer = open_clip.get_tokenizer(model)
         self.torch = torch
         self.name = model
+        self.logit_scale, self.logit_bias = _temperature(self.model)
 
     def encode_text(self, texts: list[str]) -> np.ndarray:
         """Float32 unit text embeddings [n, d] from the text tower (``embed``'s captions, IWL's prompts)."""
@@ -184,6 +188,16 @@ class Embedder:
         if not (np.isfinite(img).all() and np.isfinite(txt).all()):
             raise KLFilterError("the model produced NaN/inf embeddings", path)
         return img, txt, sizes
+
+
+def _temperature(model) -> tuple[float, float | None]:
+    """(exp(logit_scale), logit_bias or None) of an open_clip model, as float64 from the stored parameters."""
+    scale = getattr(model, "logit_scale", None)
+    if scale is None:
+        raise KLFilterError(f"{type(model).__name__} has no logit_scale: not a CLIP model")
+    bias = getattr(model, "logit_bias", None)
+    value = float(np.exp(np.float64(scale.detach().float().cpu().item())))
+    return value, None if bias is None else float(bias.detach().float().cpu().item())
 
 
 def _base_table(samples: list[Sample], sizes: np.ndarray) -> dict:
@@ -284,8 +298,13 @@ def embed_shards(shards_dir: str, out_dir: str, model: str, checkpoint: str, fam
     if batch_size < 1:
         raise KLFilterError(f"--batch_size must be >= 1, got {batch_size}")
     tars = list_tars(shards_dir)
+    from ..fspath import url_to_fs
+    from ..pool.temperature import MANIFEST, check_logit_scale, read_manifest, record_family
+
+    read_manifest(*url_to_fs(os.path.join(out_dir, MANIFEST)))  # a broken manifest: stop before any work
     os.makedirs(out_dir, exist_ok=True)
     emb = embedder or Embedder(model, checkpoint, device, model_config)
+    check_logit_scale(emb.logit_scale, f"{model}'s learned logit scale exp(logit_scale)", checkpoint)
     rows, modes, dim = 0, {}, None
     bar = progress(desc=f"embed {family}", total=len(tars))
     try:
@@ -304,6 +323,10 @@ def embed_shards(shards_dir: str, out_dir: str, model: str, checkpoint: str, fam
     if family in EMBED_DIMS and dim is not None and dim != EMBED_DIMS[family]:
         log.warning("family %s is read as %d-d by the pool reader but this model gives %d-d embeddings",
                     family, EMBED_DIMS[family], dim)
+    manifest = record_family(out_dir, family, {"model": model, "checkpoint": os.path.abspath(checkpoint)
+                                               if checkpoint else checkpoint, "embed_dim": dim,
+                                               "logit_scale": emb.logit_scale, "logit_bias": emb.logit_bias})
     return {"shards": len(tars), "rows": rows, "family": family, "dim": dim, "model": model,
-            "checkpoint": checkpoint, "device": emb.device, "files": modes,
+            "checkpoint": checkpoint, "device": emb.device, "files": modes, "manifest": manifest,
+            "logit_scale": emb.logit_scale, "logit_bias": emb.logit_bias,
             "seconds": round(time.perf_counter() - t0, 3)}

@@ -7,8 +7,11 @@ with unit embeddings u_x, p = u_t† of the same CLIP::
 
 The scorer writes ``log_weight`` per row (float32; the dot product in float64 from the float16 image embedding
 ``{arch}_img`` and the float32 unit prompt); the whole-pool normalisation lives in
-:mod:`kl_filter.selection.weights`. ``a`` defaults to 10, the authors' choice (at 100 the weights of a pool
-concentrate on few rows, and ``exp`` of the raw value overflows float32 past 88.7).
+:mod:`kl_filter.selection.weights`. ``a`` defaults to the temperature the family's embedding model learned
+(recorded with the pool, :mod:`kl_filter.pool.temperature`; OpenAI CLIP's 100 for DataComp pools): the density
+ratio the theory defines. The IWL authors train with ``a = 10`` instead, to keep their unnormalised weights
+from overflowing (``--logit_scale 10``); here the weights are normalised in log space, so 100 does not overflow,
+but it concentrates the weights on fewer rows (the effective sample size is checked and reported).
 
 Columns (record shape of the score file: ``uid`` + these float32 columns):
 
@@ -31,16 +34,14 @@ from __future__ import annotations
 
 import hashlib
 import io
-import math
 import re
 from typing import Literal
 
 import numpy as np
 
 from ..errors import KLFilterError
-from .scorer import Scorer
+from .scorer import DensityRatio, Scorer
 
-DEFAULT_LOGIT_SCALE = 10.0
 FAMILY_RE = re.compile(r"^[a-z0-9]+$")
 BLOCK_ROWS = 16384  # float64 dot products in blocks: 16k × 768 × 8 bytes = 100 MB at most
 Combine = Literal["mean", "max"]
@@ -98,7 +99,7 @@ def encode_prompts(prompts: list[str], model: str, checkpoint: str, model_config
     return Embedder(model, checkpoint, device="cpu", model_config=model_config).encode_text(prompts)
 
 
-class IWLScorer(Scorer):
+class IWLScorer(DensityRatio, Scorer):
     """Log importance weights a·<u_x, p> of each row's image embedding toward a prompt's domain (IWL).
 
     arch: embedding family whose image embeddings ({arch}_img) are weighted
@@ -107,7 +108,7 @@ class IWLScorer(Scorer):
     model: open_clip architecture of the family's model, to encode --prompt
     checkpoint: LOCAL open_clip checkpoint of --model (nothing is downloaded)
     model_config: open_clip model config json (file or directory) for a custom --model
-    logit_scale: a in w ∝ exp(a·<u_x, p>) (the IWL authors use 10)
+    logit_scale: a in w ∝ exp(a·<u_x, p>) (default: the temperature the pool's embedding model learned, recorded in embeddings.json; else 100); the IWL authors use 10
     combine: several prompts as one column: mean = log of the mean weight (a mixture of the domains), max = largest
     """
 
@@ -115,7 +116,7 @@ class IWLScorer(Scorer):
 
     def __init__(self, arch: str = "l14", prompt: list[str] | None = None, prompt_embedding: str | None = None,
                  model: str | None = None, checkpoint: str | None = None, model_config: list[str] | None = None,
-                 logit_scale: float = DEFAULT_LOGIT_SCALE, combine: Combine | None = None):
+                 logit_scale: float | None = None, combine: Combine | None = None):
         self.arch, self.prompt, self.prompt_embedding = arch, prompt, prompt_embedding
         self.model, self.checkpoint, self.model_config = model, checkpoint, model_config
         self.logit_scale, self.combine = logit_scale, combine
@@ -128,7 +129,7 @@ class IWLScorer(Scorer):
         self._set_embedding(emb)
 
     @classmethod
-    def from_embedding(cls, embedding, arch: str = "l14", logit_scale: float = DEFAULT_LOGIT_SCALE,
+    def from_embedding(cls, embedding, arch: str = "l14", logit_scale: float | None = None,
                        combine: Combine | None = None) -> "IWLScorer":
         """A scorer for an embedding already in hand (e.g. encoded by a caller's own model)."""
         self = cls.__new__(cls)
@@ -142,8 +143,7 @@ class IWLScorer(Scorer):
     def _check_flags(self, need_prompt: bool = True) -> None:
         if not FAMILY_RE.match(self.arch or ""):
             raise KLFilterError(f"--arch must be an embedding family (lowercase letters and digits), got {self.arch!r}")
-        if not math.isfinite(self.logit_scale) or self.logit_scale <= 0:
-            raise KLFilterError(f"--logit_scale must be a positive number, got {self.logit_scale}")
+        self._check_logit_scale()
         if not need_prompt:
             return
         if (self.prompt is None) == (self.prompt_embedding is None):
@@ -179,7 +179,7 @@ class IWLScorer(Scorer):
     def provenance(self, column, stats):
         combined = len(self.embedding) > 1 and self.combine is not None
         prompts = self.hashes if combined else [self.hashes[self._columns.index(column)]]
-        return {"scorer": self.name, "arch": self.arch, "logit_scale": self.logit_scale,
+        return {"scorer": self.name, "arch": self.arch, **self.temperature_provenance(),
                 "prompt_sha256": prompts, "combine": self.combine if combined else None}
 
     def compute(self, shard, stats, device="cpu"):
@@ -190,7 +190,7 @@ class IWLScorer(Scorer):
         logw = np.empty((len(x), len(p)))
         for lo in range(0, len(x), BLOCK_ROWS):
             logw[lo: lo + BLOCK_ROWS] = x[lo: lo + BLOCK_ROWS].astype(np.float64) @ p.T
-        logw *= self.logit_scale
+        logw *= self.scale
         if len(p) > 1 and self.combine == "mean":
             m = logw.max(axis=1, keepdims=True)
             logw = (m + np.log(np.exp(logw - m).mean(axis=1, keepdims=True)))
@@ -207,6 +207,6 @@ class IWLScorer(Scorer):
 
     def describe(self) -> dict:
         """Provenance of the whole scorer, as the weights file and the sidecar record it."""
-        return {"scorer": self.name, "arch": self.arch, "logit_scale": self.logit_scale, "combine": self.combine,
+        return {"scorer": self.name, "arch": self.arch, **self.temperature_provenance(), "combine": self.combine,
                 "prompts": self.prompt, "prompt_embedding": self.prompt_embedding,
                 "prompt_sha256": self.hashes, "columns": list(self._columns)}

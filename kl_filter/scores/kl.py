@@ -2,8 +2,9 @@
 
 ``target=txt`` scores the row's TEXT embedding against IMAGE reference samples (and, for D_C/D_W, the text mean
 and the image covariance): the paper's best DataComp rows. D_KL and D_KLR depend on the family's samples and
-the logit scale; D_C and D_W on the family's moments: each column records exactly that, so changing the logit
-scale recomputes D_KL but reuses a stored D_C.
+the logit scale (by default the temperature the family's embedding model learned, recorded with the pool:
+:mod:`kl_filter.pool.temperature`); D_C and D_W on the family's moments: each column records exactly that, so
+changing the logit scale recomputes D_KL but reuses a stored D_C.
 """
 
 from __future__ import annotations
@@ -14,14 +15,13 @@ from typing import Literal
 import numpy as np
 
 from ..errors import KLFilterError
-from .scorer import Scorer, StatsNeed
+from .scorer import DensityRatio, Scorer, StatsNeed
 
 MODES = ("kl", "kl_reverse", "centered", "whitened")
 MOMENT_MODES = ("centered", "whitened")
 ARCHS = ("b32", "l14")
 TARGETS = ("txt", "img")
 OTHER = {"txt": "img", "img": "txt"}
-DEFAULT_LOGIT_SCALE = 100.0
 Mode = Literal["kl", "kl_reverse", "centered", "whitened"]
 
 
@@ -29,13 +29,13 @@ def column_name(mode: str, arch: str, target: str) -> str:
     return f"{mode}_{arch}_{target}"
 
 
-class KLScorer(Scorer):
+class KLScorer(DensityRatio, Scorer):
     """D_KL, D_KLR, D_C, D_W of CLIP embeddings against pool reference statistics.
 
     modes: which scores (kl = D_KL, kl_reverse = D_KLR, centered = D_C, whitened = D_W)
     arch: embedding family
     target: scored modality (txt: the caption scored against image samples)
-    logit_scale: CLIP logit scale a of D_KL and D_KLR
+    logit_scale: CLIP logit scale a of D_KL and D_KLR (default: the pool's recorded temperature, else 100)
     num_samples: reference samples per modality (instead of --sample_ratio)
     sample_ratio: reference sample share of caption-filtered rows (default 0.002)
     """
@@ -44,10 +44,8 @@ class KLScorer(Scorer):
     gpu = True
 
     def __init__(self, modes: list[Mode] = ("kl",), arch: Literal["b32", "l14"] = "l14",
-                 target: Literal["txt", "img"] = "txt", logit_scale: float = DEFAULT_LOGIT_SCALE,
+                 target: Literal["txt", "img"] = "txt", logit_scale: float | None = None,
                  num_samples: int | None = None, sample_ratio: float | None = None):
-        if not math.isfinite(logit_scale) or logit_scale <= 0:
-            raise KLFilterError(f"--logit_scale must be a positive number, got {logit_scale}")
         if num_samples is not None and sample_ratio is not None:
             raise KLFilterError("give either --sample_ratio or --num_samples, not both")
         if num_samples is not None and num_samples < 1 or sample_ratio is not None and not 0 < sample_ratio <= 1:
@@ -56,6 +54,7 @@ class KLScorer(Scorer):
         self.modes, self.arch, self.target = tuple(dict.fromkeys(modes)), arch, target
         self.logit_scale, self.num_samples, self.sample_ratio = logit_scale, num_samples, sample_ratio
         self.keys = (f"{arch}_{target}",)
+        self._check_logit_scale()
 
     def outputs(self):
         return tuple(column_name(m, self.arch, self.target) for m in self.modes)
@@ -66,7 +65,7 @@ class KLScorer(Scorer):
     def provenance(self, column, stats):
         if column.startswith(MOMENT_MODES):
             return {"scorer": self.name, "moments_id": stats.moments_id(self.arch)}
-        return {"scorer": self.name, "logit_scale": self.logit_scale, "samples_id": stats.samples_id(self.arch)}
+        return {"scorer": self.name, **self.temperature_provenance(), "samples_id": stats.samples_id(self.arch)}
 
     def ceiling(self, column, stats):
         """D_KL <= log N, N = the number of reference samples of the other modality."""
@@ -81,7 +80,7 @@ class KLScorer(Scorer):
         out = {}
         if {"kl", "kl_reverse"} & set(self.modes):
             out["kl"], out["kl_reverse"] = density_ratio_kl(x, stats[f"{a}_{other}_sample"],
-                                                            logit_scale=self.logit_scale, device=device)
+                                                            logit_scale=self.scale, device=device)
         if "centered" in self.modes:
             out["centered"] = centered(x, stats[f"{a}_{t}_mean"], device=device)
         if "whitened" in self.modes:

@@ -28,7 +28,7 @@ import numpy as np
 
 from ..engines import single_blas_thread
 from ..errors import KLFilterError
-from .scorer import BucketScorer
+from .scorer import BucketScorer, DensityRatio
 
 DEFAULT_BATCH_SIZE = 32768
 DEFAULT_PASSES = 10
@@ -95,28 +95,27 @@ def negcliploss_batch_gpu(f, g, logit_scale: float, device: str) -> np.ndarray:
     return triton_negcliploss(x, y, logit_scale).cpu().numpy()
 
 
-class NegCLIPLossScorer(BucketScorer):
+class NegCLIPLossScorer(DensityRatio, BucketScorer):
     """negCLIPLoss of each pair against random batches of the whole pool, averaged over passes.
 
     arch: embedding family
     batch_size: rows per random batch (at least the pool size: one batch, the whole pool)
     num_batches: how many independent random partitions (passes) are averaged
-    logit_scale: a = 1/τ (the paper's τ = 0.01)
+    logit_scale: a = 1/τ (default: the temperature the pool's embedding model learned, recorded in embeddings.json; else 100)
     """
 
     name = "negcliploss"
     gpu = True
 
     def __init__(self, arch: Literal["b32", "l14"] = "l14", batch_size: int = DEFAULT_BATCH_SIZE,
-                 num_batches: int = DEFAULT_PASSES, logit_scale: float = 100.0):
+                 num_batches: int = DEFAULT_PASSES, logit_scale: float | None = None):
         if batch_size < 2:
             raise KLFilterError(f"--batch_size must be at least 2 (a batch normalises over other pairs), got {batch_size}")
         if num_batches < 1:
             raise KLFilterError(f"--num_batches (passes) must be >= 1, got {num_batches}")
-        if not math.isfinite(logit_scale) or logit_scale <= 0:
-            raise KLFilterError(f"--logit_scale must be a positive number, got {logit_scale}")
         self.arch, self.batch_size, self.num_batches, self.logit_scale = arch, batch_size, num_batches, logit_scale
         self.keys = (f"{arch}_img", f"{arch}_txt")
+        self._check_logit_scale()
 
     def outputs(self):
         return (f"negcliploss_{self.arch}",)
@@ -130,9 +129,9 @@ class NegCLIPLossScorer(BucketScorer):
     def score_bucket(self, payload, device="cpu"):
         f, g = payload[self.keys[0]], payload[self.keys[1]]
         if device.startswith("cuda"):
-            values = negcliploss_batch_gpu(f, g, self.logit_scale, device)
+            values = negcliploss_batch_gpu(f, g, self.scale, device)
         else:
-            values = negcliploss_batch(f, g, self.logit_scale)
+            values = negcliploss_batch(f, g, self.scale)
         if not np.isfinite(values).all():
             raise KLFilterError(f"negCLIPLoss is not finite for {int((~np.isfinite(values)).sum())} rows of a batch "
                                 "(embeddings not unit norm?)")

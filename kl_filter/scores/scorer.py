@@ -9,7 +9,10 @@ A scorer declares:
 * ``provenance(column, stats)``: everything a column depends on beyond the shard itself (JSON). A stored column
   is reused, by this filter or any other, only when its recorded provenance equals this; the default is the
   scorer's name and parameters;
-* ``ceiling(column, stats)`` (optional): the largest attainable value, so a top cut can count saturated rows.
+* ``ceiling(column, stats)`` (optional): the largest attainable value, so a top cut can count saturated rows;
+* ``bind(pool)`` (optional): called once per run, in the main process, before ``provenance`` and ``compute``,
+  for what a scorer takes from the pool itself (the density-ratio scorers: the embedding model's temperature,
+  :class:`DensityRatio`). The bound scorer is what workers receive.
 
 Parameters are ``__init__`` keyword arguments with annotations, as for filters (:mod:`kl_filter.params`).
 Third-party scorers register in the ``kl_filter.scorers`` entry-point group.
@@ -59,6 +62,9 @@ class Scorer:
     def ceiling(self, column: str, stats) -> float | None:
         return None
 
+    def bind(self, pool) -> None:
+        """Take from ``pool`` what this scorer's values depend on beyond its parameters (default: nothing)."""
+
     def params(self) -> dict[str, Any]:
         from ..params import signature_params
 
@@ -66,6 +72,55 @@ class Scorer:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.params().items())})"
+
+
+class DensityRatio:
+    """Mixin of the scorers whose values are CLIP log density ratios ``a·<u, v>`` (D_KL, D_KLR, negCLIPLoss, IWL).
+
+    A similarity is a log density ratio only at the temperature the embedding model learned, so ``logit_scale``
+    None (the default) means the pool's recorded one for the scorer's ``arch`` (:mod:`kl_filter.pool.temperature`:
+    ``embeddings.json``, else OpenAI CLIP's 100); a number overrides it. :meth:`bind` resolves it; every column's
+    provenance records the value and its source (:meth:`temperature_provenance`), so a column computed at another
+    temperature is never reused.
+    """
+
+    arch: str
+    logit_scale: float | None = None
+    _temperature = None
+
+    def _check_logit_scale(self) -> None:
+        from ..pool.temperature import check_logit_scale
+
+        if self.logit_scale is not None:
+            check_logit_scale(self.logit_scale)
+
+    def bind(self, pool) -> None:
+        from ..pool.temperature import resolve
+
+        self._temperature = resolve(pool, self.arch, self.logit_scale)
+
+    @property
+    def temperature(self):
+        """The :class:`~kl_filter.pool.temperature.Temperature` in use (``--logit_scale`` before :meth:`bind`)."""
+        if self._temperature is None:
+            if self.logit_scale is None:
+                raise RuntimeError(f"{type(self).__name__}: bind(pool) first (the logit scale is the pool's)")
+            from ..pool.temperature import Temperature
+
+            return Temperature(float(self.logit_scale), "--logit_scale")
+        return self._temperature
+
+    @property
+    def scale(self) -> float:
+        """The logit scale a the values are computed at."""
+        return self.temperature.logit_scale
+
+    def temperature_provenance(self) -> dict:
+        return self.temperature.provenance()
+
+    def provenance(self, column, stats) -> dict:
+        """The scorer's parameters, ``logit_scale`` the value in use, and ``logit_scale_source``."""
+        return {"scorer": self.name, **self.params(), **self.temperature_provenance()}
 
 
 @dataclass

@@ -93,6 +93,12 @@ class ScoreColumns:
     in_memory: dict = field(default_factory=dict)  # shard name -> {column: float32[n]}
     computed: int = 0
     reused: int = 0
+    provenance: dict = field(default_factory=dict)  # column -> its provenance in this run
+
+    def temperatures(self) -> dict:
+        """``{column: {"logit_scale", "source"}}`` of the density-ratio columns (what the sidecar records)."""
+        return {c: {"logit_scale": p["logit_scale"], "source": p["logit_scale_source"]}
+                for c, p in self.provenance.items() if "logit_scale_source" in p}
 
     def piece(self, shard) -> "ScoreColumns":
         """What one shard's task needs (its own in-memory columns, not the whole pool's)."""
@@ -140,6 +146,8 @@ def run_scores(pool, scorers, stats, scores_dir: str | None, engine, device: str
     result = ScoreColumns(names, scores_dir)
     if not scorers:
         return result
+    for s in scorers:  # in this process, before any provenance: workers get the bound scorers
+        s.bind(pool)
     if scores_dir is None and engine.remote:
         raise KLFilterError(f"--engine {engine.name} needs --scores_dir (on storage every node can read)")
     wanted = {}
@@ -149,6 +157,7 @@ def run_scores(pool, scorers, stats, scores_dir: str | None, engine, device: str
             p = json.loads(json.dumps(p, sort_keys=True))  # as it reads back from the file
             if wanted.setdefault(c, p) != p:
                 raise KLFilterError(f"two scorers of this run produce column {c!r} differently")
+    result.provenance = wanted
     if scores_dir is not None:  # the marker proves the directory is ours (kl_filter.outputs)
         claim_dir(scores_dir, "scores")
     stored = {shard.name: {} if (scores_dir is None or overwrite) else

@@ -228,7 +228,7 @@ def write_weights(metadata_dir: str, scorer, out: str, *, engine, scores_dir: st
         for c in names:
             parts[c].append(shard_sums(got[c]))
     totals = {c: combine(p) for c, p in parts.items()}
-    scale = logit_scale if logit_scale is not None else getattr(scorer, "logit_scale", None)
+    scale = logit_scale if logit_scale is not None else getattr(scorer, "scale", None)  # bound by run_scores
     for c, total in totals.items():
         check_weights(total, c, scale)
         if total.rows != sum(pool.row_counts):

@@ -1,0 +1,142 @@
+"""The embedding models' temperatures, recorded beside the pool: ``METADATA_DIR/embeddings.json``.
+
+A CLIP similarity is a log density ratio only at the temperature the model learned:
+``log p(t|x) / p(t) = a·<u_x, u_t> + const`` with ``a`` the model's own logit scale (SPEC §2). So every
+density-ratio score (D_KL, D_KLR, negCLIPLoss, IWL's weights) must be computed at the scale of the model that
+made the pool's embeddings. ``kl-filter embed`` writes it here, one entry per embedding family::
+
+    {"format": 1,
+     "families": {"l14": {"model": "ViT-L-14", "checkpoint": "/models/l14.pt", "embed_dim": 768,
+                          "logit_scale": 100.0, "logit_bias": null}}}
+
+* ``logit_scale``: ``exp(model.logit_scale)`` as the checkpoint holds it (the learned ``a``); a finite number > 0.
+* ``logit_bias``: the learned bias ``b`` of sigmoid-loss models (SigLIP: ``a·<u_x, u_t> + b``), else null. It is
+  recorded and shown, but no score here depends on it: D_KL, D_KLR and negCLIPLoss normalise over samples and
+  IWL's weights are self-normalised, so a constant ``b`` cancels in every one of them.
+
+A pool without the file, or a family the file does not list, is DataComp's: embedded by OpenAI's CLIP, which
+learned ``a = 100`` (the logit scale is clamped at 100 in training and OpenAI's models sit at the clamp).
+Any other key in an entry is kept as written. A file that is not valid JSON, is larger than 1 MiB, or gives a
+scale that is not a finite positive number stops every command that would read it (one line naming the file,
+exit 2): a wrong temperature silently changes every density-ratio ranking.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+
+from ..errors import KLFilterError
+
+MANIFEST = "embeddings.json"
+FORMAT = 1
+OPENAI_LOGIT_SCALE = 100.0
+MAX_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class Temperature:
+    """The logit scale a score uses, and where it came from (recorded with every column that depends on it)."""
+
+    logit_scale: float
+    source: str
+    logit_bias: float | None = None
+
+    def provenance(self) -> dict:
+        return {"logit_scale": self.logit_scale, "logit_scale_source": self.source}
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def check_logit_scale(value, what: str = "--logit_scale", path: str | None = None) -> float:
+    """``value`` as a float, or one line: a logit scale must be a finite number > 0."""
+    if not _number(value) or not math.isfinite(value) or value <= 0:
+        raise KLFilterError(f"{what} must be a positive number, got {value!r}", path)
+    return float(value)
+
+
+def _validate(doc, path: str) -> dict:
+    if not isinstance(doc, dict) or not isinstance(doc.get("families", {}), dict):
+        raise KLFilterError('not an embeddings manifest (expected {"format": 1, "families": {...}})', path)
+    if doc.get("format", FORMAT) != FORMAT:
+        raise KLFilterError(f"embeddings manifest format {doc.get('format')!r}, this version reads {FORMAT}", path)
+    families = doc.get("families", {})
+    for fam, entry in families.items():
+        if not isinstance(entry, dict):
+            raise KLFilterError(f"family {fam!r}: expected an object, got {type(entry).__name__}", path)
+        check_logit_scale(entry.get("logit_scale"), f"family {fam!r}: logit_scale", path)
+        bias = entry.get("logit_bias")
+        if bias is not None and (not _number(bias) or not math.isfinite(bias)):
+            raise KLFilterError(f"family {fam!r}: logit_bias must be a finite number or null, got {bias!r}", path)
+    return families
+
+
+def read_manifest(fs, path: str) -> dict:
+    """``{family: entry}`` of the manifest at ``path`` on ``fs`` (``{}`` when there is none), validated."""
+    from fsspec.implementations.local import LocalFileSystem
+
+    from ..npyfile import check_regular_file
+
+    try:  # a dangling symlink is not "no manifest": check_regular_file names it
+        if not (os.path.lexists(path) if isinstance(fs, LocalFileSystem) else fs.exists(path)):
+            return {}
+    except OSError as e:
+        raise KLFilterError(f"cannot check the embeddings manifest ({e})", path) from e
+    size = check_regular_file(fs, path, "embeddings manifest")  # a FIFO or a directory there: one line
+    if size > MAX_BYTES:
+        raise KLFilterError(f"embeddings manifest of {size:,} bytes (at most {MAX_BYTES:,})", path)
+    try:
+        with fs.open(path, "rb") as f:
+            doc = json.loads(f.read(MAX_BYTES + 1).decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise KLFilterError(f"embeddings manifest is not valid JSON ({e})", path) from e
+    except OSError as e:
+        raise KLFilterError(f"embeddings manifest unreadable ({e.strerror or e})", path) from e
+    return _validate(doc, path)
+
+
+def pool_temperatures(pool) -> dict:
+    """The validated manifest of a :class:`~kl_filter.pool.Pool` (read once per pool object)."""
+    cached = getattr(pool, "_temperatures", None)
+    if cached is None:
+        cached = read_manifest(pool.fs, pool._url(MANIFEST))
+        pool._temperatures = cached
+    return cached
+
+
+def family_temperature(pool, family: str) -> Temperature:
+    """The recorded temperature of ``family`` in ``pool``, or OpenAI CLIP's ``a = 100`` (said in the source)."""
+    entry = pool_temperatures(pool).get(family)
+    if entry is None:
+        why = f"no {MANIFEST} in the pool" if not pool_temperatures(pool) else f"{MANIFEST} does not list {family}"
+        return Temperature(OPENAI_LOGIT_SCALE, f"OpenAI CLIP default ({why})")
+    model = entry.get("model")
+    return Temperature(float(entry["logit_scale"]), f"{MANIFEST}" + (f" ({family}: {model})" if model else ""),
+                       None if entry.get("logit_bias") is None else float(entry["logit_bias"]))
+
+
+def resolve(pool, family: str, override: float | None) -> Temperature:
+    """``--logit_scale`` when given (the recorded value is named in the source), else the pool's."""
+    recorded = family_temperature(pool, family)
+    if override is None:
+        return recorded
+    note = "" if recorded.source.startswith("OpenAI") else f"; the pool records {recorded.logit_scale:.6g}"
+    return Temperature(float(override), f"--logit_scale{note}", recorded.logit_bias)
+
+
+def record_family(metadata_dir: str, family: str, entry: dict) -> str:
+    """Add or replace ``family``'s entry in the local pool's manifest (atomically); returns the manifest path."""
+    from ..atomic import write_bytes
+    from ..fspath import url_to_fs
+
+    check_logit_scale(entry.get("logit_scale"), f"the model's logit scale ({family})", metadata_dir)
+    path = os.path.join(metadata_dir, MANIFEST)
+    fs, p = url_to_fs(path)
+    doc = {"format": FORMAT, "families": {**read_manifest(fs, p), family: entry}}
+    doc["families"] = dict(sorted(doc["families"].items()))
+    write_bytes(path, (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode())
+    return path
