@@ -8,8 +8,10 @@ import os
 def add_parser(sub) -> None:
     p = sub.add_parser("inspect", help="write an HTML report: score distributions, examples, n-grams, overlaps",
                        description="Score histograms with each recipe's threshold, top and bottom examples, the "
-                                   "paper's n-gram decile analysis, correlations, and the overlap of the recipes' "
-                                   "subsets, as REPORT_DIR/index.html (+ figures.json, plots/, sample.parquet).")
+                                   "paper's n-gram decile analysis, correlations, the overlap of the recipes' "
+                                   "subsets and, for SemDeDup columns in --scores_dir, cluster sizes, kept share "
+                                   "against eps and duplicate pairs, as REPORT_DIR/index.html (+ figures.json, "
+                                   "plots/, sample.parquet).")
     p.add_argument("--metadata_dir", required=True, help="the pool: <shard>.parquet + <shard>.npz (local or fsspec URL)")
     p.add_argument("--scores_dir", default=None,
                    help="per-shard score files (kl-filter score); KL recipes write theirs here too "
@@ -27,6 +29,9 @@ def add_parser(sub) -> None:
     p.add_argument("--bins", type=int, default=50, help="histogram bins per score column")
     p.add_argument("--ngram_top_k", type=int, default=50, help="K of the top-K n-gram coverage")
     p.add_argument("--thumb_size", type=int, default=128, help="thumbnail side in pixels")
+    p.add_argument("--dedup_pairs", type=int, default=6,
+                   help="SemDeDup duplicate pairs shown per arch (the rows with the highest maxsim beside the earlier "
+                        "row each duplicates; needs the pool's image embeddings); 0: none")
     p.add_argument("--num_workers", type=int, default=os.cpu_count() or 1)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where KL recipes score")
     p.add_argument("--screenshot", default=None, metavar="PNG",
@@ -56,10 +61,17 @@ def run(args) -> int:
                      progress=progress)
     fig = build_report(args.metadata_dir, args.out, scores_dir=args.scores_dir, shards_dir=args.shards_dir,
                        filters=args.filters, ctx=ctx, sample_size=args.sample_size, examples=args.examples,
-                       bins=args.bins, ngram_top_k=args.ngram_top_k, thumb_size=args.thumb_size, progress=progress)
+                       bins=args.bins, ngram_top_k=args.ngram_top_k, thumb_size=args.thumb_size, progress=progress,
+                       dedup_pairs=args.dedup_pairs)
     subs = fig["subsets"]
     kept = ", ".join(f"{n} {100 * s['share']:.1f}%" for n, s in subs.items()) or "none"
     print(f"report: {fig['pool']['rows']:,} rows, {len(fig['columns'])} score columns, {len(subs)} subsets ({kept})")
+    for arch, d in fig["dedup"].items():
+        k, c = d["kept"], d["clusters"]
+        kept = ", ".join(f"eps {e:g} {100 * k['share'][k['eps'].index(e)]:.1f}%" for e in k["marks"])
+        pairs = d["pairs_unavailable"] and f"no pairs ({d['pairs_unavailable']})" or f"{len(d['pairs'])} pairs"
+        print(f"report: SemDeDup {arch}: {c['num_clusters']:,} clusters (largest {c['largest']:,}), kept {kept}; "
+              f"{pairs}")
     for s in fig["report"]["skipped_filters"]:
         print(f"report: skipped {s['recipe']}: {s['reason']}")
     index = os.path.join(os.path.abspath(args.out), "index.html")

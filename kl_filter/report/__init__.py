@@ -3,7 +3,8 @@
 Flow, one module per step::
 
     sources   pool score columns + score files, subsets (recipes run, or .npy files)
-    figures   two streaming passes → every number (accumulate: the streaming pieces; ngrams: decile coverage)
+    figures   two streaming passes → every number (accumulate: the streaming pieces; ngrams: decile coverage;
+              dedup: SemDeDup's cluster sizes, kept share against ε and duplicate pairs)
     thumbs    example images from the pool's webdataset tars
     plots     PNGs drawn from the figures alone
     page      index.html over the figures

@@ -8,7 +8,8 @@ Layout of ``REPORT_DIR``::
                      :meth:`.sources.Subset.removal`), or null when the sidecar did not record them
     sample.parquet   the uniform sample behind the sampled figures (uid, text, scores, English, subset flags)
     plots/*.png      histograms, heatmaps, n-gram coverage, kept-row distributions
-    thumbs/*.jpg     example images (only with ``shards_dir``)
+    thumbs/*.jpg     example images (only with ``shards_dir``): score-column extremes, subsets' kept and dropped
+                     rows, and both rows of each SemDeDup duplicate pair
     uids/*.npy       the subset files of the recipes the report ran (with their .json sidecars)
 
 Everything is written into a temporary sibling directory which then replaces ``REPORT_DIR`` in one rename;
@@ -76,7 +77,8 @@ def _swap_in(tmp: str, out: str) -> None:
 
 def build_report(metadata_dir: str, out: str, scores_dir: str | None = None, shards_dir: str | None = None,
                  filters: list[str] | None = None, ctx=None, sample_size: int = 100_000, examples: int = 8,
-                 bins: int = 50, ngram_top_k: int = 50, thumb_size: int = 128, progress=NoProgress) -> dict:
+                 bins: int = 50, ngram_top_k: int = 50, thumb_size: int = 128, progress=NoProgress,
+                 dedup_pairs: int = 6) -> dict:
     """Build the report; return the figures. ``filters=None`` means :data:`DEFAULT_FILTERS` (each skipped
     with a warning when it cannot run on this pool); filters given explicitly must all run."""
     from ..selection.runner import RunContext
@@ -86,8 +88,8 @@ def build_report(metadata_dir: str, out: str, scores_dir: str | None = None, sha
     out = os.path.abspath(url_to_fs(out)[1].rstrip("/"))
     check_paths(metadata_dir, out, scores_dir, shards_dir, filters)
     for name, v in (("--sample_size", sample_size), ("--examples", examples), ("--bins", bins),
-                    ("--ngram_top_k", ngram_top_k), ("--thumb_size", thumb_size)):
-        least = 0 if name in ("--sample_size", "--examples") else 1
+                    ("--ngram_top_k", ngram_top_k), ("--thumb_size", thumb_size), ("--dedup_pairs", dedup_pairs)):
+        least = 0 if name in ("--sample_size", "--examples", "--dedup_pairs") else 1
         if v < least:
             raise KLFilterError(f"{name} must be >= {least}, got {v}")
     pool = Pool(metadata_dir)
@@ -112,7 +114,8 @@ def build_report(metadata_dir: str, out: str, scores_dir: str | None = None, sha
                 s.path = os.path.relpath(s.path, tmp)
         figures, sample = compute_figures(source, subsets, seed=ctx.seed, sample_size=sample_size,
                                           examples=examples, bins=bins, ngram_top_k=ngram_top_k,
-                                          loaders=max(1, ctx.num_workers), progress=progress)
+                                          loaders=max(1, ctx.num_workers), progress=progress,
+                                          dedup_pairs=dedup_pairs)
         for s in subsets:  # why rows left, step by step, as the run counted them (None: not recorded)
             figures["subsets"][s.name]["removed"] = s.removal()
         thumbs = {}
@@ -132,7 +135,7 @@ def build_report(metadata_dir: str, out: str, scores_dir: str | None = None, sha
             used_scores = os.path.relpath(used_scores, tmp)
         meta = {"version": __version__, "created": now(), "argv": sys.argv, "scores_dir": used_scores,
                 "shards_dir": shards_dir, "filters": filters, "sample_size": sample_size, "examples": examples,
-                "bins": bins, "ngram_top_k": ngram_top_k, "thumb_size": thumb_size,
+                "bins": bins, "ngram_top_k": ngram_top_k, "thumb_size": thumb_size, "dedup_pairs": dedup_pairs,
                 "skipped_filters": skipped}
         figures["report"] = dict(meta, plots=sorted(plots), thumbnails=len(thumbs))
         pq.write_table(sample, os.path.join(tmp, "sample.parquet"))
@@ -146,9 +149,11 @@ def build_report(metadata_dir: str, out: str, scores_dir: str | None = None, sha
 
 
 def _examples(figures: dict) -> list[dict]:
-    """Every example row the page shows: top and bottom of each score column, kept and dropped of each subset."""
+    """Every example row the page shows: top and bottom of each score column, kept and dropped of each subset,
+    both rows of each duplicate pair."""
     return ([e for c in figures["columns"].values() for e in c["top"] + c["bottom"]]
-            + [e for s in figures["subsets"].values() for e in s["kept_examples"] + s["dropped_examples"]])
+            + [e for s in figures["subsets"].values() for e in s["kept_examples"] + s["dropped_examples"]]
+            + [e for d in figures["dedup"].values() for p in d["pairs"] for e in (p["row"], p["partner"]) if e])
 
 
 def _subsets(filters, metadata_dir, tmp, ctx):

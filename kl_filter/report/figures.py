@@ -16,7 +16,15 @@ figure                      what                                                
 ``subsets[s].english``      share English by fastText lid.176 (DataComp's basic-filter detector)   sample
 ``subsets[s].kept/dropped`` the first ``examples`` sample rows the subset keeps / drops             sample
 ``overlap``                 intersection counts and Jaccard index of the subsets' uid sets          all
+``columns[c].temperature``  the logit scale a score file's column was computed at, and its source    all
+``dedup[arch]``             SemDeDup: rows per cluster, kept share against ε, duplicate pairs       all
+                            (:mod:`.dedup`)
 ==========================  ======================================================================  =========
+
+``columns[c].temperature`` (score-file columns; None for the pool's CLIP columns) is ``{"logit_scale",
+"source", "mixed", "values"}`` from each column's provenance (``logit_scale`` and ``logit_scale_source``, recorded
+by the density-ratio scorers): the first shard's value and source (None when the provenance has none), and
+``mixed`` when the shards' files disagree (``values``: each distinct (scale, source) with its number of shards).
 
 The sample is the ``sample_size`` rows with the smallest ``sample_keys(uid, seed, SAMPLE_STREAM)``: uniform,
 without replacement, and the same rows for any shard order or worker count; it is saved as ``sample.parquet``
@@ -37,6 +45,7 @@ from ..stats.reference import sample_keys
 from ..uids import u8u8_to_hex
 from ..uids import uids_in
 from .accumulate import BottomKSample, CoMoments, CountHistogram, Extremes, Histogram, Moments
+from .dedup import DedupAccumulator, dedup_figures
 from .ngrams import NgramIndex, coverage
 
 SAMPLE_STREAM = 7  # sample_keys stream of the report (the reference statistics use streams 0-3)
@@ -89,21 +98,39 @@ def _finite_or_none(v):
     return v if np.isfinite(v) else None
 
 
+def _temperature(provenance) -> tuple:
+    """(logit scale, its source) of one column's provenance; None for what it does not record."""
+    p = provenance if isinstance(provenance, dict) else {}
+    scale, where = p.get("logit_scale"), p.get("logit_scale_source")
+    ok = isinstance(scale, (int, float)) and not isinstance(scale, bool) and np.isfinite(scale)
+    return (float(scale) if ok else None, where if isinstance(where, str) else None)
+
+
 def compute_figures(source, subsets, seed: int = 0, sample_size: int = 100_000, examples: int = 8,
-                    bins: int = 50, ngram_top_k: int = 50, loaders: int = 2, progress=NoProgress):
+                    bins: int = 50, ngram_top_k: int = 50, loaders: int = 2, progress=NoProgress,
+                    dedup_pairs: int = 6):
     """Return ``(figures, sample)``: the JSON-ready figures and the sample as a pyarrow table."""
     pool, columns = source.pool, source.columns
     shards = pool.shards
 
-    # ---- pass 1: moments of every score column ----
+    # ---- pass 1: moments of every score column, the score files' provenance ----
     moments = Moments(columns)
     total_rows = 0
     engine = LocalEngine(loaders, progress)  # one compute thread: the accumulators see the shards in order
+    temps = {c: {} for c in source.file_columns}  # (logit scale, source) -> shards
+    mixed = set()  # score-file columns whose provenance differs from the first shard's
 
     def pass1(_shard, d):
         nonlocal total_rows
         moments.update(d["scores"])
         total_rows += d["num_rows"]
+        for c in source.file_columns + source.id_columns:
+            p = d["provenance"].get(c)
+            if p != source.provenance.get(c):
+                mixed.add(c)
+            if c in temps:
+                t = _temperature(p)
+                temps[c][t] = temps[c].get(t, 0) + 1
 
     engine.map(pass1, shards, load=lambda s: source.read(s, facts=False), workers=1, desc="report: pass 1 (scores)")
 
@@ -118,8 +145,10 @@ def compute_figures(source, subsets, seed: int = 0, sample_size: int = 100_000, 
     sub_side = {s.name: CountHistogram(SIDE_EDGES) for s in subsets}
     sub_kept = {s.name: 0 for s in subsets}
     have_sizes = [True]
+    dedup = {arch: DedupAccumulator(arch, m, c, source.num_clusters(arch, source.provenance), dedup_pairs)
+             for arch, (m, c) in source.dedup.items()}
 
-    def pass2(_shard, d):
+    def pass2(shard, d):
         uids, text = d["uids"], d["text"]
         words, side = _words(text), _short_side(d)
         if side is None:
@@ -144,6 +173,8 @@ def compute_figures(source, subsets, seed: int = 0, sample_size: int = 100_000, 
             sub_side[s.name].update(side[m & np.isfinite(side)])
             rows[f"in:{s.name}"] = m
         sample.update(sample_keys(uids, seed, SAMPLE_STREAM), rows)
+        for acc in dedup.values():
+            acc.update(shard.index, d["scores"][acc.maxsim_column], d["ids"][acc.cluster_column], uids, texts)
 
     def load2(shard):
         d = source.read(shard, facts=True)
@@ -180,7 +211,13 @@ def compute_figures(source, subsets, seed: int = 0, sample_size: int = 100_000, 
             "thresholds": [dict(t, subset=s.name) for s in subsets for t in s.thresholds() if t["column"] == c],
             "top": [_example(e) for e in extremes[c].top],
             "bottom": [_example(e) for e in extremes[c].bottom],
+            "temperature": None,
         }
+        if c in temps:
+            scale, where = _temperature(source.provenance.get(c))
+            figures["columns"][c]["temperature"] = {
+                "logit_scale": scale, "source": where, "mixed": len(temps[c]) > 1,
+                "values": [{"logit_scale": a, "source": b, "shards": k} for (a, b), k in temps[c].items()]}
     figures["correlations"] = {
         "columns": columns,
         "pearson": [[_finite_or_none(v) for v in row] for row in co.pearson()],
@@ -213,6 +250,7 @@ def compute_figures(source, subsets, seed: int = 0, sample_size: int = 100_000, 
     figures["pool"]["short_side"] = ({"edges": _edges(SIDE_EDGES), "counts": pool_side.counts.tolist()}
                                      if have_sizes[0] else None)
     figures["overlap"] = overlap(subsets)
+    figures["dedup"] = dedup_figures(source, dedup, engine, _shown, mixed)
     table = _sample_table(sample_rows, english, columns, subsets)
     return figures, table
 

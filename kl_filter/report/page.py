@@ -39,18 +39,19 @@ def _img(path: str, alt: str, cls: str = "plot") -> str:
     return f'<img class="{cls}" src="{_e(path)}" alt="{_e(alt)}">'
 
 
+def _example(r: dict, thumbs: dict) -> str:
+    """One example row: thumbnail (when there is one), score, caption and uid."""
+    t = thumbs.get(r["uid"])
+    pic = _img(t, f"image of {r['uid']}", "thumb") if t else ""
+    cap = _e(r["caption"]) + ("…" if r.get("truncated") else "")
+    score = "" if r["score"] is None else f"{r['score']:.4f}"
+    return (f'<div class="ex">{pic}<span class="s">{score}</span>'
+            f'<span class="c">{cap or "<i>(empty caption)</i>"}<br><span class="muted">{_e(r["uid"])}</span>'
+            f"</span></div>")
+
+
 def _examples(title: str, rows: list, thumbs: dict) -> str:
-    out = [f"<div><h4>{_e(title)}</h4>"]
-    for r in rows:
-        t = thumbs.get(r["uid"])
-        pic = _img(t, f"image of {r['uid']}", "thumb") if t else ""
-        cap = _e(r["caption"]) + ("…" if r.get("truncated") else "")
-        score = "" if r["score"] is None else f"{r['score']:.4f}"
-        out.append(f'<div class="ex">{pic}<span class="s">{score}</span>'
-                   f'<span class="c">{cap or "<i>(empty caption)</i>"}<br><span class="muted">{_e(r["uid"])}</span>'
-                   f"</span></div>")
-    out.append("</div>")
-    return "".join(out)
+    return f"<div><h4>{_e(title)}</h4>" + "".join(_example(r, thumbs) for r in rows) + "</div>"
 
 
 def _table(head: list[str], rows: list[list[str]], left=1) -> str:
@@ -76,6 +77,68 @@ def _removed_table(subs: dict) -> str:
     return _table(["subset", "step", "kind", "rows removed", "share of pool", "rows remaining"], rows, left=3)
 
 
+def _scale(v) -> str:
+    return "—" if v is None else f"{v:.6g} (τ = {1 / v:.4g})" if v else f"{v:.6g}"
+
+
+def _temperature_cells(t: dict | None) -> list[str]:
+    """The logit scale of a column and where it came from ("—" for none; "mixed" when the shards disagree)."""
+    if t is None:
+        return ["—", "—"]
+    if t["mixed"]:
+        each = "; ".join(f"{_scale(v['logit_scale'])} from {_e(v['source'] or '—')} in {v['shards']:,} "
+                         f"shard{'s' if v['shards'] != 1 else ''}" for v in t["values"])
+        return ["mixed", f"mixed<br><span class='muted'>{each}</span>"]
+    return [_scale(t["logit_scale"]), _e(t["source"]) if t["source"] else "—"]
+
+
+def _pair(p: dict, thumbs: dict) -> str:
+    """One duplicate pair: the row (score: its maxsim) beside the earlier row of its cluster it duplicates (score:
+    their cosine)."""
+    head = (f"<p class='muted'>cluster {p['cluster']:,} · maxsim {p['maxsim']:.6f} · cosine of the pair "
+            f"{_f(p['cosine'], '{:.6f}')}{'' if p['agrees'] else ' <b>(≠ maxsim)</b>'}</p>")
+    right = _example(p["partner"], thumbs) if p["partner"] else "<p class='muted'>not found</p>"
+    return head + f'<div class="pair"><div>{_example(p["row"], thumbs)}</div><div>{right}</div></div>'
+
+
+def _dedup(dedup: dict, plots: set, thumbs: dict) -> list[str]:
+    p = ['<h2 id="dedup">Semantic deduplication (SemDeDup)</h2>',
+         "<p class='muted'>From the score files' <code>semdedup_{arch}_maxsim</code> (each row's largest cosine to an "
+         "earlier row of its k-means cluster) and <code>semdedup_{arch}_cluster</code> columns, written by "
+         "<code>kl-filter select --name semdedup ... --scores_dir</code>. A row is a duplicate at ε when "
+         "maxsim &gt; 1 − ε: the kept counts are what <code>select --eps ε</code> keeps, exactly.</p>"]
+    for arch, d in dedup.items():
+        c, k, prov = d["clusters"], d["kept"], d["provenance"] or {}
+        run = ", ".join(f"{key} {_e(prov[key])}" for key in ("num_clusters", "keep", "seed", "kmeans_iterations",
+                                                            "kmeans_init") if key in prov)
+        p.append(f"<h3>{_e(arch)}</h3><p class='muted'>{run or 'provenance not recorded'}</p>")
+        p.append(_table(["clusters", "non-empty", "empty", "rows", "largest", "median", "mean", "smallest non-empty"],
+                        [[f"{c['num_clusters']:,}", f"{c['nonempty']:,}", f"{c['empty']:,}", f"{c['rows']:,}",
+                          f"{c['largest']:,}", _f(c["median"], "{:g}"), _f(c["mean"], "{:.1f}"),
+                          "–" if c["smallest_nonempty"] is None else f"{c['smallest_nonempty']:,}"]], left=0))
+        p.append('<div class="pair">' + "".join(f"<div>{_img(f, f)}</div>" for f in
+                                                (f"plots/dedup_sizes_{slug(arch)}.png",
+                                                 f"plots/dedup_kept_{slug(arch)}.png") if f in plots) + "</div>")
+        rows = []
+        for e in k["marks"]:
+            i = k["eps"].index(e)
+            rows.append([f"{e:g}", f"{k['threshold'][i]:.9g}", f"{k['kept'][i]:,}", _pct(k["share"][i]),
+                         f"{d['rows'] - k['kept'][i]:,}"])
+        p.append(_table(["ε", "keep maxsim ≤", "rows kept", "share of pool", "rows dropped"], rows, left=0))
+        p.append(f"<p class='muted'>{len(k['eps'])} values of ε from {k['eps'][0]:g} to {k['eps'][-1]:g} in "
+                 "figures.json; the threshold is the largest float32 not above 1 − ε.</p>")
+        if d["pairs_unavailable"]:
+            p.append(f"<p class='muted'>Duplicate pairs not shown: {_e(d['pairs_unavailable'])}.</p>")
+        elif d["pairs"]:
+            p.append(f"<p class='muted'>The {len(d['pairs'])} rows with the highest maxsim, each beside the earlier "
+                     "row of its cluster (in the scorer's order, recomputed from the saved centroids) with the "
+                     "largest cosine: the row it is a duplicate of.</p>")
+            p.append('<div class="pair"><h4>duplicate (score: maxsim)</h4>'
+                     "<h4>the earlier row it duplicates (score: cosine)</h4></div>")
+            p += [_pair(x, thumbs) for x in d["pairs"]]
+    return p
+
+
 def render(figures: dict, plots: set, thumbs: dict, meta: dict) -> str:
     pool, cols, subs = figures["pool"], figures["columns"], figures["subsets"]
     p = []
@@ -85,7 +148,8 @@ def render(figures: dict, plots: set, thumbs: dict, meta: dict) -> str:
              f"kl-filter {_e(meta['version'])} · {_e(meta['created'])}</p>")
     p.append('<nav><a href="#subsets">Subsets</a><a href="#removed">Rows removed</a><a href="#overlap">Overlap</a>'
              '<a href="#kept">Kept and dropped</a>'
-             '<a href="#scores">Score columns</a>'
+             + ('<a href="#dedup">SemDeDup</a>' if figures.get("dedup") else "")
+             + '<a href="#scores">Score columns</a>'
              '<a href="#correlations">Correlations</a><a href="#ngrams">N-gram analysis</a></nav>')
 
     # subsets
@@ -142,12 +206,21 @@ def render(figures: dict, plots: set, thumbs: dict, meta: dict) -> str:
                  + _examples(f"dropped: {len(s['dropped_examples'])} random", s["dropped_examples"], thumbs)
                  + "</div>")
 
+    # semantic deduplication
+    if figures.get("dedup"):
+        p += _dedup(figures["dedup"], plots, thumbs)
+
     # score columns
     p.append('<h2 id="scores">Score columns</h2>')
     rows = [[_e(c), _e(figures["column_source"][c]), f"{v['summary']['count']:,}", f"{v['summary']['nan']:,}",
-             _f(v["summary"]["mean"]), _f(v["summary"]["std"]), _f(v["summary"]["min"]), _f(v["summary"]["max"])]
+             _f(v["summary"]["mean"]), _f(v["summary"]["std"]), _f(v["summary"]["min"]), _f(v["summary"]["max"]),
+             *_temperature_cells(v.get("temperature"))]
             for c, v in cols.items()]
-    p.append(_table(["column", "from", "rows", "NaN", "mean", "std", "min", "max"], rows, left=2))
+    p.append(_table(["column", "from", "rows", "NaN", "mean", "std", "min", "max", "logit scale", "scale from"],
+                    rows, left={0, 1, 9}))
+    p.append("<p class='muted'>logit scale: the temperature a density-ratio score was computed at (a = 1/τ, from "
+             "the column's provenance in the score files; — when it records none, as for the pool's CLIP "
+             "scores; mixed when the shards' files disagree).</p>")
     for c, v in cols.items():
         p.append(f'<h3 id="col-{slug(c)}">{_e(c)}</h3>')
         f = f"plots/hist_{slug(c)}.png"
