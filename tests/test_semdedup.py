@@ -32,6 +32,26 @@ def test_earlier_max_similarity_matches_float64(n, rows, cols):
     assert got.dtype == np.float32 and np.max(np.abs(got - ref_earlier_max(x))) < 1e-6
 
 
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch not installed")
+@pytest.mark.parametrize("n, rows, cols", [(1, 4, 4), (300, 64, 100), (1000, 256, 300)])
+def test_gpu_twin_matches_float64_and_numpy(n, rows, cols):
+    """The torch path a GPU runs (earlier_max_similarity_torch), here on the CPU: float64 to 1e-6, and the same
+    duplicate decisions as the NumPy path except within float32 rounding of the threshold."""
+    from kl_filter.scores.semdedup import earlier_max_similarity_torch
+
+    rng = np.random.default_rng(n)
+    x = unit(rng, n, 96)
+    x[n // 2:] = x[: n - n // 2] * 0.9 + unit(rng, n - n // 2, 96) * 0.1
+    x[n - n // 4:] = x[: n // 4]  # exact copies too
+    got = earlier_max_similarity_torch(x, "cpu", rows, cols)
+    ref = ref_earlier_max(x)
+    assert got.dtype == np.float32 and np.max(np.abs(got - ref)) < 1e-6
+    cpu = earlier_max_similarity(x)
+    t = duplicate_threshold(0.01)
+    differ = (got <= t) != (cpu <= t)
+    assert not np.any(differ & (np.abs(cpu - t) > 1e-6))
+
+
 def test_sortable_keys_and_threshold():
     v = np.array([-np.inf, -2.5, -0.0, 0.0, 1e-30, 0.99, np.inf, np.nan], np.float32)
     assert np.all(np.diff(sortable_u32(v).astype(np.int64)) >= 0)

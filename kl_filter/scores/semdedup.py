@@ -40,6 +40,8 @@ SAMPLE_CAP = 1_000_000          # ... at most this many rows (3 GB of float32 at
 DEFAULT_ITERATIONS = 25         # faiss's default niter; fixed, no tolerance test (identical work on every run)
 BLOCK_ROWS = 1024               # within-cluster similarities: BLOCK_ROWS × BLOCK_COLS float32 at a time (16 MB)
 BLOCK_COLS = 4096
+GPU_BLOCK_ROWS = 4096           # the same step on a GPU (earlier_max_similarity_torch): 256 MB blocks
+GPU_BLOCK_COLS = 16384
 ASSIGN_BLOCK = 1 << 22          # nearest centroid: rows per block × K ≤ this many similarities (16 MB)
 MAX_CLUSTERS = 1 << 24          # cluster ids are stored in a float32 column: exact up to 2**24
 ALGORITHM = "semdedup-1"        # bump when a change alters the columns: stored columns are then recomputed
@@ -167,6 +169,38 @@ def earlier_max_similarity(x: np.ndarray, block_rows: int = BLOCK_ROWS, block_co
     return out
 
 
+def earlier_max_similarity_torch(x: np.ndarray, device: str = "cuda", block_rows: int = GPU_BLOCK_ROWS,
+                                 block_cols: int = GPU_BLOCK_COLS) -> np.ndarray:
+    """The GPU twin of :func:`earlier_max_similarity` (torch, float32 products with TF32 off, the same blocks'
+    shape at GPU sizes: 4096 × 16384 similarities, 256 MB). Runs on any torch device, so CPU tests cover it.
+
+    Agrees with the NumPy path to float32 rounding (a few 1e-7: the dot products are summed in another order), so
+    a row whose maxsim sits within that of 1 − ε may be decided differently on a GPU than on a CPU; every other row
+    is decided the same. Results are identical for any worker count on one device kind."""
+    import torch
+
+    xn = torch.from_numpy(_normalise(x)).to(device)
+    n = len(xn)
+    out = torch.full((n,), -float("inf"), dtype=torch.float32, device=device)
+    tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False  # TF32 rounds the inputs to 10 mantissa bits: 1e-3 errors
+    try:
+        with torch.inference_mode():
+            for j0 in range(0, n, block_rows):
+                xj = xn[j0: j0 + block_rows]
+                b = len(xj)
+                best = out[j0: j0 + b]
+                for i0 in range(0, j0, block_cols):
+                    torch.maximum(best, (xj @ xn[i0: min(i0 + block_cols, j0)].T).amax(dim=1), out=best)
+                s = xj @ xj.T
+                s.masked_fill_(torch.ones(b, b, dtype=torch.bool, device=device).triu_(), -float("inf"))
+                torch.maximum(best, s.amax(dim=1), out=best)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+    out[torch.isneginf(out)] = -1.0
+    return out.cpu().numpy()
+
+
 def sortable_u32(v: np.ndarray) -> np.ndarray:
     """float32 → uint32 with the same order (NaN sorts after +inf)."""
     v = np.where(np.isnan(v), np.float32(np.inf), np.asarray(v, np.float32))
@@ -216,6 +250,7 @@ class SemDeDupScorer(BucketScorer):
     """
 
     name = "semdedup"
+    gpu = True  # the within-cluster step (k-means and the assignment stay on the CPU: one result for any device)
 
     def __init__(self, arch: Literal["b32", "l14"] = "l14", num_clusters: int = 50,
                  keep: Literal["hard", "easy", "clip_score", "random"] = "hard",
@@ -298,7 +333,8 @@ class SemDeDupScorer(BucketScorer):
                          {"cluster": [lab.astype(np.float32) for lab in labels]})
 
     def score_bucket(self, payload, device="cpu"):
-        maxsim = earlier_max_similarity(payload[self.keys[0]])
+        x = payload[self.keys[0]]
+        maxsim = earlier_max_similarity_torch(x, device) if device.startswith("cuda") else earlier_max_similarity(x)
         if not np.isfinite(maxsim).all():
             raise KLFilterError(f"SemDeDup similarity is not finite for {int((~np.isfinite(maxsim)).sum())} rows")
         return {self.outputs()[0]: maxsim, self.outputs()[1]: payload["cluster"]}
