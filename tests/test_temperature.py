@@ -11,6 +11,7 @@ import pytest
 
 from conftest import run_cli
 from kl_filter.errors import KLFilterError
+from kl_filter.fspath import url_to_fs
 from kl_filter.pool import Pool
 from kl_filter.pool.temperature import MANIFEST, family_temperature, read_manifest, record_family, resolve
 from minipool import make_minipool
@@ -150,7 +151,7 @@ def test_a_manifest_that_is_not_a_file(tmp_path):
     root = make_minipool(tmp_path / "pool", shards=1, n=10)
     os.mkdir(tmp_path / "pool" / MANIFEST)
     with pytest.raises(KLFilterError, match="directory"):
-        read_manifest(*__import__("kl_filter.fspath", fromlist=["url_to_fs"]).url_to_fs(f"{root}/{MANIFEST}"))
+        read_manifest(*url_to_fs(f"{root}/{MANIFEST}"))
     os.rmdir(tmp_path / "pool" / MANIFEST)
     os.symlink(tmp_path / "nowhere.json", tmp_path / "pool" / MANIFEST)
     with pytest.raises(KLFilterError, match="dangling symlink"):

@@ -19,10 +19,10 @@ For every pair of score-file columns ``semdedup_{arch}_maxsim`` / ``semdedup_{ar
 * **Duplicate pairs**: the ``k`` rows with the highest maxsim, each beside the row it duplicates. The partner is
   not stored; it is found again as the scorer defined it: ``maxsim_j = max_{i<j} cos(x_i, x_j)`` over the rows
   ``i`` that come before ``j`` in the cluster's order. That order is recomputed with the scorer's own code
-  (``_assign_shard``: the saved centroids, the keep rule's 64-bit key; equal keys in shard then row order, as the
+  (``assign_shard``: the saved centroids, the keep rule's 64-bit key; equal keys in shard then row order, as the
   bucket stage gathers them), the assignment is checked against the stored cluster column on every row, and the
   partner is the earlier row of the cluster with the largest float32 cosine (of the float32-renormalised rows,
-  :func:`~kl_filter.scores.semdedup._normalise`; ties to the earliest). Its cosine equals the row's maxsim up to
+  :func:`~kl_filter.scores.semdedup.normalise_rows`; ties to the earliest). Its cosine equals the row's maxsim up to
   float32 rounding (another product order than the scorer's blocks); ``agrees`` records
   ``|cosine − maxsim| <= PAIR_TOLERANCE``. This needs the centroids the run saved
   (``SCORES_DIR/semdedup_centroids/``, found by their provenance) and one nearest-centroid pass over the pool's
@@ -38,9 +38,7 @@ import logging
 import numpy as np
 
 from ..errors import KLFilterError
-from ..fspath import url_to_fs
-from ..scores.semdedup import (SemDeDupScorer, _assign_shard, _normalise, duplicate_threshold,
-                               load_centroids)
+from ..scores.semdedup import SemDeDupScorer, assign_shard, duplicate_threshold, load_centroids, normalise_rows
 from ..scores.stage import read_columns
 from ..selection.threshold import keep_mask
 from .accumulate import Extremes
@@ -127,16 +125,10 @@ def _scorer(provenance: dict) -> tuple[SemDeDupScorer, int] | str:
 
 
 def _centroids(scores_dir: str, scorer: SemDeDupScorer, pool, seed: int) -> tuple[np.ndarray, str] | None:
-    """The saved centroids whose provenance is this run's (the scorer names them by a digest of it)."""
-    prov = scorer.centroid_provenance(pool, seed)
-    fs, root = url_to_fs(scores_dir)
-    pattern = f"{root.rstrip('/')}/semdedup_centroids/{scorer.arch}_k{scorer.num_clusters}_*.npz"
-    for p in sorted(fs.glob(pattern)):
-        path = p if "://" not in scores_dir else fs.unstrip_protocol(p)
-        c = load_centroids(path, prov)
-        if c is not None:
-            return c, path
-    return None
+    """The saved centroids whose provenance is this run's (where the scorer saved them)."""
+    path = scorer.centroid_path(scores_dir, pool, seed)
+    c = load_centroids(path, scorer.centroid_provenance(pool, seed))
+    return None if c is None else (c, path)
 
 
 def _earlier(keys, shard_index: int, rows, key, t_shard: int, t_row: int) -> np.ndarray:
@@ -164,7 +156,7 @@ def find_partners(source, arch: str, top: list, engine) -> tuple[list, str | Non
 
     def assign(shard):
         """The scorer's own assignment of one shard, checked against the stored cluster column."""
-        labels, keys = _assign_shard(pool, shard, centroids, key, scorer.keep, seed, scorer.clip_column)
+        labels, keys = assign_shard(pool, shard, centroids, key, scorer.keep, seed, scorer.clip_column)
         path = source.score_path(shard)
         stored = read_columns(path, [cluster_col])[cluster_col]
         if len(stored) != len(labels) or not np.array_equal(stored, labels.astype(np.float32)):
@@ -183,7 +175,7 @@ def find_partners(source, arch: str, top: list, engine) -> tuple[list, str | Non
         shard = pool.shards[si]
         labels, keys = assign(shard)
         emb = pool.read_embeddings(shard, (key,), len(labels))[key]
-        return [(t, keys[row], _normalise(emb[row: row + 1])[0]) for t, row in by_shard[si]]
+        return [(t, keys[row], normalise_rows(emb[row: row + 1])[0]) for t, row in by_shard[si]]
 
     for got in engine.map(target_rows, [(si,) for si in sorted(by_shard)], desc=f"report: dedup {arch} pairs"):
         for t, k, vec in got:
@@ -199,7 +191,7 @@ def find_partners(source, arch: str, top: list, engine) -> tuple[list, str | Non
         if not len(rows):
             return out
         emb = pool.read_embeddings(shard, (key,), len(labels))[key]
-        cos = _normalise(emb[rows]) @ vecs.T  # [rows, targets], float32
+        cos = normalise_rows(emb[rows]) @ vecs.T  # [rows, targets], float32
         lab, k = labels[rows], keys[rows]
         for t, (_, _, _, t_shard, t_row, c, _) in enumerate(top):
             m = (lab == c) & _earlier(k, shard.index, rows, targets[t][0], t_shard, t_row)

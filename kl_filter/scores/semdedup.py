@@ -57,7 +57,7 @@ _SAMPLE_SALT = 0x73656D64656475  # "semdedu": the k-means sample's hash stream (
 _ORDER_SALT = 0x6F72646572       # "order": ties within a cluster, and the random keep rule
 
 
-def _normalise(x: np.ndarray) -> np.ndarray:
+def normalise_rows(x: np.ndarray) -> np.ndarray:
     """Float32 rows of unit norm (the pool's float16 rows are unit only to about 1e-3; zero rows stay zero)."""
     x = np.asarray(x, dtype=np.float32)
     norm = np.sqrt(np.einsum("ij,ij->i", x, x))
@@ -72,7 +72,7 @@ def _nearest(x: np.ndarray, c: np.ndarray, normalise: bool = False) -> tuple[np.
     labels, sims = np.empty(n, np.int32), np.empty(n, np.float32)
     step = max(1, ASSIGN_BLOCK // max(len(c), 1))
     for r0 in range(0, n, step):
-        s = (_normalise(x[r0: r0 + step]) if normalise else x[r0: r0 + step]) @ c.T
+        s = (normalise_rows(x[r0: r0 + step]) if normalise else x[r0: r0 + step]) @ c.T
         lab = s.argmax(axis=1)
         labels[r0: r0 + len(s)] = lab
         sims[r0: r0 + len(s)] = s[np.arange(len(s)), lab]
@@ -122,7 +122,7 @@ def spherical_kmeans(sample: np.ndarray, k: int, iterations: int = DEFAULT_ITERA
     """Spherical k-means (Lloyd iterations on the unit sphere: assign by largest cosine, centre = the normalised
     mean of its rows) in float32 with float64 sums; one BLAS thread, so the result depends on the data and seed
     only. An emptied cluster is re-seeded with the row farthest from its centre (the worst-fit rows, in order)."""
-    x = _normalise(sample)
+    x = normalise_rows(sample)
     m = len(x)
     if not 1 <= k <= m:
         raise KLFilterError(f"k-means needs 1 <= K <= sample rows, got K={k} for {m} rows")
@@ -149,7 +149,7 @@ def earlier_max_similarity(x: np.ndarray, block_rows: int = BLOCK_ROWS, block_co
 
     Float32 products of float32-renormalised rows, BLOCK_ROWS rows against BLOCK_COLS earlier rows at a time: the
     similarity matrix is never held whole (memory: the cluster's rows in float32 plus one 16 MB block)."""
-    xn = _normalise(x)
+    xn = normalise_rows(x)
     n = len(xn)
     out = np.full(n, -np.inf, np.float32)
     buf = np.empty((block_rows, max(block_rows, block_cols)), np.float32)
@@ -179,7 +179,7 @@ def earlier_max_similarity_torch(x: np.ndarray, device: str = "cuda", block_rows
     is decided the same. Results are identical for any worker count on one device kind."""
     import torch
 
-    xn = torch.from_numpy(_normalise(x)).to(device)
+    xn = torch.from_numpy(normalise_rows(x)).to(device)
     n = len(xn)
     out = torch.full((n,), -float("inf"), dtype=torch.float32, device=device)
     tf32 = torch.backends.cuda.matmul.allow_tf32
@@ -232,7 +232,7 @@ def _sample_rows(pool, shard, seed: int, cut: int, key: str):
     return keys[rows], data.uids[rows], emb[rows]
 
 
-def _assign_shard(pool, shard, centroids: np.ndarray, key: str, keep: str, seed: int, clip_column: str):
+def assign_shard(pool, shard, centroids: np.ndarray, key: str, keep: str, seed: int, clip_column: str):
     data = pool.read(shard, (clip_column,) if keep == "clip_score" else (), (key,))
     labels, sims = _nearest(data[key], centroids, normalise=True)  # float32 one block at a time
     clip = data.column(clip_column) if keep == "clip_score" else None
@@ -285,6 +285,11 @@ class SemDeDupScorer(BucketScorer):
                 "sample_rows": self.sample_size(sum(pool.row_counts)), "algorithm": ALGORITHM,
                 "implementation": "numpy spherical k-means, float32, one BLAS thread"}
 
+    def centroid_path(self, scores_dir: str, pool, seed: int) -> str:
+        """Where the centroids of this provenance are saved: named by a digest of it."""
+        digest = hashlib.sha256(json.dumps(self.centroid_provenance(pool, seed), sort_keys=True).encode()).hexdigest()
+        return f"{scores_dir.rstrip('/')}/semdedup_centroids/{self.arch}_k{self.num_clusters}_{digest[:12]}.npz"
+
     def draw_sample(self, pool, engine, seed: int) -> np.ndarray:
         """The k-means sample: the m rows with the smallest seeded uid hash (ties by uid), in that order, read in
         two passes (the keys, 8 bytes a row; then only the chosen rows' embeddings)."""
@@ -303,9 +308,7 @@ class SemDeDupScorer(BucketScorer):
         prov = self.centroid_provenance(pool, seed)
         path = None
         if scores_dir is not None:
-            digest = hashlib.sha256(json.dumps(prov, sort_keys=True).encode()).hexdigest()[:12]
-            path = (f"{scores_dir.rstrip('/')}/semdedup_centroids/"
-                    f"{self.arch}_k{self.num_clusters}_{digest}.npz")
+            path = self.centroid_path(scores_dir, pool, seed)
             got = load_centroids(path, prov)
             if got is not None:
                 return got
@@ -326,7 +329,7 @@ class SemDeDupScorer(BucketScorer):
             raise KLFilterError(f"--num_clusters {self.num_clusters} is larger than the pool ({n} rows)",
                                 pool.metadata_dir)
         c = self.centroids(pool, engine, seed, scores_dir)
-        res = engine.map(_assign_shard, [(pool, s, c, self.keys[0], self.keep, seed, self.clip_column)
+        res = engine.map(assign_shard, [(pool, s, c, self.keys[0], self.keep, seed, self.clip_column)
                                          for s in pool.shards], desc="semdedup: assign")
         labels = [r[0] for r in res]
         return Partition(labels, self.num_clusters, [r[1] for r in res],
