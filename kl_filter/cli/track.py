@@ -25,6 +25,12 @@ def add_parser(sub) -> None:
                    help="training processes, one torch thread each (default: min(2, cores))")
     p.add_argument("--work_dir", default=None, help="intermediate files (default OUT/work)")
     p.add_argument("--keep_work", action="store_true", help="keep the pool, metadata, teachers and reshards")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--iwl", dest="iwl", action="store_true", default=None,
+                   help="run the IWL experiment (importance weights toward the handwritten digits: uniform, "
+                        "IWL-resampled and IWL-weighted students per seed, OUT/iwl.md); the default without --quick")
+    g.add_argument("--no_iwl", dest="iwl", action="store_false",
+                   help="skip the IWL experiment (the default with --quick)")
     p.set_defaults(func=run)
 
 
@@ -45,11 +51,17 @@ def run(args) -> int:
                     pool_seed=args.pool_seed, keep_work=args.keep_work, work_dir=args.work_dir,
                     num_workers=args.num_workers, train_workers=args.train_workers,
                     kl_num_samples=args.kl_num_samples, negcliploss_batch_size=args.negcliploss_batch_size,
-                    argv=["kl-filter", *sys.argv[1:]])
+                    iwl=args.iwl, argv=["kl-filter", *sys.argv[1:]])
     print(f"track: {len(rec['results'])} recipe(s) x {len(rec['seeds'])} seed(s) in {rec['wall_time_s'] / 60:.1f} min"
           f" -> {os.path.join(args.out, 'results.md')}"
           + (f"; skipped: {', '.join(s['recipe'] for s in rec['skipped'])}" if rec["skipped"] else ""))
     for r in rec["results"]:
         print(f"  {r['recipe']:<36} {r['subset_size']:>7,} ({100 * r['subset_share']:5.1f}%)  "
               f"average {r['average_mean']:.3f} ± {r['average_std']:.3f}")
+    if rec.get("iwl"):
+        print(f"track: IWL toward the digits (a = {rec['iwl']['logit_scale']:.4g}) -> "
+              f"{os.path.join(args.out, 'iwl.md')}")
+        for name, st in rec["iwl"]["students"].items():
+            print(f"  {name:<36} digits macro-F1 {st['zs_digits_f1_mean']:.3f} ± {st['zs_digits_f1_std']:.3f}  "
+                  f"acc {st['zs_digits_mean']:.3f} ± {st['zs_digits_std']:.3f}")
     return 0

@@ -2,7 +2,9 @@
 
 The student is SPEC §10's tiny config; the small teacher stands in for OpenAI's ViT-B/32 (family b32, 512-d) and
 the larger one for ViT-L/14 (family l14, 768-d). :func:`evaluate` computes the ``METRICS`` on
-:func:`.evalsets.eval_sets`.
+:func:`.evalsets.eval_sets`, plus the zero-shot tasks' macro F1 (``EXTRA_METRICS``, kept in run.json, not in the
+results table). :func:`train_clip` trains with open_clip's ``ClipLoss``, or with per-sample weights
+(:func:`weighted_clip_loss`, the IWL authors' weighted loss).
 """
 
 from __future__ import annotations
@@ -46,6 +48,11 @@ METRIC_DOC = {
     "i2t_r1": "image→text recall@1", "i2t_r5": "image→text recall@5",
     "t2i_r1": "text→image recall@1", "t2i_r5": "text→image recall@5",
 }
+# computed by :func:`evaluate` for every model (kept in run.json), not columns of the results table
+EXTRA_METRICS = {
+    "zs_scenes_f1": "zero-shot macro F1 over the 6 scene classes (unweighted mean of the per-class F1)",
+    "zs_digits_f1": "zero-shot macro F1 over the 10 digit classes (unweighted mean of the per-class F1)",
+}
 
 
 def require_torch():
@@ -76,17 +83,56 @@ def _to_input(torch, images_u8):
     return (x - mean) / std
 
 
+def weighted_clip_loss(image_features, text_features, logit_scale, weights):
+    """The IWL authors' per-sample weighted CLIP loss (written here, not copied), for one batch of B pairs::
+
+        loss = (1/B) Σ_j w_j · ½ (CE_image→text_j + CE_text→image_j)
+
+    with ``CE_image→text_j`` the cross-entropy of image j's logits over the batch's texts against its own text
+    (``logits = logit_scale · image_features @ text_features.T``, the features already unit-normalised by the
+    model) and ``CE_text→image_j`` the same for text j over the images. ``weights`` (B,) are the batch's
+    importance weights as given (the trainer samples uniformly, so the batch loss is an unbiased estimate of the
+    w-weighted pool loss; it does not renormalise within the batch). With every w_j = 1 this is open_clip's
+    ``ClipLoss`` (the mean of the two mean cross-entropies; tested within 1e-6).
+    """
+    torch, _ = require_torch()
+    f = torch.nn.functional
+    logits = logit_scale * image_features @ text_features.T
+    labels = torch.arange(logits.shape[0], device=logits.device)
+    ce_i2t = f.cross_entropy(logits, labels, reduction="none")
+    ce_t2i = f.cross_entropy(logits.T, labels, reduction="none")
+    return (weights.to(logits.dtype) * (0.5 * (ce_i2t + ce_t2i))).mean()
+
+
+def check_sample_weights(weights, n: int) -> np.ndarray:
+    """``weights`` as a float64 (n,) array of finite non-negative numbers with a positive sum, or one line."""
+    w = np.asarray(weights, dtype=np.float64)
+    if w.shape != (n,):
+        raise KLFilterError(f"sample weights have shape {w.shape}, the training set {n} rows")
+    if not np.isfinite(w).all() or (w < 0).any():
+        raise KLFilterError("sample weights must be finite and >= 0")
+    if not w.sum() > 0:
+        raise KLFilterError("sample weights are all zero")
+    return w
+
+
 def train_clip(model_name: str, images: np.ndarray, texts: list[str], samples_seen: int, batch_size: int, lr: float,
-               seed: int, warmup_frac: float = 0.1, weight_decay: float = 0.2, beta2: float = 0.98):
+               seed: int, warmup_frac: float = 0.1, weight_decay: float = 0.2, beta2: float = 0.98,
+               weights: np.ndarray | None = None):
     """Train ``model_name`` from scratch with CLIP's InfoNCE for ``samples_seen`` samples drawn WITH replacement.
 
     AdamW (no decay on gains, biases, embeddings' positional terms and the logit scale, as open_clip_train),
     linear warmup then cosine decay, logit scale clamped at 100. Returns (model, info).
+
+    ``weights`` (one per row, e.g. IWL's importance weights self-normalised to mean 1 over the training set):
+    the batches are drawn exactly as without weights (uniformly, with replacement, the same indices for the same
+    seed) and each batch's loss is :func:`weighted_clip_loss`; without them it is open_clip's ``ClipLoss``.
     """
     torch, open_clip = require_torch()
     n = len(texts)
     if n == 0:
         raise KLFilterError("cannot train on an empty subset")
+    w_all = None if weights is None else torch.as_tensor(check_sample_weights(weights, n), dtype=torch.float32)
     torch.manual_seed(seed)
     model = open_clip.create_model(model_name)
     model.train()
@@ -116,7 +162,7 @@ def train_clip(model_name: str, images: np.ndarray, texts: list[str], samples_se
         idx = torch.as_tensor(rng.integers(0, n, size=batch_size))
         x = _to_input(torch, images_t[idx])
         img, txt, scale = model(x, tokens[idx])[:3]
-        loss = loss_fn(img, txt, scale)
+        loss = loss_fn(img, txt, scale) if w_all is None else weighted_clip_loss(img, txt, scale, w_all[idx])
         if not torch.isfinite(loss):
             raise KLFilterError(f"training {model_name} diverged at step {step} (loss {loss.item()})")
         opt.zero_grad(set_to_none=True)
@@ -129,6 +175,13 @@ def train_clip(model_name: str, images: np.ndarray, texts: list[str], samples_se
     info = {"steps": steps, "samples_seen": steps * batch_size, "unique_samples": n, "epochs": steps * batch_size / n,
             "final_loss": float(np.mean(losses[-max(1, steps // 10):])), "logit_scale": float(model.logit_scale.detach().exp()),
             "seconds": round(time.perf_counter() - t0, 2)}
+    if weights is not None:
+        w = np.asarray(weights, dtype=np.float64)
+        info["loss"] = "weighted_clip"
+        info["weights"] = {"mean": float(w.mean()), "max": float(w.max()), "min": float(w.min()),
+                           "effective_sample_size": float(w.sum() ** 2 / np.dot(w, w))}
+    else:
+        info["loss"] = "clip"
     return model, info
 
 
@@ -148,8 +201,22 @@ def _encode_texts(torch, model, tokenizer, texts, batch=512):
     return torch.cat(out)
 
 
+def macro_f1(pred, labels, num_classes: int) -> float:
+    """Macro F1 over the classes 0..num_classes-1: the unweighted mean of each class's F1 = 2TP / (2TP + FP + FN),
+    a class with no true and no predicted row counting 0 (as ``sklearn.metrics.f1_score(average="macro",
+    labels=range(num_classes), zero_division=0)``; tested)."""
+    pred, labels = np.asarray(pred), np.asarray(labels)
+    k = np.arange(num_classes)[:, None]
+    tp = ((pred == k) & (labels == k)).sum(1)
+    fp = ((pred == k) & (labels != k)).sum(1)
+    fn = ((pred != k) & (labels == k)).sum(1)
+    den = 2 * tp + fp + fn
+    return float(np.where(den > 0, 2 * tp / np.maximum(den, 1), 0.0).mean())
+
+
 def evaluate(model, model_name: str, evals: dict) -> dict:
-    """Zero-shot accuracy (scenes, digits) and retrieval recall@1/5 (both ways), all in [0, 1]."""
+    """Zero-shot accuracy (scenes, digits) and retrieval recall@1/5 (both ways), all in [0, 1]; plus each
+    zero-shot task's macro F1 (``zs_{task}_f1``, :data:`EXTRA_METRICS`)."""
     torch, open_clip = require_torch()
     tokenizer = open_clip.get_tokenizer(model_name)
     model.eval()
@@ -163,6 +230,7 @@ def evaluate(model, model_name: str, evals: dict) -> dict:
         im = _encode_images(torch, model, ev["images"])
         pred = (im @ t.T).argmax(1).numpy()
         out[f"zs_{task}"] = float((pred == ev["labels"]).mean())
+        out[f"zs_{task}_f1"] = macro_f1(pred, ev["labels"], len(prompts))
     ev = evals["retrieval"]
     im = _encode_images(torch, model, ev["images"])
     tx = _encode_texts(torch, model, tokenizer, ev["captions"])

@@ -14,7 +14,7 @@ from .pool import POOL_KINDS
 
 # The stages in the order they run; run.json stores keys sorted, so the page re-rendered from it keeps this order.
 STAGES = ("data_s", "embed_b32_s", "embed_l14_s", "teachers_ready_s", "targets_s", "filter_s", "reshard_s",
-          "students_wait_s", "total_s")
+          "iwl_s", "students_wait_s", "total_s")
 
 
 WANG = ("negcliploss", "normsim", "vas")  # Wang et al.'s filters (the bar chart's colour)
@@ -48,6 +48,10 @@ def write_results(out: str, rows: list, skipped: list, teachers: dict, record: d
     write_json(os.path.join(out, "run.json"), record)
     write_bytes(os.path.join(out, "results.md"), _markdown(rows, skipped, teachers, record).encode())
     _bar_chart(os.path.join(out, "results.png"), rows, seeds)
+    if record.get("iwl"):
+        from .iwl import write_iwl
+
+        write_iwl(out, record["iwl"], " ".join(map(str, record["command"])), record["config"])
 
 
 def _markdown(rows, skipped, teachers, record) -> str:
@@ -124,6 +128,11 @@ def _markdown(rows, skipped, teachers, record) -> str:
         notes.append(f"- {', '.join(f'`{u}`' for u in used) or 'no recipe'}: informed-target filter; target task "
                      f"{tg['description']}: {tg['rows']:,} unit {tg['family']} embeddings ({tg['dim']}-d, sha256 "
                      f"{tg['sha256'][:12]})")
+    iwl = record.get("iwl")
+    if iwl:
+        notes.append(f"- IWL (importance weights toward the handwritten digits, prompt \"{iwl['prompt']}\", "
+                     f"a = {iwl['logit_scale']:.4g}): uniform, IWL-resampled and IWL-weighted students in "
+                     "[iwl.md](iwl.md)")
     if notes:
         L += ["", "## Notes", ""] + notes
     L += ["", "Wall time by stage (s): " + ", ".join(f"{k} {v}" for k, v in _ordered(record["timings"], STAGES)), ""]

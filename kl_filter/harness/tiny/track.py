@@ -8,7 +8,7 @@ split).
 
 Outputs in ``out`` (written by :mod:`.results`): ``results.csv`` and ``results.md`` (per recipe: subset size and
 share, every metric's mean ± std over seeds), ``results.png`` (bar chart), ``run.json`` (command, seeds, versions,
-timings, every filter summary). Intermediate files go to ``out/work`` (deleted at the end unless ``keep_work``;
+timings, every filter summary; ``iwl``), and with the IWL experiment (:mod:`.iwl`) ``iwl.md`` and ``iwl.png``. Intermediate files go to ``out/work`` (deleted at the end unless ``keep_work``;
 the UID files are kept in ``out/subsets``).
 """
 
@@ -27,8 +27,8 @@ import numpy as np
 from ... import __version__
 from ...errors import KLFilterError
 from .evalsets import eval_sets
-from .models import (METRIC_DOC, METRICS, MODEL_CONFIGS, STUDENT, TEACHER_L, TEACHER_S, register_model_configs,
-                     require_torch)
+from .models import (EXTRA_METRICS, METRIC_DOC, METRICS, MODEL_CONFIGS, STUDENT, TEACHER_L, TEACHER_S,
+                     register_model_configs, require_torch)
 from .pool import make_pool, make_teacher_split
 from .results import write_results
 from .workers import executor, quiet_logs, train_task
@@ -230,11 +230,13 @@ def run_track(out: str, scale: str = "tiny", quick: bool = False, seeds: int | N
               recipes: list[str] | None = None, pool_seed: int = 0, keep_work: bool = False,
               work_dir: str | None = None, num_workers: int = 2, train_workers: int | None = None,
               config: TrackConfig | None = None, argv: list[str] | None = None,
-              kl_num_samples: int | None = None, negcliploss_batch_size: int | None = None) -> dict:
+              kl_num_samples: int | None = None, negcliploss_batch_size: int | None = None,
+              iwl: bool | None = None) -> dict:
     """Run the tiny track end to end into ``out``; returns the run record (also written to ``out/run.json``).
 
     ``kl_num_samples`` overrides the config's reference sample size N of the KL recipes, ``negcliploss_batch_size``
-    the config's batch size B of the negCLIPLoss recipes."""
+    the config's batch size B of the negCLIPLoss recipes. ``iwl`` runs the IWL experiment (:mod:`.iwl`: three
+    students per seed toward the handwritten digits, ``out/iwl.md``); default on, off with ``quick``."""
     if scale != "tiny":
         raise KLFilterError(f"--scale {scale!r}: only the offline 'tiny' scale runs here (small and larger scales "
                             "use DataComp's harness)")
@@ -245,6 +247,7 @@ def run_track(out: str, scale: str = "tiny", quick: bool = False, seeds: int | N
     if negcliploss_batch_size is not None:
         cfg = replace(cfg, negcliploss_batch_size=negcliploss_batch_size)
     seeds = seeds if seeds is not None else (1 if quick else 3)
+    iwl = (not quick) if iwl is None else iwl
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch, open_clip = require_torch()
     import pickle
@@ -361,6 +364,23 @@ def run_track(out: str, scale: str = "tiny", quick: bool = False, seeds: int | N
                 futs.append((row, s, ex.submit(train_task, spec)))
         timings.update(filter_s=round(filter_s, 2), reshard_s=round(reshard_s, 2))
 
+        # 5b. the IWL experiment (:mod:`.iwl`): its resampled subset and weights; its students start at once
+        iwl_run = None
+        if iwl:
+            from .iwl import IWLRun
+
+            t = time.perf_counter()
+            uniform = next((r for r in rows if r["recipe"] == "no_filter" and r["filter"] == "no_filter"
+                            and r["subset_size"] == pool_info["rows"]), None)
+            iwl_run = IWLRun.prepare(meta_dir=meta_dir, pool_dir=pool_dir, subsets_dir=subsets_dir, work=work,
+                                     scores_dir=scores_dir, truth=truth, teacher_model=teacher_futs["l14"][0]["model"],
+                                     teacher_checkpoint=teacher_futs["l14"][0]["checkpoint"], model_config=cfg_dir,
+                                     pool_seed=pool_seed, num_workers=num_workers,
+                                     uniform_dir=os.path.join(work, "reshard", "no_filter") if uniform else None)
+            iwl_run.submit(ex, train_task, {"model": STUDENT, "samples_seen": cfg.student_seen, "lr": cfg.student_lr,
+                                            "evals": evals_path, **common}, seeds)
+            stage("iwl_s", t)
+
         # 6-7. collect the students
         t = time.perf_counter()
         for row, s, fut in futs:
@@ -370,6 +390,8 @@ def run_track(out: str, scale: str = "tiny", quick: bool = False, seeds: int | N
                                     f"samples but the UID file has {row['subset_size']}")
             row["runs"].append({"seed": s, **res["eval"], "train": res["train"]})
             log.info("track: %s seed %d: average %.3f", row["recipe"], s, res["eval"]["average"])
+        if iwl_run is not None:
+            iwl_run.collect()
         stage("students_wait_s", t)
 
     for row in rows:
@@ -388,7 +410,9 @@ def run_track(out: str, scale: str = "tiny", quick: bool = False, seeds: int | N
         "machine": {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
                     "train_workers": train_workers, "torch_threads_per_worker": 1},
         "wall_time_s": timings["total_s"], "timings": timings, "pool": pool_info,
-        "teachers": teachers, "skipped": skipped, "metrics": METRIC_DOC, "results": rows,
+        "teachers": teachers, "skipped": skipped, "metrics": {**METRIC_DOC, **EXTRA_METRICS},
+        "results": rows,
+        "iwl": iwl_run.record(rows, seeds) if iwl_run is not None else None,
     }
     write_results(out, rows, skipped, teachers, record)
     if not keep_work:

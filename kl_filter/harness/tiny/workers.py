@@ -58,12 +58,22 @@ def _load_evals(path: str) -> dict:
 
 
 def train_task(spec: dict) -> dict:
-    """Train ``spec['model']`` on the tars in ``spec['data_dir']``, evaluate it, optionally save a checkpoint."""
+    """Train ``spec['model']`` on the tars in ``spec['data_dir']``, evaluate it, optionally save a checkpoint.
+
+    ``spec['weights']`` (optional): a weights file (uid, weight; ``kl-filter weights``' format) giving every
+    training sample its weight in the loss (:func:`.models.weighted_clip_loss`), mapped by uid."""
     torch, _ = require_torch()
-    images, texts, _ = _cached(("pairs", spec["data_dir"]), lambda: load_pairs(spec["data_dir"]))
+    images, texts, uids = _cached(("pairs", spec["data_dir"]), lambda: load_pairs(spec["data_dir"]))
     evals = _cached(("evals", spec["evals"]), lambda: _load_evals(spec["evals"]))
+    weights = None
+    if spec.get("weights"):
+        from .iwl import sample_weights
+
+        weights = sample_weights(spec["weights"], uids)
     model, info = train_clip(spec["model"], images, texts, spec["samples_seen"], spec["batch_size"], spec["lr"],
-                             spec["seed"], spec["warmup_frac"], spec["weight_decay"], spec["beta2"])
+                             spec["seed"], spec["warmup_frac"], spec["weight_decay"], spec["beta2"], weights=weights)
+    if weights is not None:
+        info["weights"]["file"] = os.path.basename(spec["weights"])
     out = {"train": info, "eval": evaluate(model, spec["model"], evals),
            "params": int(sum(p.numel() for p in model.parameters()))}
     if spec.get("checkpoint"):
