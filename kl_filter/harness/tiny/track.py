@@ -43,6 +43,10 @@ QUICK_RECIPES = ["no_filter", "laion2b", "clip_score_l14_30", "kl_l14_txt_25"]  
 # TRAIN split (:mod:`.targets`: the digits), written into the work dir before filtering; an informed-target
 # filter, as ImageNet-1k targets are for DataComp (the digits are one of the three tasks the students are scored on).
 TARGET_TASK_RECIPES = {"negcliploss_l14_30_x_normsim_inf_digits": "negcliploss_l14_30_x_normsim_inf_in1k"}
+# The temperature ablation: the KL text-target recipes at OpenAI CLIP's a = 100 instead of the default, the
+# temperature each teacher learned (recorded by embed in the pool's embeddings.json). A CLIP similarity is a log
+# density ratio only at the model's own temperature; these rows show what the wrong one does to D_KL.
+A100_RECIPES = {"kl_l14_txt_25_a100": "kl_l14_txt_25", "kl_b32_txt_25_a100": "kl_b32_txt_25"}
 TARGETS_FILE = "targets/digits_train_l14.npy"  # in the work dir
 _TARGETS_PLACEHOLDER = "<the track's digits train-split embeddings>"
 
@@ -110,11 +114,13 @@ def plan_recipes(names: list[str] | None, quick: bool) -> tuple[list, list[dict]
     from ...recipes import list_recipes, load_recipe
 
     def load(n):
+        if n in A100_RECIPES:
+            return a100_recipe(n)
         return target_task_recipe(n) if n in TARGET_TASK_RECIPES else load_recipe(n)
 
     recipes = [load(n) for n in names] if names else \
         ([load(n) for n in QUICK_RECIPES] if quick else
-         list_recipes() + [target_task_recipe(n) for n in TARGET_TASK_RECIPES])
+         list_recipes() + [load(n) for n in (*TARGET_TASK_RECIPES, *A100_RECIPES)])
     if not names:  # the reference first, then DataComp's baselines, then the KL recipes
         order = ["no_filter", "basic_filter", "text_based", "laion2b", "clip_score"]
         recipes.sort(key=lambda r: (order.index(r.filter) if r.filter in order else len(order), r.name))
@@ -138,6 +144,15 @@ def target_task_recipe(name: str):
     return Recipe(name, base.filter, params, None,
                   f"The tiny track's variant of {base.name}: the same parameters, NormSim's targets the larger "
                   "teacher's image embeddings of the digits' TRAIN split (never the evaluation digits)")
+
+
+def a100_recipe(name: str):
+    """The temperature ablation ``name`` of :data:`A100_RECIPES`: the baseline KL recipe at ``logit_scale`` 100."""
+    from ...recipes import Recipe, load_recipe
+
+    base = load_recipe(A100_RECIPES[name])
+    return Recipe(name, base.filter, {**base.params, "logit_scale": 100.0}, None,
+                  f"{base.name} at OpenAI CLIP's logit scale a = 100 instead of the teacher's own (an ablation)")
 
 
 def _needs_downloaded_targets(recipe) -> bool:
@@ -183,16 +198,25 @@ def offline_reason(recipe) -> str | None:
     return None
 
 
+def _track_defaults(name: str, params: dict, cfg: TrackConfig) -> dict:
+    params = dict(params)
+    if name == "kl" and "num_samples" not in params and "sample_ratio" not in params:
+        params["num_samples"] = cfg.kl_num_samples
+    if name == "negcliploss" and "batch_size" not in params:
+        params["batch_size"] = cfg.negcliploss_batch_size
+    if name == "all_of":
+        params["filters"] = [{**m, "params": _track_defaults(m["name"], m.get("params") or {}, cfg)}
+                             for m in params.get("filters", [])]
+    return params
+
+
 def recipe_params(recipe, cfg: TrackConfig, targets: str | None = None) -> dict:
     """The recipe's parameters as the track runs them: a KL recipe gets ``cfg.kl_num_samples`` reference samples
     unless it sets its own sampling (``num_samples`` or ``sample_ratio``); a negCLIPLoss recipe gets
     ``cfg.negcliploss_batch_size`` rows per batch unless it sets its own ``batch_size``; a
-    :data:`TARGET_TASK_RECIPES` variant gets ``targets`` (the .npy the run wrote) as its ``target_embeddings``."""
-    params = dict(recipe.params)
-    if recipe.filter == "kl" and "num_samples" not in params and "sample_ratio" not in params:
-        params["num_samples"] = cfg.kl_num_samples
-    if recipe.filter == "negcliploss" and "batch_size" not in params:
-        params["batch_size"] = cfg.negcliploss_batch_size
+    :data:`TARGET_TASK_RECIPES` variant gets ``targets`` (the .npy the run wrote) as its ``target_embeddings``.
+    The members of an ``all_of`` recipe get the same defaults as the recipes they stand for."""
+    params = _track_defaults(recipe.filter, recipe.params, cfg)
     if recipe.name in TARGET_TASK_RECIPES and recipe.path is None:
         if targets is None:
             raise KLFilterError(f"{recipe.name}: the track's target embeddings are not written yet")
