@@ -124,6 +124,41 @@ def test_kl_recipes_get_the_track_reference_sample_size():
     assert TrackConfig().kl_num_samples == 2_000 and TrackConfig.quick().kl_num_samples == 250
 
 
+def test_temperature_ablation_and_all_of_members():
+    """The a = 100 variants copy their KL recipe with logit_scale 100 (the others use the teacher's recorded one);
+    the members of an all_of recipe get the same track defaults as the recipes they stand for."""
+    from kl_filter.harness.tiny.track import A100_RECIPES, TrackConfig, plan_recipes, recipe_params
+    from kl_filter.recipes import load_recipe
+
+    run = {r.name: r for r in plan_recipes(None, quick=False)[0]}
+    assert set(A100_RECIPES) <= set(run) and {"semdedup_l14_eps01", "kl_l14_txt_25_x_semdedup_l14_eps01"} <= set(run)
+    cfg = TrackConfig()
+    for name, base in A100_RECIPES.items():
+        assert recipe_params(run[name], cfg) == {**recipe_params(load_recipe(base), cfg), "logit_scale": 100.0}
+        assert "logit_scale" not in recipe_params(load_recipe(base), cfg)
+    members = recipe_params(run["kl_l14_txt_25_x_semdedup_l14_eps01"], cfg)["filters"]
+    assert members[0]["params"]["num_samples"] == cfg.kl_num_samples and "num_samples" not in members[1]["params"]
+
+
+def test_repeated_share_counts_a_copy_and_its_original_once(tmp_path):
+    import pyarrow.parquet as pq
+
+    from kl_filter.harness.tiny.pool import make_pool
+    from kl_filter.harness.tiny.track import repeated_share
+    from kl_filter.uids import hex_to_u8u8
+
+    make_pool(str(tmp_path), 400, seed=0, shard_size=200)
+    t = pq.read_table(tmp_path / "truth.parquet").to_pydict()
+    copies = [u for u, k in zip(t["uid"], t["kind"]) if k == "duplicate"]
+    assert len(copies) == 28 and all(d for d, k in zip(t["dup_of"], t["kind"]) if k == "duplicate")
+    assert repeated_share(hex_to_u8u8(t["uid"]), t) == 28 / 400
+    originals = set(t["dup_of"]) - {""}
+    keep_copies = [u for u in t["uid"] if u not in originals]  # every original dropped, its copies kept
+    assert repeated_share(hex_to_u8u8(keep_copies), t) == 0.0
+    pair = [copies[0], t["dup_of"][t["uid"].index(copies[0])]]
+    assert repeated_share(hex_to_u8u8(pair), t) == 0.5
+
+
 def test_track_rejects_bad_arguments_before_writing(tmp_path):
     for flags, msg in ((["--kl_num_samples", "1"], "--kl_num_samples must be >= 2, got 1"),
                        (["--seeds", "0"], "--seeds must be >= 1, got 0"),

@@ -138,7 +138,8 @@ def pool_sample(seed: int, i: int, digit_indices: np.ndarray, kind: str | None =
 
 # --- the pool and the teacher split ----------------------------------------------------------------------------
 def make_pool(out_dir: str, n: int, seed: int, shard_size: int = 2000) -> dict:
-    """Write an ``n``-sample noisy pool as tars into ``out_dir`` and ``truth.parquet`` (uid, kind, source, lang)."""
+    """Write an ``n``-sample noisy pool as tars into ``out_dir`` and ``truth.parquet`` (uid, kind, source, lang,
+    caption, dup_of: the uid a planted duplicate copies, "" for the others)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -162,7 +163,8 @@ def make_pool(out_dir: str, n: int, seed: int, shard_size: int = 2000) -> dict:
     write_shards(samples, out_dir, shard_size)
     truth = pa.table({"uid": [s["uid"] for s in samples], "kind": [s["kind"] for s in samples],
                       "source": [s["source"] for s in samples], "lang": [s["lang"] for s in samples],
-                      "caption": [s["caption"] for s in samples]})
+                      "caption": [s["caption"] for s in samples],
+                      "dup_of": [s.get("dup_of", "") if s["kind"] == "duplicate" else "" for s in samples]})
     with atomic_open(os.path.join(out_dir, "truth.parquet"), "wb") as f:
         pq.write_table(truth, f)
     counts = {k: int((np.array([s["kind"] for s in samples]) == k).sum()) for k in POOL_KINDS}

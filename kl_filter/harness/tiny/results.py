@@ -88,10 +88,15 @@ def _markdown(rows, skipped, teachers, record) -> str:
           "the pool are fixed)." if seeds > 1 else "", ""]
     L += ["## What each subset keeps (share of the subset by ground-truth pool kind)", ""]
     kinds = [k for k, _ in _ordered(record["pool"]["kinds"], POOL_KINDS)]
-    L.append("| recipe | " + " | ".join(kinds) + " |")
-    L.append("|" + "---|" * (len(kinds) + 1))
+    L.append("| recipe | " + " | ".join(kinds) + " | repeated |")
+    L.append("|" + "---|" * (len(kinds) + 2))
     for r in rows:
-        L.append(f"| {r['recipe']} | " + " | ".join(f"{100 * r['kinds'].get(k, 0.0):.1f}%" for k in kinds) + " |")
+        rep = f"{100 * r['repeated_share']:.1f}%" if "repeated_share" in r else "—"
+        L.append(f"| {r['recipe']} | " + " | ".join(f"{100 * r['kinds'].get(k, 0.0):.1f}%" for k in kinds)
+                 + f" | {rep} |")
+    L += ["", "`repeated`: the share of the subset's rows that repeat a pair already in it (a planted duplicate and "
+          "the row it copies count once); deduplication should bring it to 0. The `duplicate` column counts the "
+          "copies themselves, so a deduplicated subset that keeps the copy and drops its original still shows it."]
     L += ["", "## Teachers (stand-ins for OpenAI's B/32 and L/14), trained on a disjoint clean split", "",
           "| family | model | embed dim | params | samples seen | " + " | ".join(METRICS) + " |",
           "|" + "---|" * (5 + len(METRICS))]

@@ -224,6 +224,21 @@ def recipe_params(recipe, cfg: TrackConfig, targets: str | None = None) -> dict:
     return params
 
 
+def repeated_share(uids_u8u8: np.ndarray, truth) -> float:
+    """Share of a subset's distinct rows that repeat a pair already in it: rows minus distinct contents, where a
+    planted duplicate's content is that of the row it copies (``truth["dup_of"]``, followed to the first copy).
+    This is what deduplication should bring to 0 (the ``duplicate`` kind share counts the copies, and SemDeDup may
+    keep the copy and drop its original: both are one content)."""
+    from ...uids import u8u8_to_hex
+
+    root = {}
+    for u, d in zip(truth["uid"], truth.get("dup_of") or [""] * len(truth["uid"])):
+        root[u] = root.get(d, d) if d else u  # a copy appears after what it copies: its root is known
+    kept = {u.decode() if isinstance(u, bytes) else str(u) for u in u8u8_to_hex(np.unique(uids_u8u8))}
+    contents = {root[u] for u in kept if u in root}
+    return (len(kept) - len(contents)) / max(1, len(kept))
+
+
 def _kind_shares(uids_u8u8: np.ndarray, truth) -> dict:
     from ...uids import hex_to_u8u8, sort_uids, uids_in
 
@@ -366,6 +381,7 @@ def run_track(out: str, scale: str = "tiny", quick: bool = False, seeds: int | N
             uids = load_uids(save)
             row = {"recipe": r.name, "filter": r.filter, "params": params, "subset_size": int(len(uids)),
                    "subset_share": len(uids) / pool_info["rows"], "kinds": _kind_shares(uids, truth),
+                   "repeated_share": repeated_share(uids, truth),
                    "filter_summary": {k: v for k, v in summary.items() if k != "argv"}, "runs": []}
             rows.append(row)
             log.info("track: %s keeps %d of %d rows", r.name, len(uids), pool_info["rows"])
