@@ -128,9 +128,10 @@ def test_a_bad_recorded_temperature_is_one_line_and_exit_2(tmp_path, entry, mess
     with open(path, "w") as f:
         f.write(json.dumps({"format": 1, "families": {"l14": entry}}, allow_nan=True))
     p = run_cli("select", "--name", "kl", "--arch", "l14", "--fraction", "0.5", "--num_samples", "8",
-                "--metadata_dir", root, "--save_path", tmp_path / "u.npy", "--no_progress")
+                "--metadata_dir", root, "--save_path", tmp_path / "u.npy", "--scores_dir", tmp_path / "s",
+                "--no_progress")
     assert p.returncode == 2 and p.stderr.strip() == f"kl-filter: error: {path}: {message}", p.stderr
-    assert not (tmp_path / "u.npy").exists()
+    assert not (tmp_path / "u.npy").exists() and not (tmp_path / "s" / "stats.npz").exists()  # before any work
 
 
 @pytest.mark.parametrize("content, message", [

@@ -326,6 +326,8 @@ def run_filter(flt: Filter, metadata_dir: str, save_path: str | None, ctx: RunCo
 
     t = time.perf_counter()
     scorers = list(flt.scorers())
+    for s in scorers:  # what they take from the pool (its recorded temperature): a bad manifest stops here
+        s.bind(pool)
     stats, stats_path = ensure_stats(pool, [s.stats() for s in scorers], stats_path=ctx.stats,
                                      scores_dir=ctx.scores_dir, seed=ctx.seed, overwrite=ctx.overwrite,
                                      num_workers=ctx.num_workers, progress=ctx.progress,
