@@ -174,6 +174,14 @@ class Pool:
             h.update(json.dumps(part).encode())
         return h.hexdigest()[:16]
 
+    @cached_property
+    def temperatures(self) -> dict:
+        """``{family: entry}`` of the pool's ``embeddings.json``, validated ({} without one): the embedding models'
+        recorded temperatures (:mod:`kl_filter.pool.temperature`)."""
+        from .temperature import MANIFEST, read_manifest
+
+        return read_manifest(self.fs, self._url(MANIFEST))
+
     def _shard_identity(self, shard: Shard, rows: int) -> list:
         out = [shard.name, rows]
         for path, kind in ((shard.parquet, "parquet"), (shard.npz, "npz")):

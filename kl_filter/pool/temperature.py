@@ -99,20 +99,11 @@ def read_manifest(fs, path: str) -> dict:
     return _validate(doc, path)
 
 
-def pool_temperatures(pool) -> dict:
-    """The validated manifest of a :class:`~kl_filter.pool.Pool` (read once per pool object)."""
-    cached = getattr(pool, "_temperatures", None)
-    if cached is None:
-        cached = read_manifest(pool.fs, pool._url(MANIFEST))
-        pool._temperatures = cached
-    return cached
-
-
 def family_temperature(pool, family: str) -> Temperature:
     """The recorded temperature of ``family`` in ``pool``, or OpenAI CLIP's ``a = 100`` (said in the source)."""
-    entry = pool_temperatures(pool).get(family)
+    entry = pool.temperatures.get(family)
     if entry is None:
-        why = f"no {MANIFEST} in the pool" if not pool_temperatures(pool) else f"{MANIFEST} does not list {family}"
+        why = f"no {MANIFEST} in the pool" if not pool.temperatures else f"{MANIFEST} does not list {family}"
         return Temperature(OPENAI_LOGIT_SCALE, f"OpenAI CLIP default ({why})")
     model = entry.get("model")
     return Temperature(float(entry["logit_scale"]), f"{MANIFEST}" + (f" ({family}: {model})" if model else ""),

@@ -234,13 +234,13 @@ def repeated_share(uids_u8u8: np.ndarray, truth) -> float:
     root = {}
     for u, d in zip(truth["uid"], truth.get("dup_of") or [""] * len(truth["uid"])):
         root[u] = root.get(d, d) if d else u  # a copy appears after what it copies: its root is known
-    kept = {u.decode() if isinstance(u, bytes) else str(u) for u in u8u8_to_hex(np.unique(uids_u8u8))}
+    kept = {u.decode() for u in u8u8_to_hex(np.unique(uids_u8u8))}
     contents = {root[u] for u in kept if u in root}
     return (len(kept) - len(contents)) / max(1, len(kept))
 
 
 def _kind_shares(uids_u8u8: np.ndarray, truth) -> dict:
-    from ...uids import hex_to_u8u8, sort_uids, uids_in
+    from ...uids import hex_to_u8u8, uids_in
 
     pool_u = hex_to_u8u8(truth["uid"])
     order = np.lexsort((pool_u["f1"], pool_u["f0"]))
@@ -250,7 +250,6 @@ def _kind_shares(uids_u8u8: np.ndarray, truth) -> dict:
     kinds = np.asarray(truth["kind"], dtype=object)[order[np.minimum(pos, len(order) - 1)][hit]]
     n = max(1, len(kinds))
     all_kinds = sorted(set(truth["kind"]))
-    del sort_uids
     return {k: float((kinds == k).sum() / n) for k in all_kinds}
 
 
