@@ -72,6 +72,51 @@ def test_kmeans_is_seeded_and_finds_separated_clusters():
     assert np.all(np.diff(info["objective"]) >= -1e-6) and info["reseeded"] == 0
 
 
+def test_kmeans_lloyd_matches_float64_from_the_same_start():
+    """faiss's Lloyd iterations (spherical, inner-product index, no subsampling) equal a plain float64 loop started
+    from the same seeded k-means++ centres (iterations=0 returns them) to float32 rounding."""
+    rng = np.random.default_rng(2)
+    x = unit(rng, 8, 96).astype(np.float32)[rng.integers(8, size=3000)] * 0.6 + unit(rng, 3000, 96) * 0.8
+    start, info0 = spherical_kmeans(x, 12, 0, seed=5)
+    got, info = spherical_kmeans(x, 12, 6, seed=5)
+    assert info0["objective"] == [] and len(info["objective"]) == 6
+    xn = x.astype(np.float64) / np.linalg.norm(x.astype(np.float64), axis=1, keepdims=True)
+    c, objective = start.astype(np.float64), []
+    for _ in range(6):
+        s = xn @ c.T
+        labels = s.argmax(axis=1)
+        objective.append(s.max(axis=1).mean())
+        sums = np.zeros_like(c)
+        np.add.at(sums, labels, xn)
+        c = sums / np.linalg.norm(sums, axis=1, keepdims=True)
+    assert np.abs(got - c).max() < 1e-5 and np.allclose(info["objective"], objective, atol=1e-5)
+    assert np.abs(np.linalg.norm(got, axis=1) - 1).max() < 1e-6
+
+
+def test_kmeans_same_bits_for_any_openmp_threads_and_caller_thread():
+    """One OpenMP thread inside (3 threads gave other centroids): the caller's setting changes nothing and is
+    restored."""
+    import threading
+
+    import faiss
+
+    rng = np.random.default_rng(3)
+    x = unit(rng, 2000, 128).astype(np.float32)
+    before = faiss.omp_get_max_threads()
+    try:
+        got = []
+        for t in (1, 3, 2):
+            faiss.omp_set_num_threads(t)
+            got.append(spherical_kmeans(x, 40, 5, seed=7)[0])
+            assert faiss.omp_get_max_threads() == t
+        th = threading.Thread(target=lambda: got.append(spherical_kmeans(x, 40, 5, seed=7)[0]))
+        th.start()
+        th.join()
+    finally:
+        faiss.omp_set_num_threads(before)
+    assert all(np.array_equal(got[0], g) for g in got[1:])
+
+
 def planted_pool(root, layout, groups=60, seed=0, npz_keys=("l14_img",)):
     """Rows around 12 topics (within-topic cosine about 0.4), and ``groups`` planted near-duplicate groups of 2-4
     rows (pairwise cosine about 0.9975, every pair above 0.995). Returns (pool dir, the groups' row indices,
