@@ -36,7 +36,7 @@ from ..stats.reference import sample_keys, splitmix64
 from .scorer import BucketScorer, Partition
 
 SAMPLE_PER_CLUSTER = 256        # k-means sample: 256 rows per centroid (faiss's max_points_per_centroid) ...
-SAMPLE_CAP = 1_000_000          # ... at most this many rows (3 GB of float32 at d=768), at most the pool
+SAMPLE_CAP = 1_000_000          # ... at most this many rows (3 GB of float32 at d=768, twice in k-means++)
 DEFAULT_ITERATIONS = 25         # faiss's default niter; fixed, no tolerance test (identical work on every run)
 BLOCK_ROWS = 1024               # within-cluster similarities: BLOCK_ROWS × BLOCK_COLS float32 at a time (16 MB)
 BLOCK_COLS = 4096
@@ -83,22 +83,24 @@ def _kmeanspp(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
     """Seeded greedy k-means++ (Arthur & Vassilvitskii 2007; greedy as scikit-learn's default) with the squared
     chord distance 2 − 2·cos of unit rows: the first centre uniformly; then ``2 + ln k`` candidates drawn with
     probability ∝ their squared distance to the nearest centre, and the one that lowers the total most is kept.
-    Costs k passes over the sample ((2 + ln k)·k·m·d flops): for very large K, ``init="random"``."""
+    Costs k passes over the sample ((2 + ln k)·k·m·d flops): for very large K, ``init="random"``. The passes read
+    a transposed copy of the sample (d × m: the candidates' product runs 1.7× faster than against the rows)."""
     m = len(x)
+    xt = np.ascontiguousarray(x.T)
     trials = 2 + int(np.log(k))
     chosen = [int(rng.integers(m))]
-    d2 = np.maximum(0.0, 2.0 - 2.0 * (x @ x[chosen[0]])).astype(np.float64)
+    d2 = np.maximum(0.0, 2.0 - 2.0 * (x[chosen[0]] @ xt)).astype(np.float64)
     for _ in range(1, k):
         total = d2.sum()
         if total <= 0:  # every row sits on a centre (fewer distinct rows than k): any row not yet chosen
             left = np.setdiff1d(np.arange(m), chosen)
             i = int(left[rng.integers(len(left))])
-            np.minimum(d2, np.maximum(0.0, 2.0 - 2.0 * (x @ x[i])), out=d2)
+            np.minimum(d2, np.maximum(0.0, 2.0 - 2.0 * (x[i] @ xt)), out=d2)
         else:
             cand = np.minimum(np.searchsorted(np.cumsum(d2), rng.random(trials) * total, side="right"), m - 1)
-            new = np.minimum(d2[:, None], np.maximum(0.0, 2.0 - 2.0 * (x @ x[cand].T)))  # [m, trials]
-            best = int(np.argmin(new.sum(axis=0)))
-            i, d2 = int(cand[best]), np.ascontiguousarray(new[:, best])
+            new = np.minimum(d2, np.maximum(0.0, 2.0 - 2.0 * (x[cand] @ xt)))  # [trials, m]
+            best = int(np.argmin(new.sum(axis=1)))
+            i, d2 = int(cand[best]), new[best]
         chosen.append(i)
     return x[chosen].copy()
 
