@@ -142,9 +142,19 @@ def atomic_open(path: str, mode: str = "wb") -> Iterator[IO]:
     with _open_tmp(fs, p, path, mode) as (f, tmp):
         yield f
     try:
-        fs.mv(tmp, p)
+        _rename(fs, tmp, p)
     except BaseException as e:
         _discard(fs, tmp, path, e)
+
+
+def _rename(fs, tmp: str, p: str) -> None:
+    """Move the complete temp file onto ``p``. Locally ``os.replace``: atomic, and it refuses a directory that
+    appeared at ``p`` (fsspec's local ``mv`` is ``shutil.move``, which would move the file INTO it, hidden under
+    its temp name)."""
+    if isinstance(fs, LocalFileSystem):
+        os.replace(tmp, p)
+    else:
+        fs.mv(tmp, p)
 
 
 def write_bytes(path: str, data: bytes) -> None:
@@ -176,6 +186,47 @@ def _dir_lock(fs, parent: str):
         os.close(fd)  # closing the descriptor releases the lock
 
 
+@contextlib.contextmanager
+def exclusive(lock_path: str, what: str):
+    """Hold an exclusive lock on the local file ``lock_path`` (created if missing; flock) for the body: a second
+    process asking for the same lock waits (saying so once, naming ``what``) until the first leaves. The file
+    is removed on leaving, while still held; a waiter that then holds a lock on the removed file sees that its
+    inode is no longer at ``lock_path`` and locks the new one, so two holders never overlap."""
+    import fcntl
+    import logging
+
+    while True:
+        os.makedirs(os.path.dirname(lock_path) or ".", exist_ok=True)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                logging.getLogger(__name__).warning("%s: another run holds %s; waiting for it to finish",
+                                                    lock_path, what)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError as e:  # a filesystem without locks (some network mounts)
+                raise KLFilterError(f"cannot lock {what} ({e.strerror or e}); use a local --scores_dir",
+                                    lock_path) from e
+            held = os.fstat(fd)
+            try:
+                now = os.stat(lock_path)
+            except FileNotFoundError:
+                now = None
+        except BaseException:
+            os.close(fd)
+            raise
+        if now is not None and (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino):
+            break
+        os.close(fd)  # the previous holder removed it as it left: lock the file now at lock_path
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.remove(lock_path)
+        os.close(fd)
+
+
 def write_files(items: list[tuple[str, bytes]]) -> None:
     """Write several files as one output: every file to its temp name first (a failure, e.g. a full disk,
     removes them all and replaces nothing), then the renames in the order given, under a lock of the first
@@ -196,7 +247,7 @@ def write_files(items: list[tuple[str, bytes]]) -> None:
     with _dir_lock(fs0, os.path.dirname(p0)):
         for i, (fs, tmp, p) in enumerate(done):
             try:
-                fs.mv(tmp, p)
+                _rename(fs, tmp, p)
             except OSError as e:
                 for fs_, tmp_, _ in done[i:]:
                     with contextlib.suppress(Exception):

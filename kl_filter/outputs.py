@@ -7,7 +7,8 @@ Refused, with one line naming the output and the input it would hurt:
 * an output inside an input directory (``--save_path POOL/x.npy``, ``--scores_dir POOL``), or an input
   directory inside an output directory (the pool inside ``--scores_dir``); for a directory that is replaced as
   a whole (the report), any input inside it;
-* two outputs at one path (``--stats`` equal to ``--save_path``);
+* two outputs at one path (``--stats`` equal to ``--save_path``), or one inside another that is a file;
+* a file output that names a directory (a trailing ``/``, ``.`` or ``..``);
 * an output file that exists and is not a regular file (a directory, a device node, a FIFO): files are only
   ever replaced when they are regular files; an output directory that exists as a file;
 * an output directory that is not empty and was not made by kl-filter. A directory this tool makes holds a
@@ -124,17 +125,20 @@ def _same(a: _Resolved, b: _Resolved) -> bool:
     return False
 
 
+_MARKER_MAX_BYTES = 1 << 16  # a marker is one short JSON line
+_JSON_MAX_BYTES = 64 << 20    # a kl-filter manifest read to recognise a directory (meta.json, synth_manifest.json)
+
+
 def marker_kind(path: str) -> str | None:
-    """The kind a kl-filter marker in directory ``path`` names (None: no marker)."""
-    from .npyfile import check_regular_file
+    """The kind a kl-filter marker in directory ``path`` names (None: no marker, or not a readable one)."""
+    from .inputs import load_json
 
     fs, p = url_to_fs(path)
-    try:
-        check_regular_file(fs, f"{p.rstrip('/')}/{MARKER}")  # a FIFO would block the open below forever
-        with fs.open(f"{p.rstrip('/')}/{MARKER}", "rb") as f:
-            doc = json.loads(f.read() or b"{}")
-        return doc.get("kind") if isinstance(doc, dict) else None
-    except (OSError, ValueError, KLFilterError):
+    try:  # a FIFO, a device or a huge file there is no marker: never opened or read whole
+        doc = load_json(f"{p.rstrip('/')}/{MARKER}", "marker", _MARKER_MAX_BYTES, fs=fs)
+        kind = doc.get("kind") if isinstance(doc, dict) else None
+        return kind if isinstance(kind, str) else None
+    except (OSError, KLFilterError):
         return None
 
 
@@ -199,8 +203,9 @@ def _recognised(r: _Resolved, kind: str, names: list[str]) -> str | None:
             ok = n in ("meta.json", "sample_ids.npy") or _is_reshard_name(n)
             if ok and n == "meta.json":
                 ok = _json_has(r.fs, child(n), "subset_not_found")
-        elif kind == "parts":  # a statistics file's partials: <shard>.npz with their provenance
-            ok = n.endswith(".npz") and _npz_has(r.fs, child(n), "provenance")
+        elif kind == "parts":  # a statistics file's partials: <shard>.npz with their provenance, or zero bytes
+            # (what a write cut short by a crash or a full disk can leave: nothing to lose, recomputed)
+            ok = n.endswith(".npz") and (_empty_file(r.fs, child(n)) or _npz_has(r.fs, child(n), "provenance"))
         elif kind == "demo":
             ok = n in ("pool", "scores", "uids", "report", "demo_results.md", "demo_results.json")
         else:  # a report is replaced as a whole: only its marker proves it
@@ -218,25 +223,35 @@ def _is_reshard_name(n: str) -> bool:
     return re.fullmatch(r"\d{8}\.tar|\d{8}_stats\.json", n) is not None
 
 
-def _npz_has(fs, path: str, key: str) -> bool:
-    import zipfile
+def _empty_file(fs, path: str) -> bool:
+    from .npyfile import check_regular_file
 
     try:
-        with fs.open(path, "rb") as f, zipfile.ZipFile(f) as z:
-            return f"{key}.npy" in z.namelist()
-    except (OSError, ValueError, zipfile.BadZipFile):
+        return check_regular_file(fs, path) == 0
+    except KLFilterError:
         return False
 
 
-def _json_has(fs, path: str, key: str) -> bool:
+def _npz_has(fs, path: str, key: str) -> bool:
+    import zipfile
+
     from .npyfile import check_regular_file
 
     try:
         check_regular_file(fs, path)  # a FIFO would block the open below forever
-        with fs.open(path, "rb") as f:
-            doc = json.loads(f.read())
+        with fs.open(path, "rb") as f, zipfile.ZipFile(f) as z:
+            return f"{key}.npy" in z.namelist()
+    except (OSError, ValueError, zipfile.BadZipFile, KLFilterError):
+        return False
+
+
+def _json_has(fs, path: str, key: str) -> bool:
+    from .inputs import load_json
+
+    try:
+        doc = load_json(path, "manifest", _JSON_MAX_BYTES, fs=fs)
         return isinstance(doc, dict) and key in doc
-    except (OSError, ValueError, KLFilterError):
+    except (OSError, KLFilterError):
         return False
 
 
@@ -254,6 +269,10 @@ def _check_existing_parent(o: _Resolved) -> None:
 def _check_one(o: _Resolved, spec: Out) -> None:
     _check_existing_parent(o)
     if spec.kind == "file":
+        if o.path.endswith(("/", os.sep)) or os.path.basename(o.path) in (".", ".."):
+            # a trailing '/' names a directory: resolved paths lose it, and `newdir/` once became file `newdir`
+            raise KLFilterError(f"{o.flag} ends with {os.path.basename(o.path) or '/'!r}: it names a directory, "
+                                "not a file", o.path)
         if o.kind == "dir":
             raise KLFilterError(f"{o.flag} is a directory, not a file: not replaced", o.path)
         if o.kind == "other":
@@ -304,6 +323,9 @@ def check(outputs: list[Out], inputs: list[In]) -> None:
             (sa, oa), (sb, ob) = outs[a], outs[b]
             if _same(oa, ob):
                 raise KLFilterError(f"{oa.flag} and {ob.flag} are the same path", oa.path)
+            for (s1, o1), (s2, o2) in (((sa, oa), (sb, ob)), ((sb, ob), (sa, oa))):
+                if s1.kind == "file" and _inside(o2.key, o1.key):
+                    raise KLFilterError(f"{o2.flag} ({o2.path}) would be inside {o1.flag}, which is a file", o1.path)
             for (s1, o1), (s2, o2) in (((sa, oa), (sb, ob)), ((sb, ob), (sa, oa))):
                 if s1.kind == "dir" and s1.replace and _inside(o2.key, o1.key):
                     raise KLFilterError(f"{o2.flag} ({o2.path}) is inside {o1.flag}, which is replaced as a whole",

@@ -203,37 +203,66 @@ def save_uids_with_sidecar(path: str, uids: np.ndarray, sidecar: dict, presorted
     return side
 
 
+SIDECAR_MAX_BYTES = 64 << 20  # a sidecar is a summary (parameters, counts, a list of empty shards): far less
+
+
 def check_sidecar(path: str) -> tuple[dict | None, bool]:
     """``(sidecar, verified)`` of the UID file ``path``: ``(None, False)`` without a sidecar, ``(doc, False)`` for
     a sidecar written before sidecars named their UID file, ``(doc, True)`` when the sidecar's hash is the file's.
-    A sidecar that names another content (a pair mixed by a killed or concurrent run) or is not JSON raises."""
+    A sidecar that names another content (a pair mixed by a killed or concurrent run), is not a regular file
+    (a FIFO, ``/dev/zero``: never opened), is not a JSON object, or whose ``uids_file`` is malformed raises."""
     import hashlib
-    import json
 
-    from .fspath import open_file
+    from .fspath import url_to_fs
+    from .inputs import load_json, regular_file
 
     side = sidecar_path(path)
+    fs, p = url_to_fs(side)
     try:
-        with open_file(side, "rb") as f:
-            doc = json.loads(f.read())
-    except FileNotFoundError:
+        present = fs.lexists(p)  # a dangling symlink is not "no sidecar": load_json names it
+    except OSError as e:
+        raise KLFilterError(f"cannot check the sidecar ({e.strerror or e})", side) from e
+    if not present:
         return None, False
-    except (OSError, ValueError) as e:
-        raise KLFilterError(f"unreadable sidecar ({str(e).splitlines()[0][:200]})", side) from e
+    doc = load_json(side, "sidecar", SIDECAR_MAX_BYTES)
     if not isinstance(doc, dict):
-        raise KLFilterError("unreadable sidecar (not a JSON object)", side)
+        raise KLFilterError(f"unreadable sidecar (a JSON {type(doc).__name__}, not an object)", side)
     want = doc.get("uids_file")
     if want is None:
         return doc, False
+    problem = _uids_file_problem(want)
+    if problem:
+        raise KLFilterError(f"malformed sidecar: 'uids_file' {problem}", side)
+    fs, p, _ = regular_file(path, "UID file")  # a FIFO would block the hash below
     h = hashlib.sha256()
     try:
-        with open_file(path, "rb") as f:
+        with fs.open(p, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 h.update(block)
     except OSError as e:
         raise KLFilterError(f"unreadable UID file ({e.strerror or e})", path) from e
-    if not isinstance(want, dict) or want.get("sha256") != h.hexdigest():
+    if want["sha256"] != h.hexdigest():
         raise KLFilterError(f"the sidecar does not belong to this UID file (it names sha256 "
-                            f"{(want or {}).get('sha256', '?')!s:.16}…, the file has {h.hexdigest():.16}…): the pair "
+                            f"{want['sha256']:.16}…, the file has {h.hexdigest():.16}…): the pair "
                             "was mixed by an interrupted or concurrent run; rerun the selection", side)
     return doc, True
+
+
+def _uids_file_problem(want) -> str | None:
+    """What is wrong with a sidecar's ``uids_file`` entry (None: an object with a sha256 and counts)."""
+    if not isinstance(want, dict):
+        return f"must be an object (name, sha256, bytes, rows), got {_short_repr(want)}"
+    sha = want.get("sha256")
+    if not (isinstance(sha, str) and len(sha) == 64 and all(c in "0123456789abcdef" for c in sha)):
+        return f"has no sha256 of 64 hex digits (got {_short_repr(sha)})"
+    for k in ("bytes", "rows"):
+        v = want.get(k)
+        if v is not None and not (isinstance(v, int) and not isinstance(v, bool) and v >= 0):
+            return f"{k!r} must be a count, got {_short_repr(v)}"
+    return None
+
+
+def _short_repr(v) -> str:
+    """A short repr of a JSON value for a one-line message."""
+    r = repr(v)
+    return r if len(r) <= 60 else r[:57] + "..."

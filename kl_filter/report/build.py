@@ -22,9 +22,11 @@ is local (the pool may be any fsspec URL).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 
@@ -48,10 +50,35 @@ DEFAULT_FILTERS = ["clip_score_l14_30", "laion2b", "basic_filter", "kl_l14_txt_2
                    "kl_l14_txt_25_x_clip_l14_30"]
 
 
-def _write(path: str, data: bytes) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "wb") as f:
-        f.write(data)
+def _write(path: str, data: bytes, out: str) -> None:
+    with _writing(out):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(data)
+
+
+def _os_reason(e: BaseException) -> str:
+    """The OS's words for the failure behind ``e`` (its first OSError cause), else ``e``'s own first line."""
+    seen, visited = e, set()
+    while seen is not None and id(seen) not in visited:  # a chain of causes may loop back
+        visited.add(id(seen))
+        if isinstance(seen, OSError) and seen.strerror:
+            return seen.strerror
+        seen = seen.__cause__ or seen.__context__
+    # a worker's error crossed a process boundary without its cause: its message says it
+    m = re.search(r"write failed \(([^()]+)\)", str(e))
+    return m.group(1) if m else str(e).splitlines()[0][:200]
+
+
+@contextlib.contextmanager
+def _writing(out: str):
+    """A failed write into the report's temp directory (a full disk, a quota) as one line naming the report
+    ``out``; the caller removes the temp directory, so nothing of the report is left."""
+    try:
+        yield
+    except OSError as e:
+        raise KLFilterError(f"write failed ({e.strerror or str(e).splitlines()[0][:200]}); nothing was written",
+                            out) from e
 
 
 def check_paths(metadata_dir: str, out: str, scores_dir: str | None = None, shards_dir: str | None = None,
@@ -99,9 +126,13 @@ def build_report(metadata_dir: str, out: str, scores_dir: str | None = None, sha
         clean_stale_tmp(parent, os.path.basename(out))  # what killed runs left
         tmp = tmp_name(out)
         os.makedirs(tmp)
-        _write(os.path.join(tmp, MARKER), marker_bytes("report"))
     except OSError as e:
         raise KLFilterError(f"cannot create the report directory ({e.strerror or e})", out) from e
+    try:
+        _write(os.path.join(tmp, MARKER), marker_bytes("report"), out)
+    except KLFilterError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     try:
         ctx = ctx or RunContext(progress=progress)
         if ctx.scores_dir is None:
@@ -125,12 +156,12 @@ def build_report(metadata_dir: str, out: str, scores_dir: str | None = None, sha
             wanted = {e["uid"] for e in _examples(figures)}
             for uid, data in make_thumbnails(shards_dir, wanted, thumb_size, ctx.num_workers, progress).items():
                 thumbs[uid] = f"thumbs/{uid}.jpg"
-                _write(os.path.join(tmp, thumbs[uid]), data)
+                _write(os.path.join(tmp, thumbs[uid]), data, out)
         for e in _examples(figures):
             e["thumbnail"] = thumbs.get(e["uid"])
         plots = all_plots(figures)
         for rel, data in plots.items():
-            _write(os.path.join(tmp, rel), data)
+            _write(os.path.join(tmp, rel), data, out)
         if used_scores and used_scores.startswith(tmp + os.sep):
             used_scores = os.path.relpath(used_scores, tmp)
         meta = {"version": __version__, "created": now(), "argv": sys.argv, "scores_dir": used_scores,
@@ -138,10 +169,17 @@ def build_report(metadata_dir: str, out: str, scores_dir: str | None = None, sha
                 "bins": bins, "ngram_top_k": ngram_top_k, "thumb_size": thumb_size, "dedup_pairs": dedup_pairs,
                 "skipped_filters": skipped}
         figures["report"] = dict(meta, plots=sorted(plots), thumbnails=len(thumbs))
-        pq.write_table(sample, os.path.join(tmp, "sample.parquet"))
-        _write(os.path.join(tmp, "figures.json"), json.dumps(figures, indent=1, allow_nan=False).encode())
-        _write(os.path.join(tmp, "index.html"), render(figures, set(plots), thumbs, meta).encode("utf-8"))
-        _swap_in(tmp, out)
+        with _writing(out):  # pyarrow's write errors are OSErrors too
+            pq.write_table(sample, os.path.join(tmp, "sample.parquet"))
+        _write(os.path.join(tmp, "figures.json"), json.dumps(figures, indent=1, allow_nan=False).encode(), out)
+        _write(os.path.join(tmp, "index.html"), render(figures, set(plots), thumbs, meta).encode("utf-8"), out)
+        with _writing(out):
+            _swap_in(tmp, out)
+    except KLFilterError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp in str(e):  # about a file of the temp directory, now removed: name the report instead
+            raise KLFilterError(f"write failed ({_os_reason(e)}); nothing was written", out) from e
+        raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

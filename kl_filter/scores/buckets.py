@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..atomic import atomic_open, write_json
+from ..atomic import atomic_open, exclusive, write_json
 from ..engines import worker_index
 from ..errors import KLFilterError
 from ..stats.reference import sample_keys, splitmix64
@@ -183,13 +183,16 @@ def run_buckets(pool, scorer: BucketScorer, seed: int, scores_dir: str | None, p
     # rows) leaves nothing behind
     first = scorer.assign(pool, engine, seed, 0, scores_dir)
     work, temporary = work_dir(scores_dir, scorer, identity)
-    os.makedirs(work, exist_ok=True)
+    lock = contextlib.ExitStack()
+    if not temporary:  # two runs computing these columns in one scores dir: the second waits for the first
+        lock.enter_context(exclusive(work + ".lock", f"the {scorer.name} bucket work directory {work}"))
     marker = os.path.join(work, MARKER)
-    if not os.path.exists(marker):
-        write_json(marker, identity)
     sizes = pool.row_counts
     sums: dict = {}
     try:
+        os.makedirs(work, exist_ok=True)
+        if not os.path.exists(marker):
+            write_json(marker, identity)
         for k in range(scorer.num_passes()):
             part = first if k == 0 else scorer.assign(pool, engine, seed, k, scores_dir)
             per_shard, keys, buckets = part.buckets, part.keys, part.num_buckets

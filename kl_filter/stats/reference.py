@@ -450,9 +450,10 @@ def _read_stats_arrays(f, size: int) -> dict:
     return arrays
 
 
-def load_stats(path: str, pool: Pool | None = None, archs=(), moments: bool = False) -> Stats:
-    """Load a statistics file; refuse one made for another pool or lacking a needed family (or, with
-    ``moments``, lacking the mean and covariance)."""
+def load_stats(path: str, pool: Pool | None = None, archs=(), moments: bool = False,
+               remedy: str = "recompute them with `kl-filter stats`") -> Stats:
+    """Load a statistics file; refuse one made for another pool (the message ends with ``remedy``: what the
+    user can do) or lacking a needed family (or, with ``moments``, lacking the mean and covariance)."""
     fs, p = url_to_fs(path)
     try:
         size = check_regular_file(fs, p, "statistics file")
@@ -473,7 +474,7 @@ def load_stats(path: str, pool: Pool | None = None, archs=(), moments: bool = Fa
     stats = Stats(arrays, path)
     if pool is not None and stats.fingerprint != pool.fingerprint:
         raise KLFilterError(f"statistics were computed on another pool (fingerprint {stats.fingerprint}, "
-                            f"this pool {pool.fingerprint})", path)
+                            f"this pool {pool.fingerprint}; was the pool changed?): {remedy}", path)
     for arch in archs:
         for mod in MODS:
             k = f"{arch}_{mod}_sample"

@@ -47,10 +47,11 @@ def ensure_stats(pool, needs, *, stats_path: str | None, scores_dir: str | None,
     path = stats_path or (f"{scores_dir.rstrip('/')}/stats.npz" if scores_dir else None)
     exists = bool(path) and not overwrite and _exists(path)
     if exists and stats_path:  # a file the user named: use it as it is, or say what it lacks
-        return load_stats(path, pool, archs=archs, moments=moments), path
+        return load_stats(path, pool, archs=archs, moments=moments,
+                          remedy="pass --overwrite to recompute them into this --stats file, or name another"), path
     want_archs, want_moments = archs, moments
     if exists:
-        have = load_stats(path, pool)
+        have = load_stats(path, pool, remedy="pass --overwrite to recompute them, or use a new --scores_dir")
         same = have.sampling() == _asked(have, seed, num_samples, sample_ratio)
         if same and set(archs) <= set(have.archs) and (not moments or all(have.has_moments(a) for a in archs)):
             log.debug("using statistics %s", path)
