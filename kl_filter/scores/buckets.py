@@ -212,11 +212,13 @@ def run_buckets(pool, scorer: BucketScorer, seed: int, scores_dir: str | None, p
                         os.remove(p.part(s, what))
         cols = scorer.combine(sums, scorer.num_passes())
         shutil.rmtree(work, ignore_errors=True)  # done: the caller writes the columns
-        with contextlib.suppress(OSError):
-            os.rmdir(os.path.dirname(work))  # .buckets/, when no other scorer's work is in it
     finally:
         if temporary:
             shutil.rmtree(work, ignore_errors=True)
+        lock.close()
+    if not temporary:
+        with contextlib.suppress(OSError):
+            os.rmdir(os.path.dirname(work))  # .buckets/, when no other scorer's work (or lock) is in it
     offsets = np.concatenate([[0], np.cumsum(sizes)])
     return {s.name: {c: v[offsets[i]: offsets[i + 1]] for c, v in cols.items()} for i, s in enumerate(pool.shards)}
 
