@@ -32,6 +32,7 @@ def setup(tmp_path_factory):
     u = np.concatenate([np.load(f)["l14_img"].astype(np.float64) for f in sorted(glob.glob(f"{pool}/*.npz"))])
     uids = np.concatenate([pq.read_table(f, columns=["uid"]).column("uid").to_numpy(zero_copy_only=False)
                            for f in sorted(glob.glob(f"{pool}/*.parquet"))])
+    u /= np.linalg.norm(u, axis=1, keepdims=True)  # the authors' convention: image rows renormalised, as the prompt
     logw = A * u @ (p / np.linalg.norm(p))
     return {"root": root, "pool": pool, "P": str(root / "P.npy"), "logw": logw, "uids": uids}
 
@@ -88,7 +89,7 @@ def test_several_prompts_and_combine(setup, tmp_path):
     Pn = P / np.linalg.norm(P, axis=1, keepdims=True)
     u = np.concatenate([np.load(f)["l14_img"].astype(np.float64)
                         for f in sorted(glob.glob(f"{setup['pool']}/*.npz"))])
-    l = 5.0 * u @ Pn.T
+    l = 5.0 * (u / np.linalg.norm(u, axis=1, keepdims=True)) @ Pn.T  # rows renormalised (the authors' convention)
     engine = get_engine("local", 2)
     each = IWLScorer(prompt_embedding=str(tmp_path / "P3.npy"), logit_scale=5.0)
     assert len(each.outputs()) == 3

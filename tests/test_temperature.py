@@ -102,10 +102,11 @@ def test_negcliploss_and_iwl_at_the_pool_temperature(tmp_path, pool):
     p = np.random.default_rng(0).standard_normal(768).astype(np.float32)
     np.save(tmp_path / "P.npy", p / np.linalg.norm(p))
     out = run_cli("weights", "--metadata_dir", pool, "--prompt_embedding", tmp_path / "P.npy", "--arch", "l14",
-                  "--out", tmp_path / "W.parquet", "--no_progress", check=True).stdout
+                  "--logit_scale", "pool", "--out", tmp_path / "W.parquet", "--no_progress", check=True).stdout
     assert "logit scale 14.6 from embeddings.json (l14: teacher-l)" in out
     w = pq.read_table(tmp_path / "W.parquet")
-    logw = A_L14 * (_pool_arrays(pool, "l14_img").astype(np.float64) @ (p / np.linalg.norm(p)).astype(np.float64))
+    u = _pool_arrays(pool, "l14_img").astype(np.float64)
+    logw = A_L14 * ((u / np.linalg.norm(u, axis=1, keepdims=True)) @ (p / np.linalg.norm(p)).astype(np.float64))
     np.testing.assert_allclose(w.column("log_weight").to_numpy(), logw, rtol=1e-5, atol=1e-5)
     ref = np.exp(logw - logw.max())
     np.testing.assert_allclose(w.column("weight").to_numpy(), ref / ref.mean(), rtol=1e-5)

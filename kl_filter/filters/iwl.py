@@ -6,8 +6,10 @@ weight does), ``--resample N`` a systematic draw with replacement ∝ weight (:c
 
 from __future__ import annotations
 
+from typing import Literal
+
 from ..errors import KLFilterError
-from ..scores.iwl import Combine, IWLScorer
+from ..scores.iwl import DEFAULT_LOGIT_SCALE, Combine, IWLScorer
 from .base import Filter, Resample, Top, check_cut
 
 
@@ -20,7 +22,7 @@ class IWLFilter(Filter):
     model: open_clip architecture of the family's model, to encode --prompt
     checkpoint: LOCAL open_clip checkpoint of --model (nothing is downloaded)
     model_config: open_clip model config json (file or directory) for a custom --model
-    logit_scale: a in w ∝ exp(a·<u_x, p>) (default: the temperature the pool's embedding model learned, recorded in embeddings.json; else 100); the IWL authors use 10
+    logit_scale: a in w ∝ exp(a·<u_x, p>): a number (default 10, the IWL authors'), or pool = the temperature the pool's embedding model learned (embeddings.json; else 100)
     combine: several prompts: mean = log of the mean weight (a mixture of the domains), max = largest
     fraction: keep the top fraction of the pool by weight, in (0, 1]
     threshold: keep rows with log-weight >= threshold
@@ -31,7 +33,7 @@ class IWLFilter(Filter):
 
     def __init__(self, arch: str = "l14", prompt: list[str] | None = None, prompt_embedding: str | None = None,
                  model: str | None = None, checkpoint: str | None = None, model_config: list[str] | None = None,
-                 logit_scale: float | None = None, combine: Combine | None = None,
+                 logit_scale: float | Literal["pool"] = DEFAULT_LOGIT_SCALE, combine: Combine | None = None,
                  fraction: float | None = None, threshold: float | None = None, resample: int | None = None):
         self.arch, self.prompt, self.prompt_embedding = arch, prompt, prompt_embedding
         self.model, self.checkpoint, self.model_config = model, checkpoint, model_config

@@ -23,7 +23,7 @@ class NegCLIPLoss(Filter):
     num_batches: random partitions (passes) averaged, each drawn from --seed
     logit_scale: a = 1/τ (default: the temperature the pool's embedding model learned, recorded in embeddings.json; else 100)
     target_embeddings: intersect with a NormSim cut against these target image embeddings (.npy or DataComp's .pt)
-    norm: the NormSim norm (inf: nearest target; 2)
+    norm: the NormSim norm (inf: largest |similarity|, the authors'; max: nearest target, signed; 2)
     normsim_fraction: keep the top fraction of the pool by NormSim too
     normsim_threshold: keep rows with NormSim >= this too
     """
@@ -32,7 +32,7 @@ class NegCLIPLoss(Filter):
 
     def __init__(self, arch: Literal["b32", "l14"], fraction: float | None = None, threshold: float | None = None,
                  batch_size: int = DEFAULT_BATCH_SIZE, num_batches: int = DEFAULT_PASSES, logit_scale: float | None = None,
-                 target_embeddings: list[str] | None = None, norm: Literal["inf", "2"] = "inf",
+                 target_embeddings: list[str] | None = None, norm: Literal["inf", "max", "2"] = "inf",
                  normsim_fraction: float | None = None, normsim_threshold: float | None = None):
         check_cut("negcliploss", fraction, threshold)
         self.arch, self.fraction, self.threshold = arch, fraction, threshold

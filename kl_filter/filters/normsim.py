@@ -1,5 +1,5 @@
 """NormSim (Wang et al., NeurIPS 2024): keep the pool's top fraction by NormSim_p, the p-norm of a row's image
-similarities to target embeddings (``--norm inf``: the nearest target). A declaration: the NormSim scorer
+similarities to target embeddings (``--norm inf``: the largest |similarity|). A declaration: the NormSim scorer
 (:mod:`kl_filter.scores.normsim`) makes the column ``normsim_{norm}_{arch}``; this class says which cut."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ class NormSim(ScorerCut):
 
     target_embeddings: target image embeddings: .npy (N_t x D, unit rows) or DataComp's in1k_clip_vit_l14_{0..4}.pt
     arch: embedding family (its img embeddings are scored; the targets must have its width)
-    norm: inf = similarity to the nearest target (max); 2 = sqrt of the sum of squared similarities
+    norm: inf = largest |similarity| (the authors' NormSim∞); max = nearest target's (signed); 2 = sqrt(sum of squares)
     fraction: keep this top fraction of the pool, in (0, 1]
     threshold: keep rows with score >= threshold
     """
@@ -23,7 +23,7 @@ class NormSim(ScorerCut):
     name = "normsim"
 
     def __init__(self, target_embeddings: list[str] | None = None, arch: Literal["b32", "l14"] = "l14",
-                 norm: Literal["inf", "2"] = "inf", fraction: float | None = None, threshold: float | None = None):
+                 norm: Literal["inf", "max", "2"] = "inf", fraction: float | None = None, threshold: float | None = None):
         check_cut("normsim filter", fraction, threshold)
         self.arch, self.norm, self.fraction, self.threshold = arch, norm, fraction, threshold
         self.target_embeddings = list(target_embeddings) if target_embeddings else None

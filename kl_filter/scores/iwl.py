@@ -1,17 +1,23 @@
 """Importance weights toward a target domain described by a prompt: the paper's second application (IWL).
 
 CLIP's InfoNCE similarity is a log density ratio (SPEC §1), so for a prompt t† ("a photo of food") and an image x
-with unit embeddings u_x, p = u_t† of the same CLIP::
+with embeddings x, p = t† of the same CLIP::
 
-    w(x) ∝ p(x | t†) / p(x) = exp(a·<u_x, p> + b) / Z,      log_weight = a·<u_x, p>   (b, Z: one constant)
+    w(x) ∝ p(x | t†) / p(x) = exp(a·<x/|x|, p/|p|> + b) / Z,      log_weight = a·<x/|x|, p/|p|> + b
 
-The scorer writes ``log_weight`` per row (float32; the dot product in float64 from the float16 image embedding
-``{arch}_img`` and the float32 unit prompt); the whole-pool normalisation lives in
-:mod:`kl_filter.selection.weights`. ``a`` defaults to the temperature the family's embedding model learned
-(recorded with the pool, :mod:`kl_filter.pool.temperature`; OpenAI CLIP's 100 for DataComp pools): the density
-ratio the theory defines. The IWL authors train with ``a = 10`` instead, to keep their unnormalised weights
-from overflowing (``--logit_scale 10``); here the weights are normalised in log space, so 100 does not overflow,
-but it concentrates the weights on fewer rows (the effective sample size is checked and reported).
+The authors' conventions (CLIP_Density_Ratio ``iwl/``, the prompt code of their ``clip_sem_info``), followed here:
+both embeddings are normalised right before the dot product (the pool's float16 rows are unit only to float16
+rounding, so each row is renormalised in float64; the prompt is stored as a float32 unit vector and renormalised
+in float64 too), ``a = 10`` and ``b = 0`` (their ``--iwl-logit-scale 10``, ``--iwl-logit-bias`` default 0). The
+log-weight is computed in float64 and stored float32; the whole-pool normalisation lives in
+:mod:`kl_filter.selection.weights` (``b`` cancels there; the authors' loss uses the raw ``exp(log_weight)``).
+
+``logit_scale``: ``a``. Default 10, the authors': the effective sample size on a DataComp pool embedded by
+OpenAI's CLIP stays a large share of the rows. ``pool`` takes the temperature the family's embedding model
+learned (recorded with the pool, :mod:`kl_filter.pool.temperature`; OpenAI CLIP's 100 for DataComp pools): the
+density ratio the theory defines, but so peaked on a standard pool that the effective sample size check refuses
+it (measured: 9.18 rows of 30,000 at a = 100). A number sets ``a``. The value and its source are recorded in
+every column's provenance.
 
 Columns (record shape of the score file: ``uid`` + these float32 columns):
 
@@ -43,6 +49,9 @@ from ..errors import KLFilterError
 from .scorer import DensityRatio, Scorer
 
 FAMILY_RE = re.compile(r"^[a-z0-9]+$")
+DEFAULT_LOGIT_SCALE = 10.0  # the IWL authors' a (their README's --iwl-logit-scale 10), with their bias b = 0
+DEFAULT_SOURCE = "the IWL authors' a = 10"
+POOL = "pool"
 BLOCK_ROWS = 16384  # float64 dot products in blocks: 16k × 768 × 8 bytes = 100 MB at most
 Combine = Literal["mean", "max"]
 
@@ -108,7 +117,7 @@ class IWLScorer(DensityRatio, Scorer):
     model: open_clip architecture of the family's model, to encode --prompt
     checkpoint: LOCAL open_clip checkpoint of --model (nothing is downloaded)
     model_config: open_clip model config json (file or directory) for a custom --model
-    logit_scale: a in w ∝ exp(a·<u_x, p>) (default: the temperature the pool's embedding model learned, recorded in embeddings.json; else 100); the IWL authors use 10
+    logit_scale: a in w ∝ exp(a·<u_x, p>): a number (default 10, the IWL authors'), or pool = the temperature the pool's embedding model learned (embeddings.json; else 100)
     combine: several prompts as one column: mean = log of the mean weight (a mixture of the domains), max = largest
     """
 
@@ -116,7 +125,7 @@ class IWLScorer(DensityRatio, Scorer):
 
     def __init__(self, arch: str = "l14", prompt: list[str] | None = None, prompt_embedding: str | None = None,
                  model: str | None = None, checkpoint: str | None = None, model_config: list[str] | None = None,
-                 logit_scale: float | None = None, combine: Combine | None = None):
+                 logit_scale: float | Literal["pool"] = DEFAULT_LOGIT_SCALE, combine: Combine | None = None):
         self.arch, self.prompt, self.prompt_embedding = arch, prompt, prompt_embedding
         self.model, self.checkpoint, self.model_config = model, checkpoint, model_config
         self.logit_scale, self.combine = logit_scale, combine
@@ -129,7 +138,7 @@ class IWLScorer(DensityRatio, Scorer):
         self._set_embedding(emb)
 
     @classmethod
-    def from_embedding(cls, embedding, arch: str = "l14", logit_scale: float | None = None,
+    def from_embedding(cls, embedding, arch: str = "l14", logit_scale: float | str = DEFAULT_LOGIT_SCALE,
                        combine: Combine | None = None) -> "IWLScorer":
         """A scorer for an embedding already in hand (e.g. encoded by a caller's own model)."""
         self = cls.__new__(cls)
@@ -139,6 +148,44 @@ class IWLScorer(DensityRatio, Scorer):
         self._check_flags(need_prompt=False)
         self._set_embedding(check_prompt_matrix(embedding, arch, "prompt embedding"))
         return self
+
+    def _check_logit_scale(self) -> None:
+        """``logit_scale`` as ``pool`` or a float (a command line gives a string: "10", "pool"), or one line."""
+        from ..pool.temperature import check_logit_scale
+
+        v = DEFAULT_LOGIT_SCALE if self.logit_scale is None else self.logit_scale  # None: a caller's "not set"
+        if isinstance(v, str):
+            v = v.strip()
+            if v != POOL:
+                try:
+                    v = float(v)
+                except ValueError:
+                    raise KLFilterError(f"--logit_scale must be a positive number or {POOL}, got {v!r}") from None
+        self.logit_scale = v if v == POOL else check_logit_scale(v)
+
+    def bind(self, pool) -> None:
+        """The logit scale in use: the pool's recorded temperature (``pool``), or the number, whose source says
+        whether it is the authors' and what the pool records."""
+        from dataclasses import replace
+
+        from ..pool.temperature import resolve
+
+        t = resolve(pool, self.arch, None if self.logit_scale == POOL else self.logit_scale)
+        if self.logit_scale == DEFAULT_LOGIT_SCALE:  # "--logit_scale[; the pool records ...]" names the authors
+            t = replace(t, source=DEFAULT_SOURCE + t.source[len("--logit_scale"):])
+        self._temperature = t
+
+    @property
+    def temperature(self):
+        """The :class:`~kl_filter.pool.temperature.Temperature` in use (a number before :meth:`bind`)."""
+        from ..pool.temperature import Temperature
+
+        if self._temperature is not None:
+            return self._temperature
+        if self.logit_scale == POOL:
+            raise RuntimeError("IWLScorer: bind(pool) first (logit_scale pool is the pool's temperature)")
+        return Temperature(self.logit_scale,
+                           DEFAULT_SOURCE if self.logit_scale == DEFAULT_LOGIT_SCALE else "--logit_scale")
 
     def _check_flags(self, need_prompt: bool = True) -> None:
         if not FAMILY_RE.match(self.arch or ""):
@@ -185,11 +232,14 @@ class IWLScorer(DensityRatio, Scorer):
     def compute(self, shard, stats, device="cpu"):
         x = shard[self.keys[0]]
         p = self.embedding.astype(np.float64)
+        p /= np.linalg.norm(p, axis=1, keepdims=True)
         if x.ndim != 2 or x.shape[1] != p.shape[1]:
             raise KLFilterError(f"{self.keys[0]} has shape {x.shape}, the prompt embedding dimension {p.shape[1]}")
         logw = np.empty((len(x), len(p)))
         for lo in range(0, len(x), BLOCK_ROWS):
-            logw[lo: lo + BLOCK_ROWS] = x[lo: lo + BLOCK_ROWS].astype(np.float64) @ p.T
+            xb = x[lo: lo + BLOCK_ROWS].astype(np.float64)
+            with np.errstate(invalid="ignore", divide="ignore"):  # a zero row: NaN, refused below by name
+                logw[lo: lo + BLOCK_ROWS] = (xb / np.linalg.norm(xb, axis=1, keepdims=True)) @ p.T
         logw *= self.scale
         if len(p) > 1 and self.combine == "mean":
             m = logw.max(axis=1, keepdims=True)
@@ -201,7 +251,8 @@ class IWLScorer(DensityRatio, Scorer):
             v = logw[:, j].astype(np.float32)
             bad = np.flatnonzero(~np.isfinite(v))
             if bad.size:  # never a silent NaN/inf score (SPEC §2)
-                raise KLFilterError(f"log-weight {c} is not finite for {bad.size} rows (row {bad[0]})")
+                raise KLFilterError(f"log-weight {c} is not finite for {bad.size} rows (row {bad[0]}; an all-zero "
+                                    f"or non-finite {self.keys[0]} row?)")
             out[c] = v
         return out
 

@@ -3,13 +3,18 @@
 
     NormSim_p(i) = ‖(⟨f_i, t_k⟩)_{k=1..N_t}‖_p      f_i = the row's ``{arch}_img``, t_k = target embeddings
 
-* ``norm=inf``: max_k ⟨f_i, t_k⟩, the similarity to the nearest target: a max-matmul costing 2·N_t·D flops per
-  row. CPU: float32 products of the float16 rows, blocked (``block_rows`` × ``block_targets`` scores at a time,
-  folded into a running max), one BLAS thread. CUDA: the same blocks in torch, float32 with TF32 off.
+* ``norm=inf``: max_k |⟨f_i, t_k⟩|, the ∞-norm as the authors compute it (``torch.norm(s, p=inf)`` over the
+  similarities): the most extreme similarity, which is a negative one for a row pointing away from every target.
+* ``norm=max``: max_k ⟨f_i, t_k⟩ (signed), the similarity to the nearest target; equal to ``inf`` wherever the
+  most extreme similarity is positive (most rows: 458 of 30,000 differed on a DataComp-like pool). Both are a
+  max-matmul costing 2·N_t·D flops per row. CPU: float32 products of the float16 rows, blocked
+  (``block_rows`` × ``block_targets`` scores at a time, folded into a running max), one BLAS thread. CUDA: the
+  same blocks in torch, float32 with TF32 off.
 * ``norm=2``: sqrt(Σ_k ⟨f_i, t_k⟩²) = sqrt(f_iᵀ G f_i) with G = Σ_k t_k t_kᵀ (float64, computed once from the
   targets), so it costs a D × D quadratic form per row whatever N_t is (the D_W arithmetic with μ = 0).
 
-The column's provenance is the targets' content hash (:mod:`kl_filter.scores.targets`) and the norm.
+The column's provenance is the targets' content hash (:mod:`kl_filter.scores.targets`) and the norm (for ``inf``
+also its formula, so a column stored before ``inf`` took the absolute value is recomputed, not reused).
 """
 
 from __future__ import annotations
@@ -34,10 +39,11 @@ def column_name(norm: str, arch: str) -> str:
 
 
 @single_blas_thread()
-def max_similarity(rows: np.ndarray, parts, block_rows: int = BLOCK_ROWS,
+def max_similarity(rows: np.ndarray, parts, absolute: bool = True, block_rows: int = BLOCK_ROWS,
                    block_targets: int = BLOCK_TARGETS) -> np.ndarray:
-    """max_k ⟨x_i, t_k⟩ (float32) of every row against the targets (float32 matrices, one per file).
-    Memory: one ``block_rows × block_targets`` float32 block; no rows × targets matrix exists."""
+    """max_k |⟨x_i, t_k⟩| (``absolute``, NormSim∞) or max_k ⟨x_i, t_k⟩ (float32) of every row against the targets
+    (float32 matrices, one per file). Memory: one ``block_rows × block_targets`` float32 block; no rows × targets
+    matrix exists."""
     n = len(rows)
     out = np.empty(n, np.float32)
     buf = np.empty((min(block_rows, max(n, 1)), block_targets), np.float32)
@@ -49,6 +55,8 @@ def max_similarity(rows: np.ndarray, parts, block_rows: int = BLOCK_ROWS,
                 tb = t[c0: c0 + block_targets]
                 s = buf[: len(x), : len(tb)]
                 np.matmul(x, tb.T, out=s)
+                if absolute:
+                    np.abs(s, out=s)  # exact: |s| of the same float32 products
                 np.maximum(best, s.max(axis=1), out=best)
         out[r0: r0 + len(x)] = best
     return out
@@ -58,8 +66,8 @@ _device_parts: dict = {}  # (targets digest, device) -> the targets as float32 t
 _device_lock = threading.Lock()
 
 
-def max_similarity_torch(rows, parts, device: str = "cuda", digest: str | None = None, block_rows: int = 8192,
-                         block_targets: int = 32768) -> np.ndarray:
+def max_similarity_torch(rows, parts, absolute: bool = True, device: str = "cuda", digest: str | None = None,
+                         block_rows: int = 8192, block_targets: int = 32768) -> np.ndarray:
     """:func:`max_similarity` in torch on ``device`` (float32, TF32 off). With ``digest`` the targets stay on
     the device between calls (one upload per process, not one per shard)."""
     import torch
@@ -83,7 +91,8 @@ def max_similarity_torch(rows, parts, device: str = "cuda", digest: str | None =
                 best = torch.full((len(xb),), -math.inf, dtype=torch.float32, device=device)
                 for t in ts:
                     for c0 in range(0, len(t), block_targets):
-                        best = torch.maximum(best, (xb @ t[c0: c0 + block_targets].T).amax(dim=1))
+                        s = xb @ t[c0: c0 + block_targets].T
+                        best = torch.maximum(best, (s.abs_() if absolute else s).amax(dim=1))
                 out[r0: r0 + len(xb)] = best
         finally:
             torch.backends.cuda.matmul.allow_tf32 = prev
@@ -134,15 +143,15 @@ class NormSimScorer(TargetsScorer):
 
     arch: embedding family
     target_embeddings: target embedding files (.npy N_t x D, or DataComp's in1k_clip_vit_l14_{0..4}.pt)
-    norm: inf = max_k <f, t_k> (nearest target); 2 = sqrt(sum_k <f, t_k>^2)
+    norm: inf = max_k |<f, t_k>| (the authors' NormSim∞); max = max_k <f, t_k> (signed); 2 = sqrt(sum_k <f, t_k>^2)
     """
 
     name = "normsim"
 
     def __init__(self, arch: Literal["b32", "l14"] = "l14", target_embeddings: list[str] | None = None,
-                 norm: Literal["inf", "2"] = "inf"):
-        if norm not in ("inf", "2"):
-            raise KLFilterError(f"--norm must be inf or 2, got {norm!r}")
+                 norm: Literal["inf", "max", "2"] = "inf"):
+        if norm not in ("inf", "max", "2"):
+            raise KLFilterError(f"--norm must be inf, max or 2, got {norm!r}")
         self.arch, self.norm = arch, norm
         self.target_embeddings = list(target_embeddings) if target_embeddings else None  # none: targets() says
         self.keys = (f"{arch}_img",)
@@ -151,7 +160,10 @@ class NormSimScorer(TargetsScorer):
         return (column_name(self.norm, self.arch),)
 
     def provenance(self, column, stats):
-        return {"scorer": self.name, "norm": self.norm, "targets_id": self.targets(plan=True).digest}
+        prov = {"scorer": self.name, "norm": self.norm, "targets_id": self.targets(plan=True).digest}
+        if self.norm == "inf":  # a stored normsim_inf column from before it took |s| (signed) is never reused
+            prov["formula"] = "max_k |<f, t_k>|"
+        return prov
 
     def compute(self, shard, stats, device="cpu"):
         from . import _cuda_device, _use_cuda
@@ -160,7 +172,7 @@ class NormSimScorer(TargetsScorer):
         if self.norm == "2":
             v = np.sqrt(np.maximum(quadratic_form(x, t.gram(), device), 0.0))
         elif _use_cuda(device):
-            v = max_similarity_torch(x, t.parts, _cuda_device(device), t.digest)
+            v = max_similarity_torch(x, t.parts, self.norm == "inf", _cuda_device(device), t.digest)
         else:
-            v = max_similarity(np.asarray(x), t.parts)
+            v = max_similarity(np.asarray(x), t.parts, self.norm == "inf")
         return {self.outputs()[0]: checked(self.outputs()[0], v)}

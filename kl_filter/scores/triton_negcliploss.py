@@ -2,7 +2,8 @@
 
 The batch's similarity matrix a·F·Gᵀ (|B| × |B|) is never written. Program (i, j) computes tile (i, j) with a
 tensor-core product of float16 tiles accumulated in float32 (``tl.dot``), and writes, in the log2 domain, the
-tile's per-row (max, Σ 2^(t−max)) and per-column (max, Σ 2^(t−max)): partials of size |B|²/BLOCK_N and
+tile's per-row (max, Σ 2^(t−max)) and per-column (max, Σ 2^(t−max)) (on the diagonal, t is the pair's own
+similarity computed in float64, as on the CPU: :mod:`.negcliploss`'s Precision): partials of size |B|²/BLOCK_N and
 |B|²/BLOCK_M. A small torch reduction merges the partials of each row and column exactly (rescaled by their
 maxima), so every similarity is computed once for both directions: 2·D·|B| flops per row, as on the CPU.
 Under ``TRITON_INTERPRET=1`` the kernel runs on the CPU (one small tile shape): CI tests it against float64.
@@ -28,7 +29,7 @@ else:
 
 @triton.autotune(configs=CONFIGS, key=["D"])
 @triton.jit
-def _tile_kernel(F, G, RM, RL, CM, CL, N, D, stride_f, stride_g, scale_log2,
+def _tile_kernel(F, G, DG, RM, RL, CM, CL, N, D, stride_f, stride_g, scale_log2,
                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
@@ -46,7 +47,11 @@ def _tile_kernel(F, G, RM, RL, CM, CL, N, D, stride_f, stride_g, scale_log2,
                     other=0.0)
         acc += tl.dot(f, tl.trans(g))
     ok = row_ok[:, None] & col_ok[None, :]
-    t = tl.where(ok, acc * scale_log2, float("-inf"))
+    t = acc * scale_log2
+    # the pairs' own similarities: the float64 ones (a·log2e·s_ii, rounded once), not the tensor-core products
+    dg = tl.load(DG + offs_m, mask=row_ok, other=0.0)
+    t = tl.where(offs_m[:, None] == offs_n[None, :], dg[:, None], t)
+    t = tl.where(ok, t, float("-inf"))
     rm = tl.max(t, axis=1)
     rl = tl.sum(tl.where(ok, tl.exp2(t - rm[:, None]), 0.0), axis=1)
     cm = tl.max(t, axis=0)
@@ -76,9 +81,10 @@ def triton_negcliploss(f: torch.Tensor, g: torch.Tensor, logit_scale: float = 10
            "cm": triton.cdiv(n, min(c.kwargs["BLOCK_M"] for c in CONFIGS))}
     rm, rl = (torch.full((big["rm"], n), float("-inf"), device=x.device), torch.zeros((big["rm"], n), device=x.device))
     cm, cl = (torch.full((big["cm"], n), float("-inf"), device=x.device), torch.zeros((big["cm"], n), device=x.device))
+    diag = (x.double() * y.double()).sum(1)  # exact products of the float16 inputs, summed in float64
+    dg = (diag * (logit_scale * LOG2E)).float().contiguous()
     _tile_kernel[lambda meta: (triton.cdiv(n, meta["BLOCK_M"]), triton.cdiv(n, meta["BLOCK_N"]))](
-        x, y, rm, rl, cm, cl, n, d, x.stride(0), y.stride(0), logit_scale * LOG2E)
+        x, y, dg, rm, rl, cm, cl, n, d, x.stride(0), y.stride(0), logit_scale * LOG2E)
     row = _merge_log2(rm, rl) * LN2  # unwritten partial rows stay (-inf, 0): they add nothing
     col = _merge_log2(cm, cl) * LN2
-    diag = (x.double() * y.double()).sum(1)
     return diag - (row + col) / (2.0 * logit_scale)
