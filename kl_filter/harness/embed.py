@@ -299,12 +299,12 @@ def embed_shards(shards_dir: str, out_dir: str, model: str, checkpoint: str, fam
         raise KLFilterError(f"--batch_size must be >= 1, got {batch_size}")
     tars = list_tars(shards_dir)
     from ..fspath import url_to_fs
-    from ..pool.temperature import MANIFEST, check_logit_scale, read_manifest, record_family
+    from ..pool.temperature import MANIFEST, check_recorded_logit_scale, read_manifest, record_family
 
     read_manifest(*url_to_fs(os.path.join(out_dir, MANIFEST)))  # a broken manifest: stop before any work
     os.makedirs(out_dir, exist_ok=True)
     emb = embedder or Embedder(model, checkpoint, device, model_config)
-    check_logit_scale(emb.logit_scale, f"{model}'s learned logit scale exp(logit_scale)", checkpoint)
+    check_recorded_logit_scale(emb.logit_scale, f"{model}'s learned logit scale exp(logit_scale)", checkpoint)
     rows, modes, dim = 0, {}, None
     bar = progress(desc=f"embed {family}", total=len(tars))
     try:
