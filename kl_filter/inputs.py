@@ -48,7 +48,9 @@ def regular_file(path, what: str = "file", fs=None):
         size = check_regular_file(fs, p, what)
     except KLFilterError as e:  # name the path as the user gave it, and what the file was to be
         problem = str(e).removeprefix(f"{p}: ")
-        if not problem.startswith("no such"):
+        if problem.startswith("no such"):
+            problem = f"{what} not found"
+        else:
             problem = f"{what} {problem}" if problem.startswith("is ") else f"{what}: {problem}"
         raise KLFilterError(problem, str(path)) from e
     return fs, p, size
@@ -214,13 +216,20 @@ def _shape_words(shapes) -> str:
                        + ("," if len(shape) == 1 else "") + ")" for shape in shapes)
 
 
-def header_check(shapes=None, kinds: str = "f", max_bytes: int | None = None, allowed=()):
+def header_check(shapes=None, kinds: str = "f", max_bytes: int | None = None, allowed=(), member: str | None = None):
     """A check of an npy header (for :func:`kl_filter.npyfile.load_npy` / ``NpzReader.read``): a plain dtype of
     ``kinds`` (or one of ``allowed``), a shape matching one of ``shapes`` (tuples; None matches any length, and
-    a non-empty first axis is required), at most ``max_bytes`` of data. ValueError otherwise."""
+    a non-empty first axis is required), at most ``max_bytes`` of data. ValueError otherwise (naming the npz
+    ``member`` when given)."""
     from .npyfile import check_plain_dtype
 
     def check(h):
+        try:
+            _check(h)
+        except ValueError as e:
+            raise ValueError(f"member {member!r}: {e}" if member else str(e)) from None
+
+    def _check(h):
         check_plain_dtype(h, kinds, allowed)
         if shapes is not None:
             fits = [s for s in shapes if len(s) == len(h.shape)

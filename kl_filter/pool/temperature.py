@@ -28,7 +28,9 @@ outside that range the scores degenerate, measured on a 600-row test pool (``--n
 cut): at ``a = 1e-3`` 93.5% of the rows tie at 0 (the float32 differences cancel) and at ``a = 1e-10`` and below
 every row ties, so the cut keeps 100%; at ``a = 1e4`` 91% and at ``1e6`` all but one row tie at the ``log N``
 ceiling (one sample dominates every softmax). A recorded scale outside the range is therefore a broken file or
-model and is refused; ``--logit_scale`` outside it (a deliberate ablation) is used with a one-line warning.
+model and is refused. ``--logit_scale`` outside it is a deliberate choice (an ablation) and is used: below it
+with a one-line warning; above it the runner's saturation warning (rows at ``log N``) and IWL's effective-sample
+check already say what went wrong.
 """
 
 from __future__ import annotations
@@ -144,10 +146,10 @@ def resolve(pool, family: str, override: float | None) -> Temperature:
     if override is None:
         return recorded
     note = "" if recorded.source.startswith("OpenAI") else f"; the pool records {recorded.logit_scale:.6g}"
-    if _outside(float(override)) and float(override) not in _warned:
+    if float(override) < LOGIT_SCALE_RANGE[0] and float(override) not in _warned:
         _warned.add(float(override))  # once per process, not once per scorer bound
-        log.warning("--logit_scale %g is outside %s, the scales CLIP-style models learn: density-ratio scores may "
-                    "tie (a fraction cut may keep more rows than asked)", override, _range_words())
+        log.warning("--logit_scale %g is below %g, the least scale CLIP-style models learn: density-ratio scores "
+                    "may tie (a fraction cut may keep more rows than asked)", override, LOGIT_SCALE_RANGE[0])
     return Temperature(float(override), f"--logit_scale{note}", recorded.logit_bias)
 
 

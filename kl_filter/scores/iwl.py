@@ -39,7 +39,6 @@ largest log-weight (the same for weights or log-weights).
 from __future__ import annotations
 
 import hashlib
-import io
 import re
 from typing import Literal
 
@@ -85,17 +84,17 @@ def check_prompt_matrix(emb, arch: str, source: str) -> np.ndarray:
     return (a / norms[:, None]).astype(np.float32)
 
 
-def load_prompt_embedding(path: str, arch: str) -> np.ndarray:
-    """A (D,) or (P, D) ``.npy`` file as unit float32 rows."""
-    from ..fspath import open_file
+MAX_PROMPT_BYTES = 256 << 20  # 40,000 prompts of 768 float64s: far beyond any prompt list
 
-    try:
-        with open_file(path, "rb") as f:
-            arr = np.load(io.BytesIO(f.read()), allow_pickle=False)
-    except FileNotFoundError as e:
-        raise KLFilterError("prompt embedding file not found", path) from e
-    except (ValueError, OSError, EOFError) as e:
-        raise KLFilterError(f"not a .npy array ({str(e).splitlines()[0][:200]})", path) from e
+
+def load_prompt_embedding(path: str, arch: str) -> np.ndarray:
+    """A (D,) or (P, D) ``.npy`` file as unit float32 rows, read by :mod:`kl_filter.inputs` (a regular file; the
+    header's shape, a plain number dtype and its byte count checked before anything is allocated)."""
+    from ..inputs import load_npy
+
+    # any width here: check_prompt_matrix names the family's (and says what is not finite)
+    arr = load_npy(path, "prompt embedding file", [(None,), (None, None)], kinds="fiu", max_bytes=MAX_PROMPT_BYTES,
+                   finite=False)
     return check_prompt_matrix(arr, arch, path)
 
 

@@ -344,20 +344,39 @@ class SemDeDupScorer(BucketScorer):
 
 
 def load_centroids(path: str, prov: dict) -> np.ndarray | None:
-    """Saved centroids made with this provenance (None when absent, foreign or unreadable: then retrained)."""
+    """Saved centroids made with this provenance: None when absent or made with another provenance (then
+    retrained), or unusable (a warning naming the file: not an npz, centroids of another shape than
+    ``num_clusters`` × the family's width, not float32 or not finite; checked from the npy headers before any
+    data is inflated). Anything but a regular file there (a FIFO would block the reader) is one line, never
+    opened."""
+    import logging
+
     from ..fspath import url_to_fs
+    from ..inputs import header_check, regular_file
+    from ..npyfile import NpzReader, read_errors
+    from ..pool.reader import EMBED_DIMS
 
     fs, p = url_to_fs(path)
     try:
-        if not fs.exists(p):
+        if not fs.lexists(p):
             return None
-        with fs.open(p, "rb") as f, np.load(io.BytesIO(f.read()), allow_pickle=False) as z:
-            if json.loads(str(z["provenance"])) != prov:
-                return None
-            c = z["centroids"]
-    except (OSError, ValueError, KeyError, EOFError):
+    except OSError:
         return None
-    if c.dtype != np.float32 or c.shape[0] != prov["num_clusters"] or c.ndim != 2 or not np.isfinite(c).all():
+    fs, p, size = regular_file(path, "saved centroids file")
+    width = EMBED_DIMS.get(str(prov.get("key", "")).split("_")[0])  # None: a family of another width
+    try:
+        with fs.open(p, "rb") as f, NpzReader(f, size) as z:
+            stored = z.read("provenance", check=header_check(None, kinds="U", max_bytes=1 << 20, member="provenance"))
+            if json.loads(str(stored)) != prov:
+                return None
+            c = z.read("centroids", check=header_check([(prov["num_clusters"], width)], kinds="f", member="centroids"))
+    except read_errors() as e:
+        problem = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        logging.getLogger(__name__).warning("%s: saved centroids unusable (%s); not used", path, problem)
+        return None
+    if c.dtype != np.float32 or not np.isfinite(c).all():
+        logging.getLogger(__name__).warning("%s: saved centroids unusable (%s); not used", path,
+                                            "not float32" if c.dtype != np.float32 else "NaN or inf values")
         return None
     return c
 

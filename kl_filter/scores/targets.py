@@ -1,6 +1,7 @@
 """Target embeddings for NormSim and VAS: files a user gives with ``--target_embeddings``, read once per process.
 
-Accepted files: ``.npy`` matrices (float16 or float32, N_t × D, read with ``allow_pickle=False``) and DataComp's
+Accepted files: ``.npy`` matrices (float16 or float32, N_t × D, read by :mod:`kl_filter.inputs`: a regular file
+whose header is checked before anything is allocated, never unpickled) and DataComp's
 ``in1k_clip_vit_l14_{0..4}.pt`` ImageNet-1k image-feature files (dicts holding ``image_features``), read by
 :func:`kl_filter.filters.image_based.load_array`, which unpickles nothing but tensors and plain containers.
 Every file is checked on its own (non-empty, 2-d, the family's width, finite, unit norm within
@@ -90,11 +91,19 @@ def load_targets(paths, arch: str) -> Targets:
         return _cache[key]
 
 
+MAX_TARGET_BYTES = 16 << 30  # a file of one matrix: ImageNet-1k's 1.28M L/14 features are 3.9 GB in float32
+
+
 def _read(path: str, arch: str, width: int) -> np.ndarray:
     from ..filters.image_based import load_array
+    from ..inputs import load_npy
 
     try:
-        a = load_array(path, "image_features")
+        if path.endswith(".npy"):  # its header first: a shape the file does not hold is never allocated
+            a = load_npy(path, "target embeddings file", [(None, None)], kinds="f", max_bytes=MAX_TARGET_BYTES,
+                         finite=False)  # any width and finiteness: checked below, naming the family and the row
+        else:
+            a = load_array(path, "image_features")
     except KLFilterError as e:
         raise KLFilterError(f"unreadable target embeddings ({str(e).removeprefix(f'{path}: ')})", path) from e
     except Exception as e:  # noqa: BLE001 - numpy/torch readers raise many types; the user needs one line
