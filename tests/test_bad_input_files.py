@@ -743,3 +743,10 @@ def test_saved_centroids_that_fit_load_and_a_fifo_is_never_opened(tmp_path):
     assert load_centroids(path, PROV) is None
     os.mkfifo(path)  # before: select and inspect blocked forever
     no_hang(lambda: refused(lambda: load_centroids(path, PROV), path, "saved centroids file is a FIFO"), [path])
+
+
+def test_inspect_bins_are_bounded_by_what_they_allocate(tmp_path, pool, capsys):
+    code, _, err = cli("inspect", "--metadata_dir", pool, "--out", tmp_path / "rep", "--bins", 10**12,
+                       "--no_progress", capsys=capsys)  # before: _ArrayMemoryError (7.28 TiB)
+    one_line_exit_2(code, err, "--bins must be at most 10,000", "got 1,000,000,000,000")
+    assert os.listdir(tmp_path) == []

@@ -26,7 +26,7 @@ def add_parser(sub) -> None:
     p.add_argument("--sample_size", type=int, default=100_000,
                    help="rows of the uniform sample behind Spearman, n-gram and English figures")
     p.add_argument("--examples", type=int, default=8, help="top and bottom rows shown per score column")
-    p.add_argument("--bins", type=int, default=50, help="histogram bins per score column")
+    p.add_argument("--bins", type=int, default=50, help="histogram bins per score column (at most 10,000)")
     p.add_argument("--ngram_top_k", type=int, default=50, help="K of the top-K n-gram coverage")
     p.add_argument("--thumb_size", type=int, default=128, help="thumbnail side in pixels")
     p.add_argument("--dedup_pairs", type=int, default=6,

@@ -45,6 +45,7 @@ from .plots import all_plots
 from .sources import ScoreSource, prepare_subsets
 
 log = logging.getLogger(__name__)
+MAX_BINS = 10_000  # histogram bars per score column: more than a figure can show
 # Shown when --filters is not given: the CLIP-score and LAION-2B baselines beside the paper's text-target scores.
 DEFAULT_FILTERS = ["clip_score_l14_30", "laion2b", "basic_filter", "kl_l14_txt_25", "kl_reverse_l14_txt_25",
                    "kl_l14_txt_25_x_clip_l14_30"]
@@ -119,6 +120,8 @@ def build_report(metadata_dir: str, out: str, scores_dir: str | None = None, sha
         least = 0 if name in ("--sample_size", "--examples", "--dedup_pairs") else 1
         if v < least:
             raise KLFilterError(f"{name} must be >= {least}, got {v}")
+    if bins > MAX_BINS:  # every column's histogram holds bins + 1 float64 edges (10^12: a 7.3 TiB allocation)
+        raise KLFilterError(f"--bins must be at most {MAX_BINS:,} (a histogram bar per few pixels), got {bins:,}")
     pool = Pool(metadata_dir)
     parent = os.path.dirname(out)
     try:
