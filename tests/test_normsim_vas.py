@@ -217,3 +217,22 @@ def test_vas_in1k_recipe_skips_offline_with_the_reason():
     reason = offline_reason(load_recipe("vas_in1k_l14_30"))
     assert reason and "in1k_clip_vit_l14" in reason
     assert offline_reason(load_recipe("vas_pool_l14_30")) is None
+
+
+def test_vas_cpu_kernel_matches_float64_for_any_block():
+    """VAS's CPU kernel (fᵀ S f, float32 blocks of rows) against float64; another block size is another GEMM shape,
+    so it is held to the same float64-derived bound, not to the default's bits."""
+    from kl_filter.scores.vas import second_moment_form
+
+    rng = np.random.default_rng(4)
+    x = unit(rng, 3000, 96).astype(np.float16)
+    t = unit(rng, 400, 96).astype(np.float64)
+    s = t.T @ t / len(t)
+    x64 = x.astype(np.float64)
+    ref = np.einsum("ij,jk,ik->i", x64, s, x64)
+    # float32 S, then two float32 dot products of D terms: a few γ_D of Σ|x||S||x|
+    u = 2.0 ** -24
+    bound = 4 * 96 * u * np.einsum("ij,jk,ik->i", np.abs(x64), np.abs(s), np.abs(x64))
+    for block in (None, 7, 1000, 4096):
+        got = second_moment_form(x, s) if block is None else second_moment_form(x, s, block)
+        assert got.dtype == np.float32 and (np.abs(got - ref) <= bound).all()
