@@ -131,8 +131,10 @@ def load_uids(path: str) -> np.ndarray:
 
 
 def check_uid_array(arr: np.ndarray, path: str, pool_uids: np.ndarray | None = None,
-                    allow_duplicates: bool = True) -> dict:
-    """Validate a loaded subset array; raise :class:`KLFilterError` with the reason, else return counts."""
+                    allow_duplicates: bool = True, allow_missing: bool = False) -> dict:
+    """Validate a loaded subset array; raise :class:`KLFilterError` with the reason, else return counts.
+    ``allow_missing``: entries not in ``pool_uids`` are counted (``missing``, ``first_missing``), not refused
+    (DataComp's resharder warns about them and writes the others)."""
     if arr.dtype != UID_DTYPE:
         raise KLFilterError(f"dtype is {arr.dtype}, expected {UID_DTYPE} (two uint64 fields)", path)
     if arr.ndim != 1:
@@ -153,7 +155,10 @@ def check_uid_array(arr: np.ndarray, path: str, pool_uids: np.ndarray | None = N
         missing = int((~idx).sum())
         if missing:
             first = u8u8_to_hex(arr[~idx][:1])[0].decode()
-            raise KLFilterError(f"{missing} uids are not in the pool (first: {first})", path)
+            if not allow_missing:
+                raise KLFilterError(f"{missing} uids are not in the pool (first: {first})", path)
+            info["first_missing"] = first
+        info["missing"] = missing
         info["pool_rows"] = int(len(pool_uids))
     return info
 
