@@ -51,8 +51,6 @@ import subprocess
 import sys
 import time
 
-import numpy as np
-
 from ..atomic import write_bytes, write_json
 from ..errors import KLFilterError
 from ..fspath import is_url
@@ -209,12 +207,13 @@ def check_inputs(datacomp_dir: str, uids: str, shards_dir: str, work_dir: str, e
     return info
 
 
-def dataset_size(uids: str) -> tuple[int, str]:
+def dataset_size(uids: str, rows: int | None = None) -> tuple[int, str]:
     """``(N, source)``: the UID file's entries (a resampled uid once per draw) for ``evaluate.py --dataset-size``,
-    as its sidecar counts them (``kept``), checked against the file as ``check-uids`` does."""
+    as its sidecar counts them (``kept``), checked against the file (``rows``, its entries when already counted)
+    as ``check-uids`` does."""
     from ..uids import check_sidecar, load_uids, sidecar_path
 
-    rows = int(len(load_uids(uids)))
+    rows = int(len(load_uids(uids))) if rows is None else rows
     side, verified = check_sidecar(uids)  # a sidecar must belong to this very file (its sha256)
     if side is None:
         return rows, "the UID file's entries (no sidecar)"
@@ -343,13 +342,7 @@ def plan_resume(steps: list[Step], uids: str) -> None:
     out = reshard.argv[reshard.argv.index("-o") + 1]
     names = sorted(os.listdir(out)) if os.path.isdir(out) else []
     if "meta.json" in names:
-        same = False
-        try:
-            with open(os.path.join(out, "sample_ids.npy"), "rb") as a, open(uids, "rb") as b:
-                same = a.read() == b.read()
-        except OSError:
-            pass
-        if not same:
+        if not _same_bytes(os.path.join(out, "sample_ids.npy"), uids):
             raise KLFilterError("holds the reshard of another UID file (its sample_ids.npy is not --uids): choose "
                                 "another --work_dir", out)
         reshard.skip, reshard.note = True, f"done earlier ({os.path.join(out, 'meta.json')} of this UID file)"
@@ -366,6 +359,23 @@ def plan_resume(steps: list[Step], uids: str) -> None:
     elif os.path.isfile(os.path.join(run_dir, "checkpoints", "epoch_latest.pt")):
         train.note = (f"resumes from {os.path.join(run_dir, 'checkpoints', 'epoch_latest.pt')} "
                       "(train.py --resume latest, its default)")
+
+
+def _same_bytes(a: str, b: str, block: int = 1 << 24) -> bool:
+    """Do files ``a`` and ``b`` (paths or fsspec URLs) hold the same bytes? Read in blocks: a UID file of the
+    xlarge pool is 20 GB. An unreadable file is not the same."""
+    from ..fspath import open_file
+
+    try:
+        with open_file(a, "rb") as fa, open_file(b, "rb") as fb:
+            while True:
+                x, y = fa.read(block), fb.read(block)
+                if x != y:
+                    return False
+                if not x:
+                    return True
+    except OSError:
+        return False
 
 
 def command_line(step: Step, cwd: str) -> str:
@@ -388,15 +398,21 @@ def run_step(step: Step, cwd: str, grace_s: float = 30.0) -> int:
     """Run one step in its own session (process group); SIGINT/SIGTERM are forwarded to the whole group, which is
     waited for (SIGKILL after ``grace_s``). Returns the exit status, or raises :class:`Stopped`."""
     env = {**os.environ, **step.env}
-    proc = subprocess.Popen(step.argv, cwd=cwd, env=env, start_new_session=True)
     got: list[tuple[int, float]] = []  # (signal, when)
+    procs: list = []
 
     def forward(signum, _frame):
         got.append((signum, time.monotonic()))
-        _killpg(proc.pid, signum)
+        if procs:
+            _killpg(procs[0].pid, signum)
 
+    # handlers first: a signal that arrives while the step starts is forwarded as soon as it has started
     old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
+        proc = subprocess.Popen(step.argv, cwd=cwd, env=env, start_new_session=True)
+        procs.append(proc)
+        if got:
+            _killpg(proc.pid, got[0][0])
         while True:
             try:
                 rc = proc.wait(timeout=0.5)
@@ -423,6 +439,8 @@ def _killpg(pgid: int, signum: int) -> None:
 
 def summarize_eval_results(path: str) -> dict:
     """DataComp's aggregation of an ``eval_results.jsonl`` (one line per task, ``metrics.main_metric``)."""
+    import numpy as np
+
     results = {}
     try:
         with open(path) as f:
@@ -451,9 +469,11 @@ def run_harness(datacomp_dir: str, scale: str, uids: str, shards_dir: str, work_
                 exp_name: str | None = None, seed: int = 0, eval_data_dir: str | None = None,
                 skip_eval: bool = False, python: str | None = None, num_workers: int = 1,
                 submission: Submission | None = None, yes: bool = False, dry_run: bool = False,
-                echo=print) -> dict | None:
+                echo=None) -> dict | None:
     """Check everything, then run (or, dry, print) the steps; returns DataComp's aggregated results, or None
     when nothing was evaluated. A submission without ``yes`` is a dry run."""
+    # flushed: each line must come before the output of the step it announces
+    echo = echo or (lambda line: print(line, flush=True))
     python = python or sys.executable
     datacomp_dir, uids, shards_dir, work_dir, eval_data_dir = map(
         absolute, (datacomp_dir, uids, shards_dir, work_dir, eval_data_dir))
@@ -477,9 +497,9 @@ def run_harness(datacomp_dir: str, scale: str, uids: str, shards_dir: str, work_
     if dry and not have:
         log.warning("%s does not look like a DataComp checkout (no %s); printing the commands anyway",
                     datacomp_dir, " or ".join(scripts))
-    attempt(lambda: check_inputs(datacomp_dir, uids, shards_dir, work_dir, eval_data_dir, scripts))
+    info = attempt(lambda: check_inputs(datacomp_dir, uids, shards_dir, work_dir, eval_data_dir, scripts))
     if submission is not None:
-        counted = attempt(lambda: dataset_size(uids))
+        counted = attempt(lambda: dataset_size(uids, info["rows"] if info else None))
         if counted:
             size = counted[0]
             echo(f"# --dataset-size {size}: {counted[1]}")

@@ -114,7 +114,12 @@ def _clean(out_dir: str, names: list[str]) -> None:
 
 
 class _Writer:
-    """Fills output tars of ``shard_size`` samples, in the order samples arrive."""
+    """Fills output tars of ``shard_size`` samples, in the order samples arrive.
+
+    The bytes are those ``webdataset.TarWriter`` writes given the same settings (USTAR, mtime 0, mode 0o444,
+    extensions sorted, no user or group names; ``benchmarks/bench_tars.py`` checks them equal). ``tarfile`` is used
+    directly: the base install has no webdataset (importing it imports torch: 11.5 s against 0.2 s), and TarWriter
+    took 1.6x and 1.2x its time in two runs (``results/bench_tars.md``)."""
 
     def __init__(self, out_dir: str, shard_size: int):
         self.out_dir, self.shard_size = out_dir, shard_size
