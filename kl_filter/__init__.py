@@ -6,25 +6,30 @@ Data flows one way, and the subpackages follow it:
     stats/      reference statistics over the pool (samples, mean, covariance), and their stage
     scores/     scorer plugins (derived per-row columns: the density-ratio KL family on CPU, torch or a fused
                 Triton kernel) and the per-shard score stage
-    filters/    filter plugins (DataComp baselines, KL filters) behind one interface, and their registry
-    selection/  global thresholds, uniform down-sampling, the per-shard keep masks, the run loop
+    filters/    the generic filter (a list of cuts) and its named recipes, the filters with per-row logic of their
+                own (DataComp's baselines), the registry
+    selection/  rules (each resolves itself over the whole pool: exact thresholds, uniform, resampling), the run loop
     engines/    where per-shard work runs: local threads/processes or Ray, one interface
     uids.py     the subset (.npy of u8,u8) handed to DataComp's harness
     report/     the inspection report of what each filter keeps
     harness/    resharding, the official train/evaluate bridge, BYOD embedding, the offline tiny track
     cli/        the ``kl-filter`` command (the application; nothing else imports it)
 
-The plugin API is importable from here: ``from kl_filter import Filter, Top, Keep, Uniform, Resample`` for filters,
-``Scorer, BucketScorer, StatsNeed`` for scorers. ``import kl_filter`` stays light: torch, triton, ray and open_clip are
-imported only by code that needs them.
+The plugin vocabulary is importable from here, nine names: ``Scorer`` (per-row columns; ``BucketScorer`` when rows
+are scored together with other shards' rows, ``StatsNeed`` for reference statistics), the rules ``Top``, ``Keep``,
+``Uniform``, ``Resample`` (and ``Rule`` to write a new one), and ``Filter`` for per-row logic of its own; plus
+``build_filter`` / ``list_filters`` (every registered filter and scorer, built-in or from an entry point). A
+scorer needs no filter: it is one (``kl-filter select --name SCORER --fraction 0.3``), and recipes cut on it
+(``cuts: [{score: {name: SCORER}, fraction: 0.3}]``). ``import kl_filter`` stays light: torch, triton, ray and
+open_clip are imported only by code that needs them.
 """
 
 __version__ = "0.1.0"
 
-from .filters.base import Filter, Keep, Parallel, Resample, Ties, Top, Uniform  # noqa: E402
-from .filters.registry import build_filter, list_filters, register  # noqa: E402
-from .scores.registry import build_scorer, list_scorers  # noqa: E402
+from .filters.base import Filter  # noqa: E402
+from .filters.registry import build_filter, list_filters  # noqa: E402
 from .scores.scorer import BucketScorer, Scorer, StatsNeed  # noqa: E402
+from .selection.rules import Keep, Resample, Rule, Top, Uniform  # noqa: E402
 
-__all__ = ["Filter", "Top", "Keep", "Uniform", "Resample", "Ties", "Parallel", "Scorer", "BucketScorer", "StatsNeed",
-           "build_filter", "build_scorer", "list_filters", "list_scorers", "register", "__version__"]
+__all__ = ["Scorer", "BucketScorer", "StatsNeed", "Top", "Keep", "Uniform", "Resample", "Rule", "Filter",
+           "build_filter", "list_filters", "__version__"]

@@ -6,10 +6,14 @@ hold, their validation, and ``kl-filter list-filters -v``. Supported annotations
 
     bool, int, float, str, pathlib.Path (kept as str)    scalar values
     Literal["a", "b"]                                     one of the choices
+    float | Literal["pool"]                               a number, or one of the words
     X | None, Optional[X]                                 may be omitted / null
-    list[X], tuple[X, ...]                                several values (``--flag a b c`` on the command line)
+    list[X], tuple[X, ...]                                several values (``--flag a b c`` on the command line;
+                                                          a recipe may give one value without the list)
 
-A parameter without a default is required. Anything else is passed through unchecked. Validation is strict:
+A parameter without a default is required. A class whose ``__init__`` ends in ``**kwargs`` takes its parent's
+parameters too, and a class may add parameters it forwards elsewhere with a ``forwarded_params()`` classmethod
+(a scorer's, for the filters in :mod:`kl_filter.filters.cuts`). Anything else is passed through unchecked. Validation is strict:
 a string ``"false"`` is not a bool, ``1.5`` is not an int, ``true`` is not a number (YAML natives are checked as
 they are; command-line strings are converted by the declared type first). Every failure is one
 :class:`~kl_filter.errors.KLFilterError` line naming the flag, raised before any work.
@@ -46,6 +50,7 @@ class Param:
     choices: tuple | None = None
     many: bool = False           # a list of ``base``
     help: str = ""
+    words: tuple = ()            # strings accepted besides a ``base`` number (``float | Literal["pool"]``)
 
     @property
     def required(self) -> bool:
@@ -57,19 +62,24 @@ class Param:
 
     def type_name(self) -> str:
         t = "{" + ",".join(map(str, self.choices)) + "}" if self.choices else (self.base.__name__ if self.base else "any")
+        t = "|".join((t, *self.words))
         t = f"list[{t}]" if self.many else t
         return f"{t} | None" if self.optional else t
 
 
-def _unwrap(annotation) -> tuple[type | None, bool, tuple | None, bool]:
-    """(base type, optional, choices, many) of an annotation."""
+def _unwrap(annotation) -> tuple[type | None, bool, tuple | None, bool, tuple]:
+    """(base type, optional, choices, many, words) of an annotation."""
     optional = False
     origin = typing.get_origin(annotation)
     if origin in (Union, types.UnionType):
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
         optional = len(args) < len(typing.get_args(annotation))
+        words = tuple(w for a in args if typing.get_origin(a) is Literal for w in typing.get_args(a))
+        numbers = [a for a in args if a in (int, float)]
+        if len(numbers) == 1 and len(args) == 2 and words and all(isinstance(w, str) for w in words):
+            return numbers[0], optional, None, False, words  # a number, or one of the words
         if len(args) != 1:
-            return None, optional, None, False
+            return None, optional, None, False, ()
         annotation, origin = args[0], typing.get_origin(args[0])
     many = False
     if origin in (list, tuple) or annotation in (list, tuple):
@@ -78,10 +88,10 @@ def _unwrap(annotation) -> tuple[type | None, bool, tuple | None, bool]:
         origin = typing.get_origin(annotation)
     if origin is Literal:
         choices = typing.get_args(annotation)
-        return type(choices[0]), optional, choices, many
+        return type(choices[0]), optional, choices, many, ()
     if annotation is Path or annotation is os.PathLike:
         annotation = str
-    return (annotation if annotation in _SCALARS else None), optional, None, many
+    return (annotation if annotation in _SCALARS else None), optional, None, many, ()
 
 
 def _docs(cls) -> dict[str, str]:
@@ -104,6 +114,7 @@ def _mentions(cls, name: str) -> str:
 def signature_params(cls) -> list[Param]:
     """Every parameter ``cls(**params)`` takes, in signature order (a ``**kwargs`` forwards to the parent)."""
     out: dict[str, Param] = {}
+    forwards = False
     for klass in cls.__mro__:
         init = klass.__dict__.get("__init__")
         if init is None:
@@ -122,19 +133,22 @@ def signature_params(cls) -> list[Param]:
                 continue
             if p.kind is p.VAR_POSITIONAL or p.name in out:
                 continue
-            base, optional, choices, many = _unwrap(hints.get(p.name, Any))
+            base, optional, choices, many, words = _unwrap(hints.get(p.name, Any))
             optional = optional or p.default is None
             out[p.name] = Param(p.name, base, p.default, optional, choices, many,
-                                docs.get(p.name) or _mentions(cls, p.name))
+                                docs.get(p.name) or _mentions(cls, p.name), words)
         if not forwards:
             break
+    if forwards and hasattr(cls, "forwarded_params"):
+        for p in cls.forwarded_params():
+            out.setdefault(p.name, p)
     return list(out.values())
 
 
 def _check_scalar(p: Param, v):
     """``v`` as ``p.base``, or a one-line complaint."""
     want = p.base
-    if want is None:
+    if want is None or v in p.words:
         return v
     if want is bool:
         ok = isinstance(v, bool)
@@ -148,7 +162,8 @@ def _check_scalar(p: Param, v):
             v = os.fspath(v)
         ok = isinstance(v, str)
     if not ok:
-        raise ValueError(f"expected {want.__name__}, got {type(v).__name__} {v!r}")
+        words = "".join(f" or {w}" for w in p.words)
+        raise ValueError(f"expected {want.__name__}{words}, got {type(v).__name__} {v!r}")
     if p.choices is not None and v not in p.choices:
         raise ValueError(f"must be one of {', '.join(map(str, p.choices))}, got {v!r}")
     return v
@@ -161,14 +176,14 @@ def check_value(p: Param, v):
             return None
         raise ValueError("may not be null")
     if p.many:
-        if not isinstance(v, (list, tuple)):
-            raise ValueError(f"expected a list, got {type(v).__name__} {v!r}")
-        return [_check_scalar(p, x) for x in v]
+        return [_check_scalar(p, x) for x in (v if isinstance(v, (list, tuple)) else [v])]
     return _check_scalar(p, v)
 
 
 def parse_string(p: Param, raw: str):
     """A command-line string converted by the declared type (bool flags never get here)."""
+    if raw in p.words:
+        return raw
     if p.base is int:
         try:
             return int(raw)
@@ -178,7 +193,7 @@ def parse_string(p: Param, raw: str):
         try:
             return float(raw)
         except ValueError:
-            raise ValueError(f"expected a number, got {raw!r}") from None
+            raise ValueError(f"expected a number{''.join(f' or {w}' for w in p.words)}, got {raw!r}") from None
     return raw
 
 
@@ -214,16 +229,15 @@ def describe(cls) -> list[str]:
     return lines
 
 
-def add_arguments(parser, cls) -> list[Param]:
-    """One command-line flag per parameter of ``cls`` (values stay strings; :func:`from_args` converts them).
+def add_arguments(parser, params: list[Param], title: str) -> list[Param]:
+    """One command-line flag per parameter (values stay strings; :func:`from_args` converts them).
 
     Bools are ``--flag`` / ``--no_flag``; lists take several values. Defaults are not set here, so only the
     flags a user gives reach the plugin (and a recipe's values stay unless overridden).
     """
     import argparse
 
-    params = signature_params(cls)
-    group = parser.add_argument_group(f"--name {getattr(cls, 'name', cls.__name__)} parameters")
+    group = parser.add_argument_group(title)
     for p in params:
         if p.base is bool and not p.many:
             group.add_argument(p.flag, dest=f"param:{p.name}", action="store_const", const=True,

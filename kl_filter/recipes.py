@@ -1,7 +1,11 @@
-"""Recipes are data: one YAML file per recipe in ``baselines/``, the file name is the recipe name.
+"""Recipes are data: one YAML file per recipe in ``baselines/``, the file name is the recipe name. Two forms:
 
-    name: clip_score        # a registered filter
+    name: clip_score        # a registered filter or scorer (a scorer: a top cut on its column)
     params: {arch: l14, fraction: 0.3}
+
+    cuts:                   # the generic filter's list of cuts (kl_filter/filters/cuts.py)
+      - {score: {name: negcliploss, params: {arch: l14}}, fraction: 0.3}
+      - {score: {name: normsim, params: {arch: l14, norm: inf}}, fraction: 0.2, then: pool}
 
 A recipe argument is a path to such a file, or a bare name looked up in ``$KL_FILTER_RECIPES``, then in the
 ``baselines/`` folder of a source checkout, then in ``kl_filter/recipes_data/`` of an installed package (the
@@ -73,6 +77,14 @@ class Recipe:
     path: str | None = None
     description: str = ""
 
+    def names(self) -> list[str]:
+        """Every filter and scorer the recipe names (its own, and its cuts')."""
+        cuts = self.params.get("cuts")
+        specs = [c.get(k) for c in (cuts if isinstance(cuts, list) else []) if isinstance(c, dict)
+                 for k in ("filter", "score")]
+        names = [s.get("name") if isinstance(s, dict) else s for s in specs]
+        return [self.filter, *(n for n in names if isinstance(n, str))]
+
 
 def resolve(recipe: str) -> str:
     if os.path.exists(recipe):
@@ -92,11 +104,13 @@ def load_recipe(recipe: str) -> Recipe:
         doc = yaml.safe_load(text)
     except (OSError, yaml.YAMLError) as e:
         raise KLFilterError(f"unreadable recipe ({str(e).splitlines()[0]})", path) from e
+    if isinstance(doc, dict) and set(doc) == {"cuts"}:
+        doc = {"name": "cuts", "params": {"cuts": doc["cuts"]}}
     if not isinstance(doc, dict) or "name" not in doc:
-        raise KLFilterError("a recipe is a mapping with 'name' (a filter) and optional 'params'", path)
+        raise KLFilterError("a recipe is a mapping with 'name' (a filter) and optional 'params', or with 'cuts'", path)
     extra = set(doc) - {"name", "params"}
     if extra:
-        raise KLFilterError(f"unknown recipe keys {sorted(extra)} (allowed: name, params)", path)
+        raise KLFilterError(f"unknown recipe keys {sorted(extra)} (allowed: name, params; or cuts alone)", path)
     params = doc.get("params") or {}
     if not isinstance(params, dict):
         raise KLFilterError("'params' must be a mapping", path)

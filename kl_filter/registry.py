@@ -1,7 +1,8 @@
 """A plugin registry: built-ins by name (imported lazily), third-party plugins through an entry-point group.
 
-Filters (:mod:`kl_filter.filters.registry`, group ``kl_filter.filters``) and scorers
-(:mod:`kl_filter.scores.registry`, group ``kl_filter.scorers``) are two instances of this one class. A third
+Filters (:mod:`kl_filter.filters.registry`, group ``kl_filter.filters``), scorers
+(:mod:`kl_filter.scores.registry`, group ``kl_filter.scorers``) and rules (:mod:`kl_filter.selection.rules`, group
+``kl_filter.rules``) are instances of this one class. A third
 party declares, in its ``pyproject.toml``::
 
     [project.entry-points."kl_filter.filters"]
@@ -22,7 +23,7 @@ from .errors import KLFilterError
 
 class Registry:
     def __init__(self, kind: str, group: str, builtins: dict[str, str]):
-        self.kind, self.group = kind, group  # kind: "filter" or "scorer", used in messages
+        self.kind, self.group = kind, group  # kind: "filter", "scorer" or "rule", used in messages
         self._targets: dict[str, object] = dict(builtins)
         self._entry_points_loaded = False
 
@@ -64,10 +65,14 @@ class Registry:
     def build(self, name: str, params: dict | None = None, source: str | None = None):
         """An instance of ``name`` from ``params``, validated against its ``__init__`` signature first
         (unknown key, wrong type, value outside its choices: one-line :class:`KLFilterError`)."""
+        return self.build_class(self.get(name), name, params, source)
+
+    @staticmethod
+    def build_class(cls, name: str, params: dict | None = None, source: str | None = None):
+        """:meth:`build` for a class in hand."""
         from .params import validate
 
-        cls = self.get(name)
-        kwargs = validate(cls, dict(params or {}), source=source)
+        kwargs = validate(cls, dict(params or {}), name, source=source)
         try:
             return cls(**kwargs)
         except TypeError as e:  # a plugin whose own checks raise TypeError

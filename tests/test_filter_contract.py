@@ -1,5 +1,6 @@
-"""The contract every registered filter keeps (fsspec-style shared suite): parametrised over ``list_filters()``,
-so a new filter is covered by being registered.
+"""The contract every registered filter (and scorer: each is a filter too) and every shipped recipe keeps
+(fsspec-style shared suite): parametrised over ``list_filters()`` and ``shipped_recipes()``, so a new filter, scorer
+or recipe is covered by being registered or shipped.
 
 Each filter is built from its declared defaults (or, when it declares required parameters or needs asset files,
 from the values in ``REQUIRED`` below), runs on a small pool, and must:
@@ -16,6 +17,7 @@ import pytest
 
 from kl_filter import build_filter, list_filters
 from kl_filter.params import signature_params
+from kl_filter.recipes import shipped_recipes
 from kl_filter.selection.runner import RunContext, run_filter
 from kl_filter.uids import check_uid_array, concat_uids, hex_to_u8u8, load_uids, sort_uids
 from minipool import make_minipool, unit
@@ -23,8 +25,10 @@ from minipool import make_minipool, unit
 # values for filters that cannot run on their defaults alone (required parameters, asset files)
 REQUIRED = {
     "negcliploss": {"arch": "b32", "fraction": 0.3, "batch_size": 500, "num_batches": 2},
-    "all_of": {"filters": [{"name": "clip_score", "params": {"arch": "l14", "fraction": 0.5}},
-                           {"name": "kl", "params": {"fraction": 0.5, "num_samples": 64, "english_filter": True}}]},
+    "cuts": {"cuts": [{"column": "clip_l14_similarity_score", "fraction": 0.5},
+                      {"filter": {"name": "kl", "params": {"fraction": 0.5, "num_samples": 64, "english_filter": True}}},
+                      {"score": {"name": "normsim", "params": {"target_embeddings": ["{targets}"]}}, "fraction": 0.3,
+                       "then": "pool"}]},
     "clip_score": {"arch": "l14", "fraction": 0.3},
     "kl": {"fraction": 0.25, "num_samples": 64, "clip_score_fraction": 0.8, "english_filter": True},
     "image_based": {"centroids": "{centroids}", "in1k_features": ["{in1k}"]},
@@ -49,19 +53,53 @@ def pool(tmp_path_factory):
 
 
 def _params(name, root):
+    return _fill(REQUIRED.get(name, {}), root)
+
+
+def _fill(params, root):
     files = {k: f"{root}/{k}.npy" for k in ("centroids", "in1k", "targets", "prompt")}
 
     def fill(v):
+        if isinstance(v, dict):
+            return {k: fill(x) for k, x in v.items()}
         return [fill(x) for x in v] if isinstance(v, list) else (v.format(**files) if isinstance(v, str) else v)
 
-    return {k: fill(v) for k, v in REQUIRED.get(name, {}).items()}
+    return {k: fill(v) for k, v in params.items()}
 
 
 @pytest.mark.parametrize("name", list_filters())
 def test_filter_contract(name, pool, tmp_path):
-    root, pool_dir = pool
+    root, _ = pool
+    _contract(name, lambda: build_filter(name, _params(name, root)), pool, tmp_path)
+
+
+# what a recipe needs beside it here (the flags its comment asks a user for), and the track's small-pool sizes
+RECIPE_FLAGS = {"image_based": {"centroids": "{centroids}", "in1k_features": ["{in1k}"]},
+                "normsim": {"target_embeddings": ["{targets}"]}, "vas_in1k": {"target_embeddings": ["{targets}"]},
+                "kl": {"num_samples": 64}, "negcliploss": {"batch_size": 500, "num_batches": 2}}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", shipped_recipes())
+def test_recipe_contract(recipe, pool, tmp_path):
+    from kl_filter.filters import get_filter_class
+    from kl_filter.recipes import load_recipe
+
+    root, _ = pool
+    r = load_recipe(recipe)
+    if not r.params:
+        pytest.skip(f"{recipe} is its filter with its defaults: test_filter_contract[{r.filter}]")
+    cls = get_filter_class(r.filter)
+    declared = {p.name for p in cls.flag_params(r.params)}
+    flags = {k: v for key, given in RECIPE_FLAGS.items() if key in recipe or key in r.names()
+             for k, v in _fill(given, root).items() if k in declared}
+    _contract(r.filter, lambda: build_filter(r.filter, cls.with_flags(r.params, flags)), pool, tmp_path)
+
+
+def _contract(name, build, pool, tmp_path):
+    _, pool_dir = pool
     try:
-        flt = build_filter(name, _params(name, root))
+        flt = build()
         flt.check_assets()
     except Exception as e:  # noqa: BLE001
         if "WordNet" in str(e) or "wordnet" in str(e):

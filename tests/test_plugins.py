@@ -193,3 +193,77 @@ def test_recipe_flags_supply_what_the_file_leaves_out(tmp_path):
     assert (tmp_path / "a.npy").read_bytes() == (tmp_path / "b.npy").read_bytes()
     p = run_cli("run", recipe, "--metadata_dir", pool, "--save_path", tmp_path / "c.npy")
     assert p.returncode == 2 and p.stderr.strip() == f"kl-filter: error: {recipe}: --name clip_score needs --arch"
+
+
+SCORER = '''from typing import Literal
+
+import numpy as np
+
+from kl_filter import Scorer
+
+
+class CaptionLength(Scorer):
+    """Caption length per row (a third-party scorer).
+
+    per: count characters or whitespace-separated words
+    """
+
+    name = "caption_length"
+    columns = ("text",)
+
+    def __init__(self, per: Literal["char", "word"] = "char"):
+        self.per = per
+
+    def outputs(self):
+        return (f"caption_{self.per}s",)
+
+    def compute(self, shard, stats, device="cpu"):
+        texts = shard["text"].to_pylist()
+        n = [len(t) if self.per == "char" else len(t.split()) for t in texts]
+        return {self.outputs()[0]: np.array(n, np.float32)}
+'''
+
+
+def test_third_party_scorer_without_a_filter(tmp_path):
+    """A scorer installed as its own distribution (entry point ``kl_filter.scorers``) is a filter, a recipe's cut
+    and a ``score`` target with no wrapper class."""
+    root = tmp_path / "lenplug"
+    root.mkdir()
+    (root / "lenplug.py").write_text(SCORER)
+    (root / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["setuptools"]\nbuild-backend = "setuptools.build_meta"\n\n'
+        '[project]\nname = "lenplug"\nversion = "0.1"\n\n'
+        '[project.entry-points."kl_filter.scorers"]\ncaption_length = "lenplug:CaptionLength"\n\n'
+        '[tool.setuptools]\npy-modules = ["lenplug"]\n')
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                    "--no-index", "--target", str(root / "site"), str(root)], check=True, capture_output=True)
+    env = {"PYTHONPATH": str(root / "site")}
+    pool = make_minipool(tmp_path / "pool", shards=2, n=300)
+    from minipool import TEXTS
+
+    texts = [TEXTS[i % len(TEXTS)] for i in range(300)] * 2
+    uids = np.array([f"{i:032x}" for i in range(600)])
+
+    def kept(path):
+        return np.array(sorted(u.decode() for u in u8u8_to_hex(np.load(path))))
+
+    listed = run_cli("list-filters", "-v", env=env, check=True).stdout
+    assert "caption_length" in listed and "--per {char,word} (default 'char')  count characters or" in listed
+    run_cli("select", "--name", "caption_length", "--per", "word", "--fraction", "0.3", "--metadata_dir", pool,
+            "--save_path", tmp_path / "a.npy", "--no_progress", env=env, check=True)
+    words = np.array([len(t.split()) for t in texts], np.float32)
+    assert np.array_equal(kept(tmp_path / "a.npy"), np.sort(uids[words >= -np.sort(-words)[int(600 * 0.3)]]))
+    (tmp_path / "r.yaml").write_text("cuts:\n  - {score: {name: caption_length, params: {per: char}}, fraction: 0.5}\n"
+                                     "  - {score: {name: caption_length, params: {per: word}}, fraction: 0.5, "
+                                     "then: survivors}\n")
+    run_cli("run", tmp_path / "r.yaml", "--metadata_dir", pool, "--save_path", tmp_path / "b.npy", "--scores_dir",
+            tmp_path / "s", "--no_progress", env=env, check=True)
+    chars = np.array([len(t) for t in texts], np.float32)
+    first = chars >= -np.sort(-chars)[300]
+    second = words >= -np.sort(-words[first])[int(first.sum() * 0.5)]
+    assert np.array_equal(kept(tmp_path / "b.npy"), np.sort(uids[first & second]))
+    run_cli("score", "--scorer", "caption_length", "--per", "char", "word", "--metadata_dir", pool, "--out",
+            tmp_path / "s", "--no_progress", env=env, check=True)
+    got = pq.read_table(tmp_path / "s" / "00000001.parquet")
+    assert got.column("caption_words").to_numpy().tolist() == words[300:].tolist()
+    assert got.column("caption_chars").to_numpy().tolist() == chars[300:].tolist()

@@ -147,3 +147,54 @@ def test_distributed_kth_signed_zero_and_extremes():
     assert np.array_equal(np.argsort(float_keys(x), kind="stable"), np.argsort(x, kind="stable"))
     for k in range(len(x)):
         assert kth_largest([x[:3], x[3:]], k) == -np.sort(-x)[k]
+
+
+# ---- a rule in one file: the k best rows per group ----------------------------------------------------------------
+def top_per_group_reference(score, group, k):
+    """Plainly: per group, rows by score (highest first, then pool order); the first k of each, NaN never."""
+    keep = np.zeros(len(score), bool)
+    for g in set(group[~np.isnan(group)].tolist()):
+        rows = [i for i in range(len(score)) if group[i] == g and not np.isnan(score[i])]
+        rows.sort(key=lambda i: (-float(score[i]), i))
+        keep[rows[:k]] = True
+    return keep
+
+
+def test_top_per_group_against_a_plain_loop():
+    from kl_filter.selection.top_per_group import TopPerGroup
+
+    rng = np.random.default_rng(12)
+    score = rng.integers(0, 40, 3000).astype(np.float32)  # many ties: broken by pool order
+    score[::97] = np.nan
+    group = rng.integers(0, 30, 3000).astype(np.float32)
+    group[::101] = np.nan
+    shards = _shards([{"s": score[i:i + 1000], "g": group[i:i + 1000]} for i in range(0, 3000, 1000)])
+    for k in (1, 3, 500):
+        masks, facts = evaluate_rules([TopPerGroup("s", group="g", k=k)], shards, seed=0)
+        assert np.array_equal(np.concatenate(masks), top_per_group_reference(score, group, k)), k
+    assert facts[0]["groups"] == 30 and facts[0]["kept_by_rule"] == int(np.concatenate(masks).sum())
+    with pytest.raises(Exception, match="k must be a whole number"):
+        TopPerGroup("s", group="g", k=0)
+
+
+def test_top_per_group_in_a_recipe_on_semdedup_clusters(tmp_path):
+    """At most 3 rows per SemDeDup cluster, the best by CLIP score: the group column comes from a scorer."""
+    import pyarrow.parquet as pq
+
+    from conftest import run_cli
+    from minipool import make_minipool
+
+    pool = make_minipool(tmp_path / "pool", shards=2, n=300)
+    (tmp_path / "r.yaml").write_text(
+        "cuts:\n  - {rule: top_per_group, column: clip_l14_similarity_score, k: 3, group: semdedup_l14_cluster,\n"
+        "     group_score: {name: semdedup, params: {num_clusters: 20}}}\n")
+    run_cli("run", tmp_path / "r.yaml", "--metadata_dir", pool, "--save_path", tmp_path / "u.npy", "--scores_dir",
+            tmp_path / "s", "--no_progress", check=True)
+    clip = np.concatenate([pq.read_table(f"{pool}/{s:08d}.parquet").column("clip_l14_similarity_score").to_numpy()
+                           for s in range(2)])
+    cluster = np.concatenate([pq.read_table(f"{tmp_path}/s/{s:08d}.parquet").column("semdedup_l14_cluster").to_numpy()
+                              for s in range(2)])
+    want = top_per_group_reference(clip, cluster, 3)
+    kept = np.load(tmp_path / "u.npy")
+    assert len(kept) == want.sum() == 3 * 20
+    assert np.array_equal(np.sort(kept), np.sort(hex_to_u8u8([f"{i:032x}" for i in np.flatnonzero(want)])))

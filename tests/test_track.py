@@ -136,8 +136,9 @@ def test_temperature_ablation_and_all_of_members():
     for name, base in A100_RECIPES.items():
         assert recipe_params(run[name], cfg) == {**recipe_params(load_recipe(base), cfg), "logit_scale": 100.0}
         assert "logit_scale" not in recipe_params(load_recipe(base), cfg)
-    members = recipe_params(run["kl_l14_txt_25_x_semdedup_l14_eps01"], cfg)["filters"]
-    assert members[0]["params"]["num_samples"] == cfg.kl_num_samples and "num_samples" not in members[1]["params"]
+    cuts = recipe_params(run["kl_l14_txt_25_x_semdedup_l14_eps01"], cfg)["cuts"]
+    assert cuts[0]["score"]["params"]["num_samples"] == cfg.kl_num_samples
+    assert "num_samples" not in cuts[1]["filter"]["params"]
 
 
 def test_repeated_share_counts_a_copy_and_its_original_once(tmp_path):

@@ -17,20 +17,25 @@ class _OneLineParser(argparse.ArgumentParser):
         raise KLFilterError(message)
 
 
-def filter_params_from_cli(name: str, extra: list[str]) -> dict:
-    """The parameters of filter ``name`` given on the command line (``extra``: what the command's own flags
-    left), parsed by the types of the filter's ``__init__`` signature; a flag it does not take is one line."""
+def parse_flags(prog: str, extra: list[str], params: list) -> dict:
+    """The values of ``params`` given among ``extra`` (what the command's own flags left), converted by their declared
+    types; a flag none of them takes is one line naming it."""
     from ..params import add_arguments, from_args
 
-    cls = get_filter_class(name)
-    parser = _OneLineParser(prog=f"kl-filter --name {name}", add_help=False, allow_abbrev=False)
-    declared = add_arguments(parser, cls)
+    parser = _OneLineParser(prog=f"kl-filter {prog}", add_help=False, allow_abbrev=False)
+    declared = add_arguments(parser, params, f"{prog} parameters")
     args, unknown = parser.parse_known_args(extra)
     if unknown:
         flags = [u.split("=")[0] for u in unknown if u.startswith("-")] or unknown
         takes = ", ".join(p.flag for p in declared) or "no options"
-        raise KLFilterError(f"{', '.join(flags)} not used by --name {name} (it takes: {takes})")
+        raise KLFilterError(f"{', '.join(flags)} not used by {prog} (it takes: {takes})")
     return from_args(args, declared)
+
+
+def filter_params_from_cli(name: str, extra: list[str], recipe_params: dict | None = None) -> dict:
+    """The parameters of filter ``name`` given on the command line, by the types of the filter's ``__init__``
+    signature (or, for a cuts recipe, of its cuts' scorers, filters and rules: ``recipe_params``)."""
+    return parse_flags(f"--name {name}", extra, get_filter_class(name).flag_params(recipe_params or {}))
 
 
 def add_run_arguments(p) -> None:
@@ -74,7 +79,8 @@ def run_context(args):
 
 
 def print_summary(summary: dict, save_path: str) -> None:
-    thr = [f"{r['column']}>={r['computed_threshold']:.6g}" for r in summary["rules"] if "computed_threshold" in r]
+    thr = [f"{r['column']}{'<=' if r.get('reverse') else '>='}{r['computed_threshold']:.6g}"  # what each rule keeps
+           for r in summary["rules"] if "computed_threshold" in r]
     distinct = summary.get("kept_distinct", summary["kept"])
     kept = f"kept {distinct:,} of {summary['pool_rows']:,} ({100 * distinct / max(summary['pool_rows'], 1):.2f}%)"
     if distinct != summary["kept"]:  # a Resample rule: the file repeats uids

@@ -102,7 +102,6 @@ def run(args) -> int:
 def _slow(recipe) -> str | None:
     """Why the demo leaves a recipe out by default: negCLIPLoss scores 10 passes of 32,768-row batches (2·D·|B|
     flops a row and pass: minutes per recipe on a laptop's CPU); ``--all`` or ``--recipes NAME`` runs it."""
-    names = [recipe.filter] + [f.get("name") for f in recipe.params.get("filters", []) if isinstance(f, dict)]
-    if "negcliploss" in names:
+    if "negcliploss" in recipe.names():
         return f"slow on a CPU (10 passes of 32,768-row batches): `kl-filter demo --recipes {recipe.name}` runs it"
     return None

@@ -23,9 +23,10 @@ def run(args) -> int:
           [In(recipe.path, "recipe")])  # the rest is checked by the run itself
     # the file's own keys are checked as written (errors name the file), then the flags override them, and only
     # the merged parameters build the filter (a recipe may leave out what its flags supply: --centroids ...)
-    validate(get_filter_class(recipe.filter), recipe.params, recipe.filter, recipe.path, partial=True)
-    given = filter_params_from_cli(recipe.filter, args.extra)
-    flt = build_filter(recipe.filter, {**recipe.params, **given}, source=None if given else recipe.path)
+    cls = get_filter_class(recipe.filter)
+    validate(cls, recipe.params, recipe.filter, recipe.path, partial=True)
+    given = filter_params_from_cli(recipe.filter, args.extra, recipe.params)
+    flt = build_filter(recipe.filter, cls.with_flags(recipe.params, given), source=None if given else recipe.path)
     summary = run_filter(flt, args.metadata_dir, args.save_path, run_context(args), recipe=recipe.name)
     print_summary(summary, args.save_path)
     return 0

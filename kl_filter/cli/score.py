@@ -1,55 +1,117 @@
-"""``kl-filter score``: per-shard score files with the KL-family columns ``{mode}_{arch}_{target}`` (the KL
-scorer run by the score stage, as ``select`` runs it for a KL filter: the files are shared and reused)."""
+"""``kl-filter score``: any registered scorer's columns for every shard, into a scores directory (the files ``select``
+and ``run`` read and extend: a column is computed once per shard and reused wherever its provenance matches).
 
+    kl-filter score --metadata_dir POOL --out SCORES [--scorer NAME] [the scorer's flags]
+
+The scorer's flags come from its signature (``kl-filter list-filters -v`` lists them under its name); a flag given
+several values for a one-value parameter runs the scorer once per combination (``--arch b32 l14``). Without
+``--scorer``: the KL family, by default all 16 columns (4 modes × b32/l14 × txt/img) as before (``--modes`` is the
+old spelling of ``--mode``). The reference statistics a scorer needs are read from ``--stats`` (used as it is) or
+computed into ``SCORES/stats.npz``. ``--weights W.parquet`` also writes the self-normalised importance weights of a
+log-weight column (IWL's); ``kl-filter weights`` is that, for the IWL scorer.
+"""
+
+from __future__ import annotations
+
+import itertools
 import os
 
 from ..errors import KLFilterError
-
 from .common import add_engine_arguments, engine_from_args
+
+# `kl-filter score` without --scorer: the KL family on every axis, the command's defaults since it existed
+KL_GRID = {"mode": ["kl", "kl_reverse", "centered", "whitened"], "arch": ["b32", "l14"], "target": ["txt", "img"]}
+
+
+def add_common(p) -> None:
+    p.add_argument("--metadata_dir", required=True, help="the pool: <shard>.parquet + <shard>.npz (local or fsspec URL)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--seed", type=int, default=0, help="seed of a scorer's random draws (negCLIPLoss's batches, ...)")
+    p.add_argument("--num_workers", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--overwrite", action="store_true", help="recompute even valid stored columns")
+    p.add_argument("--no_progress", action="store_true")
+    add_engine_arguments(p)
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("score", help="compute KL-family score columns for every shard")
-    p.add_argument("--metadata_dir", required=True)
-    p.add_argument("--stats", required=True, help="statistics .npz from `kl-filter stats`")
+    p = sub.add_parser("score", help="compute a scorer's columns for every shard (default: the KL family)",
+                       allow_abbrev=False, description=__doc__.split("\n\n")[1])
+    p.add_argument("--scorer", default=None, help="registered scorer name (default: kl; kl-filter list-filters)")
     p.add_argument("--out", required=True, help="scores directory: <shard>.parquet per shard")
-    p.add_argument("--modes", nargs="+", default=["kl", "kl_reverse", "centered", "whitened"],
-                   choices=["kl", "kl_reverse", "centered", "whitened"])
-    p.add_argument("--arch", nargs="+", default=["b32", "l14"], choices=["b32", "l14"])
-    p.add_argument("--target", nargs="+", default=["txt", "img"], choices=["txt", "img"])
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--logit_scale", type=float, default=None,
-                   help="CLIP logit scale a of D_KL/D_KLR (default: the temperature each family's embedding model "
-                        "learned, recorded in the pool's embeddings.json; else OpenAI CLIP's 100)")
-    p.add_argument("--num_workers", type=int, default=os.cpu_count() or 1)
-    p.add_argument("--overwrite", action="store_true", help="recompute even valid existing score files")
-    p.add_argument("--no_progress", action="store_true")
-    add_engine_arguments(p)
-    p.set_defaults(func=run)
+    p.add_argument("--stats", default=None, help="statistics .npz from `kl-filter stats` (else computed into --out)")
+    p.add_argument("--weights", default=None, help="also write the importance weights of the scorer's log-weight "
+                                                    "column(s) to this parquet file")
+    add_common(p)
+    p.set_defaults(func=run, filter_params=True, scores_out="out", weights_out="weights")
+
+
+def scorers_from_cli(name: str, extra: list[str]) -> list:
+    """The scorers the flags ask for: one per combination of the values given to one-value parameters."""
+    from dataclasses import replace
+
+    from ..params import signature_params
+    from ..scores.registry import SCORERS, build_scorer
+    from .common import parse_flags
+
+    declared = signature_params(SCORERS.get(name))
+    several = [replace(p, many=True) if p.base is not bool else p for p in declared]
+    given = parse_flags(f"--scorer {name}", extra, several)
+    single = {p.name for p in declared if not p.many and p.base is not bool}
+    axes = {k: (v if k in single else [v]) for k, v in given.items()}
+    return [build_scorer(name, dict(zip(axes, combo))) for combo in itertools.product(*axes.values())]
 
 
 def run(args) -> int:
     import time
 
-    from ..outputs import In, Out, check
+    from ..outputs import In, Out, check, input_files
     from ..pool import Pool
-    from ..scores.kl import KLScorer
+    from ..progress import NoProgress, tqdm_progress
     from ..scores.stage import run_scores
-    from ..stats.reference import load_stats
+    from ..stats.stage import ensure_stats
 
     t = time.perf_counter()
     if args.num_workers < 1:
         raise KLFilterError(f"--num_workers must be >= 1, got {args.num_workers}")
-    check([Out(args.out, "--out", "dir", marker="scores")],
-          [In(args.metadata_dir, "--metadata_dir"), In(args.stats, "--stats")])
+    name, extra = args.scorer or "kl", ["--mode" if a == "--modes" else a for a in args.extra]
+    if args.scorer is None:  # the command's KL defaults, for the axes the flags leave out
+        extra += [x for k, v in KL_GRID.items() if f"--{k}" not in extra for x in (f"--{k}", *v)]
+    scores_dir, weights = getattr(args, args.scores_out), getattr(args, args.weights_out)
+    stats = getattr(args, "stats", None)
+    scorers = scorers_from_cli(name, extra)
+    outs = [Out(scores_dir, f"--{args.scores_out}", "dir", marker="scores")]
+    check(outs + ([Out(weights, f"--{args.weights_out}")] if weights else []),  # before any work
+          [In(args.metadata_dir, "--metadata_dir"), *([In(stats, "--stats")] if stats else []),
+           *[In(f, f"--scorer {name}'s file") for s in scorers for f in input_files(s.params().values())]])
+    engine = engine_from_args(args)
+    if weights:
+        return _weights(args, scorers, engine, scores_dir, weights)
     pool = Pool(args.metadata_dir)
-    stats = load_stats(args.stats, pool, archs=args.arch, moments=bool(set(args.modes) & {"centered", "whitened"}))
-    scorers = [KLScorer(args.modes, a, t_, args.logit_scale) for a in args.arch for t_ in args.target]
-    done = run_scores(pool, scorers, stats, args.out, engine_from_args(args), args.device, args.overwrite)
+    stats, _ = ensure_stats(pool, [s.stats() for s in scorers], stats_path=stats, scores_dir=scores_dir,
+                            seed=args.seed, overwrite=args.overwrite, num_workers=args.num_workers,
+                            progress=NoProgress if args.no_progress else tqdm_progress, device=args.device,
+                            engine=engine)
+    done = run_scores(pool, scorers, stats, scores_dir, engine, args.device, args.overwrite, args.seed)
     print(f"score: {len(done.names)} columns for {len(pool)} shards ({done.computed} computed, "
-          f"{done.reused} reused) in {time.perf_counter() - t:.2f}s -> {args.out}")
-    for a in args.arch:
-        s = next(s for s in scorers if s.arch == a)
-        if {"kl", "kl_reverse"} & set(args.modes):
-            print(f"score: {a} logit scale {s.scale:g} ({s.temperature.source})")
+          f"{done.reused} reused) in {time.perf_counter() - t:.2f}s -> {scores_dir}")
+    for scale, source in dict.fromkeys((v["logit_scale"], v["source"]) for v in done.temperatures().values()):
+        print(f"score: logit scale {scale:g} ({source})")
+    return 0
+
+
+def _weights(args, scorers, engine, scores_dir, out) -> int:
+    from ..selection.weights import write_weights
+
+    if len(scorers) != 1:
+        raise KLFilterError(f"--weights takes one scorer, the flags ask for {len(scorers)}")
+    s = write_weights(args.metadata_dir, scorers[0], out, engine=engine, scores_dir=scores_dir, device=args.device,
+                      overwrite=args.overwrite)
+    for w, c in s["columns"].items():
+        print(f"weights: {w} from {c['score_column']} (logit scale {c['provenance']['logit_scale']:g} from "
+              f"{c['provenance']['logit_scale_source']}): effective "
+              f"sample size {c['effective_sample_size']:,.1f} of {c['rows']:,} rows "
+              f"({100 * c['effective_sample_share']:.1f}%), max weight "
+              f"{c['rows'] * 1.0 / c['sum_exp']:.4g}")
+    print(f"weights: {s['rows']:,} rows in {s['shards']} shards (log-weights computed for {s['shards_computed']}, "
+          f"reused for {s['shards_reused']}) in {s['timings']['total_s']:.2f}s -> {s['out']}")
     return 0

@@ -45,5 +45,9 @@ class Engine(Protocol):
         """``fn(value)`` where each handle's value lives (a tuple of handles and values is passed as one tuple);
         the small results come back to the driver, in order."""
 
+    def devices(self, device: str) -> list[str]:
+        """The device of each compute worker for ``--device`` (auto, cpu, cuda): ``cuda:i`` per local GPU, ``cuda``
+        for tasks the engine places on a GPU each (``map(num_gpus=1)``), else ``cpu`` per worker."""
+
     def close(self) -> None:
         """Release what the engine holds."""

@@ -53,6 +53,12 @@ class LocalEngine:
         with single_blas_thread():
             return [fn(h) for h in handles]
 
+    def devices(self, device: str) -> list[str]:
+        """Every visible GPU (one compute thread each) for cuda, else ``num_workers`` CPU workers."""
+        from .devices import local_devices
+
+        return local_devices(device, self.num_workers)
+
     def close(self) -> None:
         pass
 

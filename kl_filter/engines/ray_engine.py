@@ -81,5 +81,10 @@ class RayEngine:
                 for h in handles]
         return self.ray.get(refs)
 
+    def devices(self, device: str) -> list[str]:
+        """One task per item, each on a GPU of the cluster's when it has GPUs (and ``device`` allows)."""
+        gpu = device in ("auto", "cuda") and self.ray.cluster_resources().get("GPU", 0) > 0
+        return ["cuda" if gpu else "cpu"]
+
     def close(self) -> None:
         pass

@@ -1,6 +1,7 @@
-"""Filter plugins: DataComp's baselines and the KL-guided filters, behind one interface (see ``base``)."""
+"""Filters: the generic filter (a list of cuts, :mod:`.cuts`) and its named recipes (:mod:`.presets`), DataComp's
+baselines with per-row logic of their own, behind one interface (:mod:`.base`), and the registry."""
 
-from .base import Filter, Keep, Top, Uniform
+from .base import Filter
 from .registry import build_filter, get_filter_class, list_filters, register
 
-__all__ = ["Filter", "Keep", "Top", "Uniform", "build_filter", "get_filter_class", "list_filters", "register"]
+__all__ = ["Filter", "build_filter", "get_filter_class", "list_filters", "register"]

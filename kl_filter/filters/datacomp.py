@@ -6,15 +6,13 @@ result is the same AND, computed on fewer rows.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
 
 from ..errors import KLFilterError
+from ..scores.scorer import ARCHS, Arch
 from ..text.langid import fasttext_english, gcld3_english
 from .base import Filter, Keep, Parallel, Top, check_cut
 
-ARCHS = ("b32", "l14")
 LAION2B_THRESHOLD = 0.28
 
 
@@ -59,7 +57,7 @@ class ClipScore(Filter):
 
     name = "clip_score"
 
-    def __init__(self, arch: Literal["b32", "l14"], fraction: float | None = None, threshold: float | None = None):
+    def __init__(self, arch: Arch, fraction: float | None = None, threshold: float | None = None):
         check_cut("clip_score", fraction, threshold)
         self.arch, self.fraction, self.threshold = arch, fraction, threshold
         self.columns = (clip_column(arch),)

@@ -20,6 +20,7 @@ from typing import Literal
 import numpy as np
 
 from ..errors import KLFilterError, MissingDependency
+from ..scores.scorer import Arch
 from ..text.caption import caption_filter
 from .base import Filter, Keep, Parallel, Top, check_cut
 from .datacomp import clip_column, refine_by_text
@@ -179,7 +180,7 @@ class ImageBasedIntersectClipScore(ImageBased):
 
     name = "image_based_intersect_clip_score"
 
-    def __init__(self, arch: Literal["b32", "l14"], fraction: float | None = None, threshold: float | None = None,
+    def __init__(self, arch: Arch, fraction: float | None = None, threshold: float | None = None,
                  **kwargs):
         check_cut("image_based_intersect_clip_score", fraction, threshold)
         super().__init__(**kwargs)

@@ -3,10 +3,14 @@ entry-point group (see :mod:`kl_filter.registry`)::
 
     [project.entry-points."kl_filter.filters"]
     my_filter = "my_package.filters:MyFilter"
+
+Every registered scorer (built-in or from the ``kl_filter.scorers`` group) is a filter too, under its own name,
+unless a filter takes that name: a top cut on its column (:func:`kl_filter.filters.presets.scorer_cut`).
 """
 
 from __future__ import annotations
 
+from ..errors import KLFilterError
 from ..registry import Registry
 
 ENTRY_POINT_GROUP = "kl_filter.filters"
@@ -19,13 +23,11 @@ FILTERS = Registry("filter", ENTRY_POINT_GROUP, {
     "text_based": "kl_filter.filters.text_based:TextBased",
     "image_based": "kl_filter.filters.image_based:ImageBased",
     "image_based_intersect_clip_score": "kl_filter.filters.image_based:ImageBasedIntersectClipScore",
-    "kl": "kl_filter.filters.kl:KLFilter",
-    "all_of": "kl_filter.filters.combine:AllOf",
-    "iwl": "kl_filter.filters.iwl:IWLFilter",
-    "normsim": "kl_filter.filters.normsim:NormSim",
-    "vas": "kl_filter.filters.vas:VAS",
-    "negcliploss": "kl_filter.filters.negcliploss:NegCLIPLoss",
-    "semdedup": "kl_filter.filters.semdedup:SemDeDup",
+    "cuts": "kl_filter.filters.cuts:Cuts",
+    "kl": "kl_filter.filters.presets:KL",
+    "negcliploss": "kl_filter.filters.presets:NegCLIPLoss",
+    "semdedup": "kl_filter.filters.presets:SemDeDup",
+    "iwl": "kl_filter.filters.presets:IWL",
 })
 
 
@@ -35,11 +37,22 @@ def register(name: str, target, overwrite: bool = False) -> None:
 
 
 def list_filters() -> list[str]:
-    return FILTERS.names()
+    """Every filter name: the registered filters and the scorers (each a top cut on its column)."""
+    from ..scores.registry import SCORERS
+
+    return sorted(set(FILTERS.names()) | set(SCORERS.names()))
 
 
 def get_filter_class(name: str):
-    return FILTERS.get(name)
+    from ..scores.registry import SCORERS
+
+    if name in FILTERS.names():
+        return FILTERS.get(name)
+    if name in SCORERS.names():
+        from .presets import scorer_cut
+
+        return scorer_cut(name)
+    raise KLFilterError(f"unknown filter --name {name!r}; known: {', '.join(list_filters())}")
 
 
 def build_filter(name: str, params: dict | None = None, *, source: str | None = None, **kwargs):
@@ -47,4 +60,4 @@ def build_filter(name: str, params: dict | None = None, *, source: str | None = 
     arch="l14", fraction=0.3)``), validated against its ``__init__`` signature (unknown key, wrong type, value
     outside its choices, missing required parameter: one-line :class:`~kl_filter.errors.KLFilterError`,
     prefixed with ``source``, e.g. a recipe file)."""
-    return FILTERS.build(name, {**(params or {}), **kwargs}, source)
+    return FILTERS.build_class(get_filter_class(name), name, {**(params or {}), **kwargs}, source)

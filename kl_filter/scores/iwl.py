@@ -50,7 +50,6 @@ from .scorer import DensityRatio, Scorer
 FAMILY_RE = re.compile(r"^[a-z0-9]+$")
 DEFAULT_LOGIT_SCALE = 10.0  # the IWL authors' a (their README's --iwl-logit-scale 10), with their bias b = 0
 DEFAULT_SOURCE = "the IWL authors' a = 10"
-POOL = "pool"
 BLOCK_ROWS = 16384  # float64 dot products in blocks: 16k × 768 × 8 bytes = 100 MB at most
 Combine = Literal["mean", "max"]
 
@@ -116,18 +115,20 @@ class IWLScorer(DensityRatio, Scorer):
     model: open_clip architecture of the family's model, to encode --prompt
     checkpoint: LOCAL open_clip checkpoint of --model (nothing is downloaded)
     model_config: open_clip model config json (file or directory) for a custom --model
-    logit_scale: a in w ∝ exp(a·<u_x, p>): a number (default 10, the IWL authors'), or pool = the temperature the pool's embedding model learned (embeddings.json; else 100)
     combine: several prompts as one column: mean = log of the mean weight (a mixture of the domains), max = largest
     """
 
     name = "iwl"
+    default_logit_scale = DEFAULT_LOGIT_SCALE  # logit_scale: declared (and checked, bound) by DensityRatio
+    default_source = DEFAULT_SOURCE
 
     def __init__(self, arch: str = "l14", prompt: list[str] | None = None, prompt_embedding: str | None = None,
                  model: str | None = None, checkpoint: str | None = None, model_config: list[str] | None = None,
-                 logit_scale: float | Literal["pool"] = DEFAULT_LOGIT_SCALE, combine: Combine | None = None):
+                 combine: Combine | None = None, **temperature):
+        super().__init__(**temperature)
         self.arch, self.prompt, self.prompt_embedding = arch, prompt, prompt_embedding
         self.model, self.checkpoint, self.model_config = model, checkpoint, model_config
-        self.logit_scale, self.combine = logit_scale, combine
+        self.combine = combine
         self._check_flags()
         if prompt_embedding is not None:
             emb = load_prompt_embedding(prompt_embedding, arch)
@@ -137,59 +138,21 @@ class IWLScorer(DensityRatio, Scorer):
         self._set_embedding(emb)
 
     @classmethod
-    def from_embedding(cls, embedding, arch: str = "l14", logit_scale: float | str = DEFAULT_LOGIT_SCALE,
+    def from_embedding(cls, embedding, arch: str = "l14", logit_scale: float | str | None = None,
                        combine: Combine | None = None) -> "IWLScorer":
         """A scorer for an embedding already in hand (e.g. encoded by a caller's own model)."""
         self = cls.__new__(cls)
+        DensityRatio.__init__(self, logit_scale)
         self.arch, self.prompt, self.prompt_embedding = arch, None, None
         self.model = self.checkpoint = self.model_config = None
-        self.logit_scale, self.combine = logit_scale, combine
+        self.combine = combine
         self._check_flags(need_prompt=False)
         self._set_embedding(check_prompt_matrix(embedding, arch, "prompt embedding"))
         return self
 
-    def _check_logit_scale(self) -> None:
-        """``logit_scale`` as ``pool`` or a float (a command line gives a string: "10", "pool"), or one line."""
-        from ..pool.temperature import check_logit_scale
-
-        v = DEFAULT_LOGIT_SCALE if self.logit_scale is None else self.logit_scale  # None: a caller's "not set"
-        if isinstance(v, str):
-            v = v.strip()
-            if v != POOL:
-                try:
-                    v = float(v)
-                except ValueError:
-                    raise KLFilterError(f"--logit_scale must be a positive number or {POOL}, got {v!r}") from None
-        self.logit_scale = v if v == POOL else check_logit_scale(v)
-
-    def bind(self, pool) -> None:
-        """The logit scale in use: the pool's recorded temperature (``pool``), or the number, whose source says
-        whether it is the authors' and what the pool records."""
-        from dataclasses import replace
-
-        from ..pool.temperature import resolve
-
-        t = resolve(pool, self.arch, None if self.logit_scale == POOL else self.logit_scale)
-        if self.logit_scale == DEFAULT_LOGIT_SCALE:  # "--logit_scale[; the pool records ...]" names the authors
-            t = replace(t, source=DEFAULT_SOURCE + t.source[len("--logit_scale"):])
-        self._temperature = t
-
-    @property
-    def temperature(self):
-        """The :class:`~kl_filter.pool.temperature.Temperature` in use (a number before :meth:`bind`)."""
-        from ..pool.temperature import Temperature
-
-        if self._temperature is not None:
-            return self._temperature
-        if self.logit_scale == POOL:
-            raise RuntimeError("IWLScorer: bind(pool) first (logit_scale pool is the pool's temperature)")
-        return Temperature(self.logit_scale,
-                           DEFAULT_SOURCE if self.logit_scale == DEFAULT_LOGIT_SCALE else "--logit_scale")
-
     def _check_flags(self, need_prompt: bool = True) -> None:
         if not FAMILY_RE.match(self.arch or ""):
             raise KLFilterError(f"--arch must be an embedding family (lowercase letters and digits), got {self.arch!r}")
-        self._check_logit_scale()
         if not need_prompt:
             return
         if (self.prompt is None) == (self.prompt_embedding is None):

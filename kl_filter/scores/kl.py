@@ -15,11 +15,10 @@ from typing import Literal
 import numpy as np
 
 from ..errors import KLFilterError
-from .scorer import DensityRatio, Scorer, StatsNeed
+from .scorer import ARCHS, Arch, DensityRatio, Scorer, StatsNeed  # noqa: F401  (ARCHS: the family list)
 
 MODES = ("kl", "kl_reverse", "centered", "whitened")
 MOMENT_MODES = ("centered", "whitened")
-ARCHS = ("b32", "l14")
 TARGETS = ("txt", "img")
 OTHER = {"txt": "img", "img": "txt"}
 Mode = Literal["kl", "kl_reverse", "centered", "whitened"]
@@ -32,10 +31,9 @@ def column_name(mode: str, arch: str, target: str) -> str:
 class KLScorer(DensityRatio, Scorer):
     """D_KL, D_KLR, D_C, D_W of CLIP embeddings against pool reference statistics.
 
-    modes: which scores (kl = D_KL, kl_reverse = D_KLR, centered = D_C, whitened = D_W)
+    mode: the scores, one column each (kl = D_KL, kl_reverse = D_KLR, centered = D_C, whitened = D_W)
     arch: embedding family
     target: scored modality (txt: the caption scored against image samples)
-    logit_scale: CLIP logit scale a of D_KL and D_KLR (default: the pool's recorded temperature, else 100)
     num_samples: reference samples per modality (instead of --sample_ratio)
     sample_ratio: reference sample share of caption-filtered rows (default 0.002)
     """
@@ -43,24 +41,23 @@ class KLScorer(DensityRatio, Scorer):
     name = "kl"
     gpu = True
 
-    def __init__(self, modes: list[Mode] = ("kl",), arch: Literal["b32", "l14"] = "l14",
-                 target: Literal["txt", "img"] = "txt", logit_scale: float | None = None,
-                 num_samples: int | None = None, sample_ratio: float | None = None):
+    def __init__(self, mode: list[Mode] = ("kl",), arch: Arch = "l14", target: Literal["txt", "img"] = "txt",
+                 num_samples: int | None = None, sample_ratio: float | None = None, **temperature):
+        super().__init__(**temperature)
         if num_samples is not None and sample_ratio is not None:
             raise KLFilterError("give either --sample_ratio or --num_samples, not both")
         if num_samples is not None and num_samples < 1 or sample_ratio is not None and not 0 < sample_ratio <= 1:
             raise KLFilterError(f"--num_samples must be >= 1 and --sample_ratio in (0, 1], got {num_samples} "
                                 f"and {sample_ratio}")
-        self.modes, self.arch, self.target = tuple(dict.fromkeys(modes)), arch, target
-        self.logit_scale, self.num_samples, self.sample_ratio = logit_scale, num_samples, sample_ratio
+        self.mode = list(dict.fromkeys([mode] if isinstance(mode, str) else mode))
+        self.arch, self.target, self.num_samples, self.sample_ratio = arch, target, num_samples, sample_ratio
         self.keys = (f"{arch}_{target}",)
-        self._check_logit_scale()
 
     def outputs(self):
-        return tuple(column_name(m, self.arch, self.target) for m in self.modes)
+        return tuple(column_name(m, self.arch, self.target) for m in self.mode)
 
     def stats(self):
-        return StatsNeed(self.arch, bool(set(self.modes) & set(MOMENT_MODES)), self.num_samples, self.sample_ratio)
+        return StatsNeed(self.arch, bool(set(self.mode) & set(MOMENT_MODES)), self.num_samples, self.sample_ratio)
 
     def provenance(self, column, stats):
         if column.startswith(MOMENT_MODES):
@@ -78,15 +75,15 @@ class KLScorer(DensityRatio, Scorer):
 
         x, a, t, other = shard[self.keys[0]], self.arch, self.target, OTHER[self.target]
         out = {}
-        if {"kl", "kl_reverse"} & set(self.modes):
+        if {"kl", "kl_reverse"} & set(self.mode):
             out["kl"], out["kl_reverse"] = density_ratio_kl(x, stats[f"{a}_{other}_sample"],
                                                             logit_scale=self.scale, device=device)
-        if "centered" in self.modes:
+        if "centered" in self.mode:
             out["centered"] = centered(x, stats[f"{a}_{t}_mean"], device=device)
-        if "whitened" in self.modes:
+        if "whitened" in self.mode:
             out["whitened"] = whitened(x, stats[f"{a}_{t}_mean"], stats[f"{a}_{other}_cov"], device=device)
         cols = {}
-        for m in self.modes:
+        for m in self.mode:
             v = np.asarray(out[m], dtype=np.float32)
             bad = np.flatnonzero(~np.isfinite(v))
             if bad.size:  # never a silent NaN/inf score (SPEC §2)

@@ -31,13 +31,11 @@ float16 unit pairs, a = 100; tests/test_fidelity_authors.py): largest error 2.9e
 from __future__ import annotations
 
 import math
-from typing import Literal
-
 import numpy as np
 
 from ..engines import single_blas_thread
 from ..errors import KLFilterError
-from .scorer import BucketScorer, DensityRatio
+from .scorer import Arch, BucketScorer, DensityRatio
 
 DEFAULT_BATCH_SIZE = 32768
 DEFAULT_PASSES = 10
@@ -117,21 +115,20 @@ class NegCLIPLossScorer(DensityRatio, BucketScorer):
     arch: embedding family
     batch_size: rows per random batch (at least the pool size: one batch, the whole pool)
     num_batches: how many independent random partitions (passes) are averaged
-    logit_scale: a = 1/τ (default: the temperature the pool's embedding model learned, recorded in embeddings.json; else 100)
     """
 
     name = "negcliploss"
     gpu = True
 
-    def __init__(self, arch: Literal["b32", "l14"] = "l14", batch_size: int = DEFAULT_BATCH_SIZE,
-                 num_batches: int = DEFAULT_PASSES, logit_scale: float | None = None):
+    def __init__(self, arch: Arch = "l14", batch_size: int = DEFAULT_BATCH_SIZE, num_batches: int = DEFAULT_PASSES,
+                 **temperature):
+        super().__init__(**temperature)  # logit_scale: a = 1/τ (DensityRatio)
         if batch_size < 2:
             raise KLFilterError(f"--batch_size must be at least 2 (a batch normalises over other pairs), got {batch_size}")
         if num_batches < 1:
             raise KLFilterError(f"--num_batches (passes) must be >= 1, got {num_batches}")
-        self.arch, self.batch_size, self.num_batches, self.logit_scale = arch, batch_size, num_batches, logit_scale
+        self.arch, self.batch_size, self.num_batches = arch, batch_size, num_batches
         self.keys = (f"{arch}_img", f"{arch}_txt")
-        self._check_logit_scale()
 
     def outputs(self):
         return (f"negcliploss_{self.arch}",)

@@ -27,7 +27,7 @@ import numpy as np
 
 from ..engines import single_blas_thread
 from ..errors import KLFilterError
-from .scorer import Scorer
+from .scorer import Arch, Scorer
 from .targets import HINT, load_targets
 
 BLOCK_ROWS = 512        # measured on one EPYC core, D = 768: 512 × 2048 float32 blocks run at the matmul's
@@ -124,6 +124,12 @@ class TargetsScorer(Scorer):
     target_embeddings: list | None
     targets_id: str | None = None  # the hash a run planned with; a worker that reads other bytes refuses to score
 
+    def check_assets(self) -> None:
+        """Read and validate the target files once, before any pass (none given: the one-line hint); a scorer
+        that takes its target from the pool's statistics instead (VAS's ``--target pool``) has none."""
+        if self.stats() is None:
+            self.targets(plan=True)
+
     def targets(self, plan: bool = False):
         """The validated targets (read once per process); without files, the one-line hint of what to give.
         ``plan``: a run starts from these bytes (its columns' provenance); otherwise they must still be those."""
@@ -148,7 +154,7 @@ class NormSimScorer(TargetsScorer):
 
     name = "normsim"
 
-    def __init__(self, arch: Literal["b32", "l14"] = "l14", target_embeddings: list[str] | None = None,
+    def __init__(self, arch: Arch = "l14", target_embeddings: list[str] | None = None,
                  norm: Literal["inf", "max", "2"] = "inf"):
         if norm not in ("inf", "max", "2"):
             raise KLFilterError(f"--norm must be inf, max or 2, got {norm!r}")

@@ -12,18 +12,24 @@ A scorer declares:
 * ``ceiling(column, stats)`` (optional): the largest attainable value, so a top cut can count saturated rows;
 * ``bind(pool)`` (optional): called once per run, in the main process, before ``provenance`` and ``compute``,
   for what a scorer takes from the pool itself (the density-ratio scorers: the embedding model's temperature,
-  :class:`DensityRatio`). The bound scorer is what workers receive.
+  :class:`DensityRatio`). The bound scorer is what workers receive;
+* ``check_assets()`` (optional): locate the files it reads (e.g. target embeddings) before any work.
 
-Parameters are ``__init__`` keyword arguments with annotations, as for filters (:mod:`kl_filter.params`).
-Third-party scorers register in the ``kl_filter.scorers`` entry-point group.
+Parameters are ``__init__`` keyword arguments with annotations, as for filters (:mod:`kl_filter.params`); a
+``**kwargs`` forwards to the parent's (``DensityRatio`` declares ``logit_scale`` once for every density-ratio
+scorer). Third-party scorers register in the ``kl_filter.scorers`` entry-point group; a registered scorer is a
+filter too (``kl-filter select --name SCORER --fraction 0.3``: a top cut on its column, :mod:`kl_filter.filters.cuts`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
+
+ARCHS = ("b32", "l14")  # the embedding families of a DataComp pool (SPEC §4): the one list
+Arch = Literal[ARCHS]
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,9 @@ class Scorer:
     def bind(self, pool) -> None:
         """Take from ``pool`` what this scorer's values depend on beyond its parameters (default: nothing)."""
 
+    def check_assets(self) -> None:
+        """Locate the files this scorer reads before any work (raise :class:`KLFilterError`). Default: none."""
+
     def params(self) -> dict[str, Any]:
         from ..params import signature_params
 
@@ -75,39 +84,58 @@ class Scorer:
 
 
 class DensityRatio:
-    """Mixin of the scorers whose values are CLIP log density ratios ``a·<u, v>`` (D_KL, D_KLR, negCLIPLoss, IWL).
+    """Mixin of the scorers whose values are CLIP log density ratios ``a·<u, v>`` (D_KL, D_KLR, negCLIPLoss, IWL):
+    their ``logit_scale`` is declared, checked and resolved here, once.
 
-    A similarity is a log density ratio only at the temperature the embedding model learned, so ``logit_scale``
-    None (the default) means the pool's recorded one for the scorer's ``arch`` (:mod:`kl_filter.pool.temperature`:
-    ``embeddings.json``, else OpenAI CLIP's 100); a number overrides it. :meth:`bind` resolves it; every column's
-    provenance records the value and its source (:meth:`temperature_provenance`), so a column computed at another
-    temperature is never reused.
+    logit_scale: the CLIP logit scale a: a number, or pool = the temperature the pool's embedding model learned (embeddings.json; else OpenAI CLIP's 100); default: the scorer's own (pool for D_KL, D_KLR and negCLIPLoss; 10, the IWL authors', for IWL)
+
+    A similarity is a log density ratio only at the temperature the embedding model learned, so the density-ratio
+    scores default to the pool's recorded one for the scorer's ``arch`` (:mod:`kl_filter.pool.temperature`); a
+    scorer may default to a number instead (``default_logit_scale``, named ``default_source`` in the provenance).
+    :meth:`bind` resolves it; every column's provenance records the value and its source
+    (:meth:`temperature_provenance`), so a column computed at another temperature is never reused.
     """
 
+    POOL: ClassVar[str] = "pool"
+    default_logit_scale: ClassVar[float | None] = None  # None: the pool's recorded temperature
+    default_source: ClassVar[str] = ""                 # the provenance's name for a numeric default
     arch: str
-    logit_scale: float | None = None
     _temperature = None
 
-    def _check_logit_scale(self) -> None:
+    def __init__(self, logit_scale: float | Literal["pool"] | None = None):
         from ..pool.temperature import check_logit_scale
 
-        if self.logit_scale is not None:
-            check_logit_scale(self.logit_scale)
+        if logit_scale is None:
+            logit_scale = self.default_logit_scale
+        self.logit_scale = logit_scale if logit_scale in (None, self.POOL) else check_logit_scale(logit_scale)
+
+    def _asked(self) -> float | None:
+        """The number asked for (None: the pool's temperature)."""
+        return None if self.logit_scale in (None, self.POOL) else self.logit_scale
+
+    def _source(self) -> str:
+        default = self.default_source and self.logit_scale == self.default_logit_scale
+        return self.default_source if default else "--logit_scale"
 
     def bind(self, pool) -> None:
+        from dataclasses import replace
+
         from ..pool.temperature import resolve
 
-        self._temperature = resolve(pool, self.arch, self.logit_scale)
+        t = resolve(pool, self.arch, self._asked())
+        if self._asked() is not None:  # "--logit_scale[; the pool records ...]": name a numeric default as such
+            t = replace(t, source=self._source() + t.source[len("--logit_scale"):])
+        self._temperature = t
 
     @property
     def temperature(self):
-        """The :class:`~kl_filter.pool.temperature.Temperature` in use (``--logit_scale`` before :meth:`bind`)."""
+        """The :class:`~kl_filter.pool.temperature.Temperature` in use (the number asked for before :meth:`bind`)."""
         if self._temperature is None:
-            if self.logit_scale is None:
+            if self._asked() is None:
                 raise RuntimeError(f"{type(self).__name__}: bind(pool) first (the logit scale is the pool's)")
             from ..pool.temperature import Temperature
 
-            return Temperature(float(self.logit_scale), "--logit_scale")
+            return Temperature(float(self._asked()), self._source())
         return self._temperature
 
     @property

@@ -33,7 +33,7 @@ import numpy as np
 from ..engines import single_blas_thread
 from ..errors import KLFilterError
 from ..stats.reference import sample_keys, splitmix64
-from .scorer import BucketScorer, Partition
+from .scorer import Arch, BucketScorer, Partition
 
 SAMPLE_PER_CLUSTER = 256        # k-means sample: 256 rows per centroid (faiss's max_points_per_centroid) ...
 SAMPLE_CAP = 1_000_000          # ... at most this many rows (3 GB of float32 at d=768, twice in k-means++)
@@ -251,7 +251,7 @@ class SemDeDupScorer(BucketScorer):
     name = "semdedup"
     gpu = True  # the within-cluster step (k-means and the assignment stay on the CPU: one result for any device)
 
-    def __init__(self, arch: Literal["b32", "l14"] = "l14", num_clusters: int = 50,
+    def __init__(self, arch: Arch = "l14", num_clusters: int = 50,
                  keep: Literal["hard", "easy", "clip_score", "random"] = "hard",
                  kmeans_iterations: int = DEFAULT_ITERATIONS,
                  kmeans_init: Literal["k-means++", "random"] = "k-means++"):

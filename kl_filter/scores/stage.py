@@ -14,7 +14,6 @@ Without a scores directory the columns stay in memory for the run (local engine 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -176,15 +175,11 @@ def run_scores(pool, scorers, stats, scores_dir: str | None, engine, device: str
             jobs.append(_Job(shard, todo, keep, {**{c: stored[shard.name][c] for c in keep},
                                                   **{c: wanted[c] for c in fresh}}))
     computed = {job.shard.name for job in jobs}
-    if engine.remote:  # one task per shard; a GPU each when the cluster has them
-        gpu = device in ("auto", "cuda") and engine.ray.cluster_resources().get("GPU", 0) > 0
-        devices = ["cuda" if gpu else "cpu"]
-    else:  # a GPU only when some scorer of the run has a GPU path
-        devices = resolve_devices(device if any(s.gpu for s in scorers) else "cpu", engine.num_workers)
+    devices = engine.devices(device if any(s.gpu for s in scorers) else "cpu")  # a GPU only for a GPU path
     if jobs:
         work = _Worker(pool, per_shard, stats, scores_dir, devices)
         done = engine.map(work, jobs, load=_Loader(pool, per_shard, scores_dir), desc="score", workers=len(devices),
-                          num_gpus=1 if devices[0].startswith("cuda") and engine.remote else 0)
+                          num_gpus=1 if devices[0].startswith("cuda") else 0)
         if scores_dir is None:
             result.in_memory = {job.shard.name: cols for job, cols in zip(jobs, done)}
     for scorer in (s for s in scorers if isinstance(s, BucketScorer)):
@@ -255,21 +250,3 @@ class _Worker:
         meta = {**_shard_facts(self.pool, job.shard), "columns": job.provenance}
         write_scores(score_path(self.scores_dir, job.shard), data.columns["uid"], cols, meta)
         return None
-
-
-def resolve_devices(device: str, num_workers: int) -> list[str]:
-    """One entry per compute worker: every visible GPU for cuda, else ``num_workers`` CPU workers. ``auto`` on a
-    machine without NVIDIA device nodes answers cpu without importing torch (seconds saved on every CPU run)."""
-    if device == "auto" and not any(os.path.exists(p) for p in ("/dev/nvidiactl", "/dev/nvidia0", "/dev/dxg")):
-        return ["cpu"] * max(1, num_workers)
-    if device in ("auto", "cuda"):
-        import importlib.util
-
-        if importlib.util.find_spec("torch") is not None:
-            import torch
-
-            if torch.cuda.is_available():
-                return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-        if device == "cuda":
-            raise KLFilterError("--device cuda but no CUDA device is visible (or torch is not installed)")
-    return ["cpu"] * max(1, num_workers)

@@ -1,1 +1,2 @@
-"""Global selection: thresholds over the whole pool, uniform down-sampling, and the run loop."""
+"""Selection: rules that resolve themselves over the whole pool (exact thresholds, uniform down-sampling,
+resampling, ...) and the run loop that applies them shard by shard."""

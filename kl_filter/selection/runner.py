@@ -1,15 +1,16 @@
-"""The run: statistics → scores → global rules → per-shard keep masks (+ refine) → one UID file, on ONE executor.
+"""The run: statistics → scores → rules → per-shard keep masks (+ refine) → one UID file, on ONE executor.
 
-The runner plans from what the filter declares (:mod:`kl_filter.filters.base`); stages and the record shape at
-each boundary::
+The runner plans from what the filter declares (:mod:`kl_filter.filters.base`) and only loops; each rule resolves
+itself (:mod:`kl_filter.selection.rules`). Stages and the record shape at each boundary::
 
     scorers' StatsNeed ──stats stage──▶ Stats (samples, moments)           --stats / SCORES_DIR/stats.npz / memory
     shards ──score stage (each scorer once per shard, resumed)──▶ SCORES_DIR/<shard>.parquet (float32 columns)
            ──filter.score()──▶ ShardScores(uids u8,u8[n], {column: array[n]})   one handle per shard (maybe remote)
-           ──rules────▶ resolved rules: thresholds over the WHOLE pool (exact k-th largest by radix
-                        refinement, no gathering), or whole-pool masks for uniform / exact ties
-           ──keep─────▶ per shard: AND of the rules, then refine() on the candidates → kept uids + rows
-                        removed per step (+ draws per kept row for a Resample rule)
+           ──rules, in order──▶ Resolved(piece per shard, facts): each rule over the WHOLE pool (a threshold by
+                        exact k-th largest without gathering, or a whole-pool mask), a ``then`` rule among the
+                        rows the rules before it keep
+           ──keep─────▶ per shard: AND of the rules' masks, then refine() on the candidates → kept uids + rows
+                        removed per step (+ draws per kept row for a rule that repeats rows)
            ──merge────▶ sorted u8,u8 array (a resampled uid repeated once per draw) → save_path (atomic)
                         + save_path.json sidecar
 
@@ -24,7 +25,7 @@ import logging
 import os
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -32,14 +33,12 @@ import numpy as np
 from .. import __version__
 from ..engines import LocalEngine, Parallel, get_engine
 from ..errors import KLFilterError
-from ..filters.base import Filter, Keep, Resample, Ties, Top, Uniform, rule_dict, rule_label
+from ..filters.base import Filter
+from ..outputs import check_run
 from ..pool import Pool
 from ..progress import NoProgress
-from ..outputs import check_run
 from ..uids import concat_uids, save_uids_with_sidecar, sort_uids, u8u8_to_hex
-from .kth import kth_largest
-from .threshold import exact_count, keep_mask, kth_index
-from .uniform import uniform_keep
+from .rules import PoolScores, ShardScores, check_rules, resolve_rules
 
 log = logging.getLogger(__name__)
 SATURATION_WARN_SHARE = 0.01
@@ -66,12 +65,6 @@ class RunContext:
         return self._engine
 
 
-@dataclass
-class ShardScores:
-    uids: np.ndarray
-    columns: dict
-
-
 # ---- per-shard functions (run by any engine) ----------------------------------------------------------------
 def _score_shard(flt: Filter, pool: Pool, shard, derived) -> ShardScores:
     data = pool.read(shard, flt.columns, flt.keys)
@@ -89,183 +82,37 @@ def _score_shard(flt: Filter, pool: Pool, shard, derived) -> ShardScores:
     return ShardScores(data.uids, cols)
 
 
-def _rule_mask(s: ShardScores, rule, resolved) -> np.ndarray:
-    if isinstance(resolved, np.ndarray):  # a whole-pool decision already cut to this shard
-        return resolved if resolved.dtype == bool else resolved > 0  # Resample: draws per row
-    col = s.columns[rule.column]
-    if isinstance(rule, Keep):
-        return col.astype(bool)
-    return keep_mask(col, resolved, rule.reverse)
-
-
-def _keep_shard(flt: Filter, pool: Pool, shard, s: ShardScores, rules,
-                resolved) -> tuple[np.ndarray, list[int], np.ndarray | None]:
+def _keep_shard(flt: Filter, pool: Pool, shard, s: ShardScores, steps) -> tuple[np.ndarray, list[int], np.ndarray | None]:
     """Kept uids of one shard (the AND of every rule, then the filter's refine() on the candidates), the rows
-    each step removed from what the steps before it kept, and with a ``Resample`` rule the draws per kept uid."""
+    each step removed from what the steps before it kept, and the draws per kept uid of a rule that repeats rows.
+    ``steps``: (rule, this shard's piece) per rule."""
     keep = np.ones(len(s.uids), dtype=bool)
-    removed = []
-    for rule, r in zip(rules, resolved):
+    removed, draws = [], None
+    for rule, piece in steps:
         before = int(keep.sum())
-        keep &= _rule_mask(s, rule, r)
+        keep &= rule.mask(s, piece)
         removed.append(before - int(keep.sum()))
+        d = rule.draws(s, piece)
+        draws = d if d is not None else draws
     if flt.refine is not None:
         before = int(keep.sum())
         if before:
             keep = np.asarray(flt.refine(pool.read(shard, flt.refine_columns), keep), dtype=bool)
         removed.append(before - int(keep.sum()))
-    draws = next((r for rule, r in zip(rules, resolved) if isinstance(rule, Resample)), None)
     return s.uids[keep], removed, (draws[keep] if draws is not None else None)
 
 
-def _rule_counts(s: ShardScores, rule, resolved) -> dict:
-    mask = _rule_mask(s, rule, resolved)
-    out = {"kept_by_rule": int(mask.sum())}
-    if isinstance(rule, Top):
-        col = s.columns[rule.column]
-        out["nan"] = int(np.isnan(col).sum()) if col.dtype.kind == "f" else 0
-        thr = resolved if not isinstance(resolved, np.ndarray) else None
-        if thr is not None:
-            out["ties_at_threshold"] = int((col == thr).sum())
-        if rule.ceiling is not None:
-            c = np.float32(rule.ceiling)
-            out["saturated"] = int((col >= c - np.float32(1e-6) * max(np.float32(1), abs(c))).sum())
-    return out
-
-
-# ---- global step -------------------------------------------------------------------------------------------
-def resolve_rules(rules, handles, engine, seed: int, sizes: list[int]) -> tuple[list, list[dict]]:
-    """Each rule over the whole pool: a threshold (exact k-th largest without gathering the column), or, for
-    ``Uniform`` and ``Top(ties="exact")``, a whole-pool mask cut back into per-shard pieces."""
-    n = sum(sizes)
-    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-    resolved, facts = [], []
-    for i, rule in enumerate(rules):
-        info = rule_dict(rule)
-        if isinstance(rule, Keep):
-            r = None
-        elif isinstance(rule, Top):
-            if rule.fraction is None:
-                r = rule.threshold
-            else:
-                col = rule.column
-                dtype = engine.apply(lambda s, c=col: s.columns[c].dtype, handles[:1])[0] if handles else np.float32
-                frac = (1.0 - rule.fraction) if rule.reverse else rule.fraction
-                r = kth_largest(handles, kth_index(n, frac), dtype,
-                                mapper=lambda fn, hs, c=col: engine.apply(lambda s: fn(s.columns[c]), hs))
-            info["computed_threshold"] = float(r)
-            if rule.ties is Ties.EXACT and rule.fraction is not None:
-                colv = np.concatenate(engine.apply(lambda s, c=rule.column: s.columns[c], handles))
-                mask = _break_ties(colv, r, keep_mask(colv, r, rule.reverse), exact_count(n, rule.fraction),
-                                   np.random.default_rng([seed, i]))
-                r = [mask[offsets[j]: offsets[j + 1]] for j in range(len(sizes))]
-        elif isinstance(rule, Uniform):
-            colv = np.concatenate(engine.apply(lambda s, c=rule.column: s.columns[c], handles))
-            mask = uniform_keep(colv, rule.fraction, rule.num_bins, seed)
-            r = [mask[offsets[j]: offsets[j + 1]] for j in range(len(sizes))]
-        elif isinstance(rule, Resample):
-            r = None  # drawn below, among the rows the other rules keep
-        else:
-            raise TypeError(f"unknown rule {rule!r}")
-        resolved.append(r)
-        facts.append(info)
-    for i, rule in enumerate(rules):
-        if isinstance(rule, Resample):
-            resolved[i], more = _resolve_resample(i, rules, resolved, handles, engine, seed)
-            facts[i].update(more)
-    # counts per rule, summed over shards (the shard's piece of a whole-pool mask goes with it)
-    for i, rule in enumerate(rules):
-        pieces = resolved[i] if isinstance(resolved[i], list) else [resolved[i]] * len(handles)
-        per = engine.apply(lambda hr, rule=rule: _rule_counts(hr[0], rule, hr[1]), list(zip(handles, pieces)))
-        for k in per[0] if per else {}:
-            facts[i][k] = int(sum(p[k] for p in per))
-        sat = facts[i].get("saturated")
-        if sat is not None and sat > SATURATION_WARN_SHARE * max(n, 1):
-            log.warning("%d of %d rows (%.1f%%) of %r saturate at log N = %.4f: the reference sample is too small "
-                        "for this pool and many rows tie (use more samples, or --ties exact)",
-                        sat, n, 100 * sat / n, rule.column, rule.ceiling)
-        if facts[i].get("nan"):
-            log.warning("%d rows have NaN in %r: they are never kept", facts[i]["nan"], rule.column)
-    return resolved, facts
-
-
-def _pieces(resolved, j: int) -> list:
-    """Shard ``j``'s part of each resolved rule."""
-    return [r[j] if isinstance(r, list) else r for r in resolved]
-
-
-def _eligible(s: ShardScores, rules, pieces, skip: int) -> np.ndarray:
-    """The AND of every rule but rule ``skip`` on one shard."""
-    keep = np.ones(len(s.uids), dtype=bool)
-    for k, (rule, r) in enumerate(zip(rules, pieces)):
-        if k != skip:
-            keep &= _rule_mask(s, rule, r)
-    return keep
-
-
-def _resolve_resample(i: int, rules, resolved, handles, engine, seed: int) -> tuple[list[np.ndarray], dict]:
-    """Per-shard draw counts of ``rules[i]`` (a Resample) among the rows every other rule keeps: per-shard
-    float64 sums, combined in shard order, one seeded uniform, then each shard's systematic counts
-    (:mod:`kl_filter.selection.weights`): the same counts for any engine and worker count."""
-    from .weights import boundaries, check_weights, combine, log_weights, shard_sums, systematic_counts
-
-    rule = rules[i]
-    items = [(h, _pieces(resolved, j)) for j, h in enumerate(handles)]
-
-    def sums(item):
-        s, pieces = item
-        return shard_sums(log_weights(s.columns[rule.column], rule.log), _eligible(s, rules, pieces, i))
-
-    parts = engine.apply(sums, items)
-    total = combine(parts)
-    if not total.rows:
-        raise KLFilterError(f"{rule_label(rule)}: no row to draw from (the other rules keep none with a finite weight)")
-    check_weights(total, rule.column)
-    u = float(np.random.default_rng([seed, i]).random())
-    bounds = boundaries(parts, total, rule.n, u)
-
-    def draws(item):
-        s, pieces, b = item
-        return systematic_counts(log_weights(s.columns[rule.column], rule.log), _eligible(s, rules, pieces, i),
-                                 total, rule.n, u, b)
-
-    counts = engine.apply(draws, [(h, p, b) for (h, p), b in zip(items, bounds)])
-    return counts, {"method": "systematic", "uniform_draw": u, "eligible_rows": total.rows,
-                    "effective_sample_size": total.ess, "effective_sample_share": total.ess_share,
-                    "max_log_weight": total.max, "draws": int(sum(int(c.sum()) for c in counts)),
-                    "distinct_uids": int(sum(int((c > 0).sum()) for c in counts))}
-
-
-def _break_ties(col, thr, mask, want, rng) -> np.ndarray:
-    """Keep exactly ``want`` rows: all strictly past the threshold, then a seeded draw among the ties."""
-    tied = np.flatnonzero(col == thr)
-    strict = int(mask.sum()) - len(tied)
-    need = max(0, min(len(tied), want - strict))
-    mask = mask.copy()
-    mask[tied] = False
-    mask[np.sort(rng.choice(tied, size=need, replace=False))] = True
-    return mask
-
-
 def evaluate_rules(rules, per_shard: list[ShardScores], seed: int) -> tuple[list[np.ndarray], list[dict]]:
-    """The intersected mask per (local) shard and per-rule facts: the global step on in-memory scores."""
-    engine = LocalEngine(1)
-    resolved, facts = resolve_rules(rules, per_shard, engine, seed, [len(s.uids) for s in per_shard])
+    """The intersected mask per (local) shard and per-rule facts: the rules on in-memory scores."""
+    pool = PoolScores(per_shard, LocalEngine(1), [len(s.uids) for s in per_shard], seed)
+    resolved = resolve_rules(rules, pool)
     masks = []
     for j, s in enumerate(per_shard):
         keep = np.ones(len(s.uids), dtype=bool)
-        for rule, r in zip(rules, resolved):
-            keep &= _rule_mask(s, rule, r[j] if isinstance(r, list) else r)
+        for r in resolved:
+            keep &= r.rule.mask(s, r.pieces[j])
         masks.append(keep)
-    return masks, facts
-
-
-def _check_resample(flt: Filter, rules) -> None:
-    n = sum(isinstance(r, Resample) for r in rules)
-    if n > 1:
-        raise KLFilterError(f"filter {flt.name!r} has {n} Resample rules; one at most")
-    if n and flt.refine is not None:
-        raise KLFilterError(f"filter {flt.name!r}: a Resample rule cannot be combined with its refine step "
-                            f"({flt.refine_reason}), which would drop draws after they are made")
+    return masks, [r.facts for r in resolved]
 
 
 def _check_unique(uids_sorted: np.ndarray, where: str) -> None:
@@ -292,13 +139,6 @@ def _locate_duplicate(pool: Pool, uid_lists: list[np.ndarray]) -> None:
 
 
 # ---- the run -------------------------------------------------------------------------------------------------
-def _with_ceilings(rules, scorers, stats) -> list:
-    """``Top`` rules on a scorer's column get the column's largest attainable value (to count saturation)."""
-    ceilings = {c: s.ceiling(c, stats) for s in scorers for c in s.outputs()}
-    return [replace(r, ceiling=ceilings[r.column]) if isinstance(r, Top) and r.ceiling is None
-            and ceilings.get(r.column) is not None else r for r in rules]
-
-
 def _stats_facts(stats, path) -> dict | None:
     if stats is None:
         return None
@@ -306,6 +146,21 @@ def _stats_facts(stats, path) -> dict | None:
             "num_reference_samples": {f"{a}_{m}": stats.num_samples(a, m) for a in stats.archs for m in ("img", "txt")},
             "samples_id": {a: stats.samples_id(a) for a in stats.archs},
             "moments_id": {a: stats.moments_id(a) for a in stats.archs if stats.has_moments(a)}}
+
+
+class _Clock:
+    """Seconds per stage, into the summary's ``timings``."""
+
+    def __init__(self):
+        self.t0 = self.t = time.perf_counter()
+        self.timings = {}
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.timings[name], self.t = now - self.t, now
+
+    def done(self) -> dict:
+        return {k: round(v, 4) for k, v in {**self.timings, "total_s": time.perf_counter() - self.t0}.items()}
 
 
 def run_filter(flt: Filter, metadata_dir: str, save_path: str | None, ctx: RunContext | None = None,
@@ -316,15 +171,11 @@ def run_filter(flt: Filter, metadata_dir: str, save_path: str | None, ctx: RunCo
 
     ctx = ctx or RunContext()
     check_run(flt, metadata_dir, save_path, ctx)  # outputs never replace inputs: refused before any work
-    engine = ctx.get_engine()
-    t0 = time.perf_counter()
-    timings = {}
-    pool = Pool(metadata_dir)
+    engine, pool, clock = ctx.get_engine(), Pool(metadata_dir), _Clock()
     flt.check_assets()
     rules = flt.rules()  # the filter's own checks fail here, before any work
-    _check_resample(flt, rules)
+    check_rules(rules, flt.refine is not None, flt.name)
 
-    t = time.perf_counter()
     scorers = list(flt.scorers())
     for s in scorers:  # what they take from the pool (its recorded temperature): a bad manifest stops here
         s.bind(pool)
@@ -332,53 +183,45 @@ def run_filter(flt: Filter, metadata_dir: str, save_path: str | None, ctx: RunCo
                                      scores_dir=ctx.scores_dir, seed=ctx.seed, overwrite=ctx.overwrite,
                                      num_workers=ctx.num_workers, progress=ctx.progress,
                                      device=ctx.device, engine=engine)
-    timings["stats_s"] = time.perf_counter() - t
-    t = time.perf_counter()
+    clock.lap("stats_s")
     derived = run_scores(pool, scorers, stats, ctx.scores_dir, engine, ctx.device, ctx.overwrite, ctx.seed)
-    timings["scores_s"] = time.perf_counter() - t
+    clock.lap("scores_s")
 
-    t = time.perf_counter()
     handles = engine.map(_score_shard, [(flt, pool, s, derived.piece(s)) for s in pool.shards],
                          parallel=flt.parallel, desc=f"{flt.name}: score", fetch=False)
     sizes = engine.apply(lambda s: len(s.uids), handles)
-    timings["score_s"] = time.perf_counter() - t
     if not engine.remote:  # the whole pool's uids fit here: refuse duplicates wherever they are
         _locate_duplicate(pool, [h.uids for h in handles])
     empty = [s.name for s, n in zip(pool.shards, sizes) if n == 0]
     if empty:
         log.warning("%d empty shard(s): %s", len(empty), ", ".join(empty[:5]))
+    clock.lap("score_s")
 
-    t = time.perf_counter()
-    rules = _with_ceilings(rules, scorers, stats)
-    resolved, facts = resolve_rules(rules, handles, engine, ctx.seed, sizes)
-    timings["rules_s"] = time.perf_counter() - t
+    ceilings = {c: s.ceiling(c, stats) for s in scorers for c in s.outputs()}
+    resolved = resolve_rules(rules, PoolScores(handles, engine, sizes, ctx.seed,
+                                               {c: v for c, v in ceilings.items() if v is not None}))
+    clock.lap("rules_s")
 
-    t = time.perf_counter()
-    per_shard = [[r[j] if isinstance(r, list) else r for r in resolved] for j in range(len(handles))]
-    parts = engine.map(_keep_shard, [(flt, pool, s, h, rules, per_shard[j])
+    parts = engine.map(_keep_shard, [(flt, pool, s, h, [(r.rule, r.pieces[j]) for r in resolved])
                                      for j, (s, h) in enumerate(zip(pool.shards, handles))],
                        parallel=flt.parallel if flt.refine is not None else Parallel.THREADS, desc=f"{flt.name}: keep")
     distinct = sort_uids(concat_uids([p[0] for p in parts]))
-    _check_unique(distinct, metadata_dir)  # a uid twice in the POOL; the draws of a Resample repeat uids below
-    if any(isinstance(r, Resample) for r in rules):
-        kept = sort_uids(np.repeat(concat_uids([p[0] for p in parts]), np.concatenate([p[2] for p in parts])))
-    else:
-        kept = distinct
-    timings["keep_s"] = time.perf_counter() - t
+    _check_unique(distinct, metadata_dir)  # a uid twice in the POOL; a rule's draws repeat uids below
+    drawn = [p[2] for p in parts if p[2] is not None]
+    kept = sort_uids(np.repeat(concat_uids([p[0] for p in parts]), np.concatenate(drawn))) if drawn else distinct
+    clock.lap("keep_s")
 
-    steps = [(rule_label(r, f.get("computed_threshold", getattr(r, "threshold", None))), "rule")
-             for r, f in zip(rules, facts)]
+    steps = [(r.rule.label(r.facts), "rule") for r in resolved]
     if flt.refine is not None:
         steps.append((flt.refine_reason, "refine"))
-    removed = [{"step": label, "kind": kind, "removed": int(sum(p[1][i] for p in parts))}
-               for i, (label, kind) in enumerate(steps)]
     n = int(sum(sizes))
     summary = {
         "name": flt.name,
         "recipe": recipe,
         "params": flt.params(),
-        "rules": facts,
-        "removed": removed,
+        "rules": [r.facts for r in resolved],
+        "removed": [{"step": label, "kind": kind, "removed": int(sum(p[1][i] for p in parts))}
+                    for i, (label, kind) in enumerate(steps)],
         "stats": _stats_facts(stats, stats_path),
         "scores": {"columns": list(derived.names), "scores_dir": ctx.scores_dir,
                    "shards_computed": derived.computed, "shards_reused": derived.reused,
@@ -395,9 +238,8 @@ def run_filter(flt: Filter, metadata_dir: str, save_path: str | None, ctx: RunCo
         "kept_share": len(kept) / n if n else 0.0,
         "version": __version__,
         "argv": sys.argv,
+        "timings": clock.done(),
     }
-    timings["total_s"] = time.perf_counter() - t0
-    summary["timings"] = {k: round(v, 4) for k, v in timings.items()}
     if save_path:  # one output: the sidecar names the UID file's hash; the UID file is renamed into place last
         save_uids_with_sidecar(save_path, kept, summary, presorted=True)
     return summary

@@ -59,11 +59,11 @@ def ensure_stats(pool, needs, *, stats_path: str | None, scores_dir: str | None,
         if same:  # extend the managed file rather than lose what it holds
             want_archs = sorted(set(have.archs) | set(archs))
             want_moments = moments or all(have.has_moments(a) for a in have.archs)
-    from ..scores.stage import resolve_devices
+    from ..engines.devices import local_devices
 
     stats = compute_stats(pool, archs=want_archs, sample_ratio=sample_ratio, num_samples=num_samples, seed=seed,
                           num_workers=num_workers, progress=progress, parts_dir=parts_dir_for(path) if path else None,
-                          reuse_parts=not overwrite, moments=want_moments, device=resolve_devices(device, 1)[0],
+                          reuse_parts=not overwrite, moments=want_moments, device=local_devices(device, 1)[0],
                           engine=engine)
     if path:
         save_stats(path, stats)

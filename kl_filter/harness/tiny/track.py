@@ -204,10 +204,18 @@ def _track_defaults(name: str, params: dict, cfg: TrackConfig) -> dict:
         params["num_samples"] = cfg.kl_num_samples
     if name == "negcliploss" and "batch_size" not in params:
         params["batch_size"] = cfg.negcliploss_batch_size
-    if name == "all_of":
-        params["filters"] = [{**m, "params": _track_defaults(m["name"], m.get("params") or {}, cfg)}
-                             for m in params.get("filters", [])]
+    if name == "cuts":  # each cut's scorer or member filter gets the defaults of the recipes of its name
+        params["cuts"] = [_cut_defaults(c, cfg) for c in params.get("cuts", [])]
     return params
+
+
+def _cut_defaults(cut: dict, cfg: TrackConfig) -> dict:
+    cut = dict(cut)
+    for key in ("score", "filter"):
+        if key in cut:
+            spec = cut[key] if isinstance(cut[key], dict) else {"name": cut[key]}
+            cut[key] = {**spec, "params": _track_defaults(spec["name"], spec.get("params") or {}, cfg)}
+    return cut
 
 
 def recipe_params(recipe, cfg: TrackConfig, targets: str | None = None) -> dict:
@@ -215,7 +223,7 @@ def recipe_params(recipe, cfg: TrackConfig, targets: str | None = None) -> dict:
     unless it sets its own sampling (``num_samples`` or ``sample_ratio``); a negCLIPLoss recipe gets
     ``cfg.negcliploss_batch_size`` rows per batch unless it sets its own ``batch_size``; a
     :data:`TARGET_TASK_RECIPES` variant gets ``targets`` (the .npy the run wrote) as its ``target_embeddings``.
-    The members of an ``all_of`` recipe get the same defaults as the recipes they stand for."""
+    The cuts of a ``cuts`` recipe get the same defaults as the recipes of their scorer's or filter's name."""
     params = _track_defaults(recipe.filter, recipe.params, cfg)
     if recipe.name in TARGET_TASK_RECIPES and recipe.path is None:
         if targets is None:
