@@ -19,10 +19,37 @@ def synth_dir(tmp_path_factory):
     return d
 
 
+_cli_server = None
+
+
+def _cli_env(env=None):
+    return {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", ""), **(env or {})}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cli_server():
+    """The forking server of :func:`run_cli` (``tests/cliserver.py``), started before any test changes the
+    environment; ``KL_FILTER_TEST_FRESH_CLI=1`` turns it off (every call a plain subprocess)."""
+    global _cli_server
+    if os.environ.get("KL_FILTER_TEST_FRESH_CLI") == "1":
+        yield None
+        return
+    from cliserver import Server
+
+    _cli_server = Server(_cli_env())
+    yield _cli_server
+    _cli_server.close()
+    _cli_server = None
+
+
 def run_cli(*args, env=None, check=False):
-    """Run ``python -m kl_filter ...`` in a subprocess; returns CompletedProcess."""
-    e = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", ""), **(env or {})}
-    p = subprocess.run([sys.executable, "-m", "kl_filter", *map(str, args)], capture_output=True, text=True, env=e)
+    """Run ``python -m kl_filter ...`` in a fresh process (forked from the CLI server when the environment is
+    the server's, else a plain subprocess); returns CompletedProcess."""
+    e = _cli_env(env)
+    args = [str(a) for a in args]
+    p = _cli_server.run(args, e) if _cli_server is not None else None
+    if p is None:
+        p = subprocess.run([sys.executable, "-m", "kl_filter", *args], capture_output=True, text=True, env=e)
     if check and p.returncode != 0:
         raise AssertionError(f"kl-filter {' '.join(map(str, args))} failed:\n{p.stdout}\n{p.stderr}")
     return p

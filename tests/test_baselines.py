@@ -64,8 +64,8 @@ def test_basic_filter(synth_dir, tmp_path):
 
     model = _fasttext_model(default_fasttext_path())  # the same lid.176 model, through fastText's own API
     df = load(synth_dir, ["uid", "text", "original_width", "original_height"])
-    lang = df.text.apply(lambda t: model.predict(t.replace("\n", " "))[0][0].split("__label__")[1]
-                         if model.predict(t.replace("\n", " "))[0] else "")
+    labels = df.text.apply(lambda t: model.predict(t.replace("\n", " "))[0])
+    lang = labels.apply(lambda got: got[0].split("__label__")[1] if got else "")
     words = df.text.apply(lambda t: len(t.split()))
     chars = df.text.apply(len)
     lo = np.minimum(df.original_width, df.original_height)

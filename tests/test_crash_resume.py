@@ -47,7 +47,7 @@ def _run(cmd, kill_after=None):
 def crash_pool(tmp_path_factory):
     from minipool import make_minipool
 
-    return make_minipool(tmp_path_factory.mktemp("crashpool"), shards=12, n=3000)
+    return make_minipool(tmp_path_factory.mktemp("crashpool"), shards=12, n=1500)
 
 
 def test_kill_anywhere_then_resume_is_byte_identical(crash_pool, tmp_path):

@@ -50,11 +50,14 @@ def test_numpy_scores_identical_for_one_and_two_blas_threads(tmp_path):
         assert a.dtype == np.float32 and a.tobytes() == b.tobytes(), f"{k}: {int((a != b).sum())} values differ"
 
 
-def test_stats_and_scores_identical_for_workers_and_blas_threads(synth_dir, tmp_path):
+def test_stats_and_scores_identical_for_workers_and_blas_threads(tmp_path):
+    from minipool import make_minipool
+
+    pool = make_minipool(tmp_path / "pool", shards=3, n=2000)  # 2000-row shards: full and partial 1024-row blocks
     runs = {}
     for workers, threads in ((1, 1), (3, 2)):
         d = tmp_path / f"w{workers}_t{threads}"
-        common = ["--metadata_dir", synth_dir, "--num_workers", workers, "--no_progress"]
+        common = ["--metadata_dir", pool, "--num_workers", workers, "--no_progress"]
         env = {k: str(threads) for k in BLAS_ENV}
         run_cli("stats", *common, "--out", d / "stats.npz", "--num_samples", 512, "--seed", 3, env=env, check=True)
         run_cli("score", *common, "--stats", d / "stats.npz", "--out", d / "scores", "--device", "cpu", env=env,
