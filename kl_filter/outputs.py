@@ -333,15 +333,28 @@ def check(outputs: list[Out], inputs: list[In]) -> None:
 
 
 def input_files(values) -> list[str]:
-    """The existing local files among a plugin's parameter values (str or lists of str): its assets, which
+    """The existing local files among a plugin's parameter values: strings, found anywhere inside lists and
+    mappings (a cuts recipe holds each member's parameters, e.g. its ``target_embeddings``): its assets, which
     outputs must not replace."""
+    return [path for path, _ in _input_files_keyed(values)]
+
+
+def _input_files_keyed(values, key: str | None = None) -> list[tuple[str, str | None]]:
+    """``(path, the name of the innermost parameter holding it)`` per input file of :func:`input_files`. Walked
+    without recursion; a container met twice (a YAML alias) is walked once, so a cycle cannot loop."""
     from .fspath import is_url
 
-    out = []
-    for v in values:
-        for x in (v if isinstance(v, (list, tuple)) else [v]):
-            if isinstance(x, str) and x and not is_url(x) and os.path.isfile(x):
-                out.append(x)
+    out, todo, seen = [], [(v, key) for v in values][::-1], set()
+    while todo:
+        x, k = todo.pop()
+        if isinstance(x, (dict, list, tuple)):
+            if id(x) in seen:
+                continue
+            seen.add(id(x))
+            items = [(v, str(n)) for n, v in x.items()] if isinstance(x, dict) else [(v, k) for v in x]
+            todo.extend(items[::-1])
+        elif isinstance(x, str) and x and not is_url(x) and os.path.isfile(x):
+            out.append((x, k))
     return out
 
 
@@ -363,8 +376,7 @@ def check_run(flt, metadata_dir: str, save_path: str | None, ctx, extra_inputs=(
         else:
             ins.append(In(ctx.stats, "--stats"))
     params = flt.params() if hasattr(flt, "params") else {}
-    for name, v in params.items():
-        for path in input_files([v]):
-            ins.append(In(path, f"--{name}"))
+    for path, key in _input_files_keyed([params]) if isinstance(params, dict) else ():
+        ins.append(In(path, f"--{key}" if key else "a filter parameter"))
     ins += [In(p, flag) for p, flag in extra_inputs]
     check(outs, ins)

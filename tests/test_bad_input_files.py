@@ -750,3 +750,31 @@ def test_inspect_bins_are_bounded_by_what_they_allocate(tmp_path, pool, capsys):
                        "--no_progress", capsys=capsys)  # before: _ArrayMemoryError (7.28 TiB)
     one_line_exit_2(code, err, "--bins must be at most 10,000", "got 1,000,000,000,000")
     assert os.listdir(tmp_path) == []
+
+
+# ---- every input of every member of a combined recipe is checked against the outputs -------------------------------------
+def test_an_output_never_replaces_a_members_input_file(tmp_path, pool, capsys):
+    from types import SimpleNamespace
+
+    from kl_filter.outputs import check_run
+
+    t = tmp_path / "T.npy"
+    x = np.random.default_rng(0).standard_normal((20, 768)).astype(np.float32)
+    np.save(t, x / np.linalg.norm(x, axis=1, keepdims=True))
+    before = t.read_bytes()
+    member = {"score": {"name": "normsim", "params": {"arch": "l14", "target_embeddings": [str(t)]}}, "fraction": 0.3}
+    cuts = [{"column": "clip_l14_similarity_score", "fraction": 0.5}, member, member]  # a repeated (aliased) member
+    flt = SimpleNamespace(params=lambda: {"cuts": cuts})
+    ctx = SimpleNamespace(scores_dir=None, stats=None, overwrite=False)
+    refused(lambda: check_run(flt, pool, str(t), ctx), "--save_path is --target_embeddings")
+    loop: list = []
+    loop.append({"cuts": loop})  # a cycle, as a YAML self-alias builds: walked once, no endless loop
+    check_run(SimpleNamespace(params=lambda: {"cuts": loop}), pool, str(tmp_path / "ok.npy"), ctx)
+    # end to end: before, exit 0 and the user's target file overwritten (the same filter alone was refused)
+    (tmp_path / "m.yaml").write_text("cuts:\n  - {column: clip_l14_similarity_score, fraction: 0.5}\n"
+                                     f"  - {{score: {{name: normsim, params: {{arch: l14, target_embeddings: [{t}]}}}}, "
+                                     "fraction: 0.3}\n")
+    code, _, err = cli("run", tmp_path / "m.yaml", "--metadata_dir", pool, "--save_path", t, "--no_progress",
+                       capsys=capsys)
+    one_line_exit_2(code, err, f"{t}: --save_path is --target_embeddings ({t}): an output never replaces an input")
+    assert t.read_bytes() == before
