@@ -9,22 +9,29 @@ party declares, in its ``pyproject.toml``::
     my_filter = "my_package.filters:MyFilter"
 
 A name is never silently overwritten: registering a taken name raises unless ``overwrite=True``, and an entry
-point reusing a built-in's name is refused. Built-ins are ``"module:Class"`` strings, so listing names imports
-nothing.
+point reusing a built-in's (or an earlier plugin's) name is ignored with one warning naming both and the
+distribution that declares it: that plugin alone is disabled, every other name still works. An entry point that
+names something other than a class is one line naming the plugin and its distribution when it is used.
+Built-ins are ``"module:Class"`` strings, so listing names imports nothing.
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
+import logging
 from importlib.metadata import entry_points
 
 from .errors import KLFilterError
+
+log = logging.getLogger(__name__)
 
 
 class Registry:
     def __init__(self, kind: str, group: str, builtins: dict[str, str]):
         self.kind, self.group = kind, group  # kind: "filter", "scorer" or "rule", used in messages
         self._targets: dict[str, object] = dict(builtins)
+        self._dists: dict[str, str] = {}  # plugin name -> the distribution that declares it
         self._entry_points_loaded = False
 
     def register(self, name: str, target, overwrite: bool = False) -> None:
@@ -39,9 +46,26 @@ class Registry:
             return
         self._entry_points_loaded = True
         for ep in entry_points(group=self.group):
+            dist = _dist_name(ep)
             if ep.name in self._targets and self._targets[ep.name] != ep.value:
-                raise KLFilterError(f"entry point {ep.value!r} tries to reuse the {self.kind} name {ep.name!r}")
+                had = self._targets[ep.name]
+                owner = f"distribution {self._dists[ep.name]}'s" if ep.name in self._dists else "kl-filter's own"
+                log.warning("entry point %s = %r of distribution %s reuses the %s name %r, already %s %r: ignored "
+                            "(that plugin is disabled; rename its entry point)", ep.name, ep.value, dist, self.kind,
+                            ep.name, owner, had if isinstance(had, str) else getattr(had, "__qualname__", had))
+                continue
             self._targets[ep.name] = ep.value
+            self._dists[ep.name] = dist
+
+    def distribution(self, name: str) -> str | None:
+        """The distribution that declares plugin ``name`` (None: a built-in or one registered in code)."""
+        self._load_entry_points()
+        return self._dists.get(name)
+
+    def describe(self, name: str) -> str:
+        """``kind 'name'`` and, for a plugin, its distribution: how messages name it."""
+        dist = self.distribution(name)
+        return f"{self.kind} {name!r}" + (f" (distribution {dist})" if dist else "")
 
     def names(self) -> list[str]:
         self._load_entry_points()
@@ -57,9 +81,15 @@ class Registry:
             mod, _, attr = target.partition(":")
             try:
                 target = getattr(importlib.import_module(mod), attr)
-            except (ImportError, AttributeError) as e:
-                raise KLFilterError(f"{self.kind} {name!r} cannot be loaded from {target!r} ({e})") from e
+            except Exception as e:  # noqa: BLE001 - a plugin's import can fail in any way: one line naming it
+                raise KLFilterError(f"{self.describe(name)} cannot be loaded from {target!r} "
+                                    f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})") from e
+            if not inspect.isclass(target):
+                raise KLFilterError(f"{self.describe(name)}: entry point {self._targets[name]!r} names a "
+                                    f"{type(target).__name__}, not a class (it must name a {self.kind} class)")
             self._targets[name] = target
+        if not inspect.isclass(target):  # registered in code
+            raise KLFilterError(f"{self.describe(name)} is a {type(target).__name__}, not a {self.kind} class")
         return target
 
     def build(self, name: str, params: dict | None = None, source: str | None = None):
@@ -81,3 +111,8 @@ class Registry:
             if source and not e.path:
                 raise KLFilterError(str(e), source) from e
             raise
+
+
+def _dist_name(ep) -> str:
+    """The distribution declaring entry point ``ep`` (as pip names it)."""
+    return getattr(getattr(ep, "dist", None), "name", None) or "unknown"

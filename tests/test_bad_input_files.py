@@ -778,3 +778,135 @@ def test_an_output_never_replaces_a_members_input_file(tmp_path, pool, capsys):
                        capsys=capsys)
     one_line_exit_2(code, err, f"{t}: --save_path is --target_embeddings ({t}): an output never replaces an input")
     assert t.read_bytes() == before
+
+
+# ---- plugins: outputs validated at the boundary, a name clash disables only that plugin --------------------------------------
+BAD_PLUGINS = '''
+import numpy as np
+from kl_filter import Filter, Top
+
+
+class _Base(Filter):
+    columns = ("clip_l14_similarity_score",)
+
+    def rules(self):
+        return [Top("s", fraction=0.5)]
+
+
+def _n(shard):
+    return shard.num_rows
+
+
+class Strings(_Base):
+    name = "p_strings"
+    def score(self, shard):
+        return {"s": np.array(["a"] * _n(shard))}
+
+
+class Objects(_Base):
+    name = "p_objects"
+    def score(self, shard):
+        return {"s": np.array([{"a": 1}] * _n(shard), dtype=object)}
+
+
+class Complex(_Base):
+    name = "p_complex"
+    def score(self, shard):
+        return {"s": np.ones(_n(shard), np.complex64)}
+
+
+class TwoD(_Base):
+    name = "p_2d"
+    def score(self, shard):
+        return {"s": np.ones((_n(shard), 2), np.float32)}
+
+
+class NotADict(_Base):
+    name = "p_list"
+    def score(self, shard):
+        return [np.ones(_n(shard))]
+
+
+class Missing(_Base):
+    name = "p_missing"
+    def score(self, shard):
+        return {"other": np.ones(_n(shard), np.float32)}
+
+
+class Short(_Base):
+    name = "p_short"
+    def score(self, shard):
+        return {"s": np.ones(_n(shard) - 1, np.float32)}
+
+
+class Fine(_Base):
+    name = "p_fine"
+    def score(self, shard):
+        return {"s": np.asarray(shard["clip_l14_similarity_score"], np.float64)}
+
+
+def a_function():
+    return None
+'''
+PLUGIN_ENTRIES = {"p_strings": "Strings", "p_objects": "Objects", "p_complex": "Complex", "p_2d": "TwoD",
+                  "p_list": "NotADict", "p_missing": "Missing", "p_short": "Short", "p_fine": "Fine",
+                  "p_function": "a_function", "clip_score": "Fine"}
+
+
+@pytest.fixture
+def bad_plugins(tmp_path, monkeypatch):
+    """A distribution ``kl-bad-plugins`` declaring the plugins above (one reusing the built-in name clip_score),
+    installed as pip would (module + dist-info), seen by a fresh filter registry."""
+    import importlib
+
+    from kl_filter.filters import registry as freg
+    from kl_filter.registry import Registry
+
+    site = tmp_path / "site"
+    (site / "kl_bad_plugins-0.1.dist-info").mkdir(parents=True)
+    (site / "kl_bad_plugins.py").write_text(BAD_PLUGINS)
+    (site / "kl_bad_plugins-0.1.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: kl-bad-plugins\nVersion: 0.1\n")
+    (site / "kl_bad_plugins-0.1.dist-info" / "entry_points.txt").write_text(
+        "[kl_filter.filters]\n" + "".join(f"{k} = kl_bad_plugins:{v}\n" for k, v in PLUGIN_ENTRIES.items()))
+    monkeypatch.syspath_prepend(str(site))
+    importlib.invalidate_caches()
+    fresh = Registry(freg.FILTERS.kind, freg.FILTERS.group,
+                     {k: v for k, v in freg.FILTERS._targets.items() if isinstance(v, str) and v.startswith("kl_filter.")})
+    monkeypatch.setattr(freg, "FILTERS", fresh)
+    return fresh
+
+
+def test_a_plugin_reusing_a_built_in_name_disables_only_itself(bad_plugins, caplog, pool, tmp_path, capsys):
+    from kl_filter.filters.registry import build_filter, list_filters
+
+    with caplog.at_level("WARNING"):
+        names = list_filters()  # before: every command failed, list-filters included
+    assert "p_fine" in names and "clip_score" in names
+    said = [r.getMessage() for r in caplog.records if "reuses the filter name 'clip_score'" in r.getMessage()]
+    assert len(said) == 1 and "distribution kl-bad-plugins" in said[0] and "kl-filter's own" in said[0], said
+    assert type(build_filter("clip_score", {"arch": "l14", "fraction": 0.3})).__module__ == "kl_filter.filters.datacomp"
+    code, _, err = cli("select", "--name", "p_fine", "--metadata_dir", pool, "--save_path", tmp_path / "f.npy",
+                       "--no_progress", capsys=capsys)
+    assert code == 0, err
+    code, _, err = cli("select", "--name", "clip_score", "--arch", "l14", "--fraction", "0.5", "--metadata_dir", pool,
+                       "--save_path", tmp_path / "c.npy", "--no_progress", capsys=capsys)  # the built-in, intact
+    assert code == 0, err
+    assert open(tmp_path / "f.npy", "rb").read() == open(tmp_path / "c.npy", "rb").read()
+
+
+@pytest.mark.parametrize("name, words", [
+    ("p_strings", "column 's' has dtype <U1, not numbers or booleans"),
+    ("p_objects", "column 's' has dtype object, not numbers or booleans"),
+    ("p_complex", "column 's' has dtype complex64, not numbers or booleans"),
+    ("p_2d", "column 's' has shape (300, 2), expected (300,)"),
+    ("p_list", "score() returned a list, not a dict of columns"),
+    ("p_missing", "score() has no column 's', which its rules read (it returned ['other'])"),
+    ("p_short", "returned 299 values for column 's', expected 300"),
+    ("p_function", "entry point 'kl_bad_plugins:a_function' names a function, not a class"),
+])
+def test_a_plugins_bad_output_is_one_line_naming_it(bad_plugins, pool, tmp_path, capsys, name, words):
+    code, _, err = cli("select", "--name", name, "--metadata_dir", pool, "--save_path", tmp_path / "x.npy",
+                       "--no_progress", "--num_workers", "1", capsys=capsys)
+    one_line_exit_2(code, err, f"filter {name!r} (distribution kl-bad-plugins)", words)
+    assert os.listdir(tmp_path) == ["site"]

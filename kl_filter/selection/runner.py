@@ -69,17 +69,52 @@ class RunContext:
 def _score_shard(flt: Filter, pool: Pool, shard, derived) -> ShardScores:
     data = pool.read(shard, flt.columns, flt.keys)
     data.scores = derived.read(shard)
-    cols = flt.score(data)
+    cols = check_score_output(flt, flt.score(data), data.num_rows, shard.parquet)
     for name, arr in cols.items():
-        if len(arr) != data.num_rows:
-            raise KLFilterError(f"filter {flt.name!r} returned {len(arr)} values for column {name!r}, "
-                                f"expected {data.num_rows}", shard.parquet)
-        arr = np.asarray(arr)
         if arr.dtype.kind in "iuf" and arr.dtype != np.float32:
             # one dtype pool-wide: thresholds and radix keys take shard 0's dtype (float64 in one shard and
             # float32 in another would mix 32- and 64-bit keys)
             cols[name] = arr.astype(np.float32)
     return ShardScores(data.uids, cols)
+
+
+def _plugin_words(flt) -> str:
+    """How a message names a filter: its name and, for a third-party plugin, the distribution declaring it."""
+    from ..filters.registry import FILTERS
+    from ..scores.registry import SCORERS
+
+    name = getattr(flt, "name", "") or type(flt).__name__
+    reg = FILTERS if name in FILTERS.names() or name not in SCORERS.names() else SCORERS
+    return reg.describe(name)
+
+
+def check_score_output(flt, cols, rows: int, path: str) -> dict:
+    """A filter's ``score()`` output checked at the boundary: a dict of 1-d numeric or boolean arrays of the
+    shard's length holding every column its rules read; anything else (strings, objects, complex values, 2-d
+    arrays, a list, a missing column) is one line naming the filter, its distribution and the shard."""
+    who = _plugin_words(flt)
+    if not isinstance(cols, dict):
+        raise KLFilterError(f"{who}: score() returned a {type(cols).__name__}, not a dict of columns", path)
+    out = {}
+    for name, arr in cols.items():
+        if not isinstance(name, str):
+            raise KLFilterError(f"{who}: score() returned a column named {name!r}, not a string", path)
+        try:
+            a = np.asarray(arr)
+        except Exception as e:  # noqa: BLE001 - whatever the plugin returned: one line
+            raise KLFilterError(f"{who}: column {name!r} is not an array ({type(e).__name__})", path) from e
+        if a.dtype.kind not in "biuf":
+            raise KLFilterError(f"{who}: column {name!r} has dtype {a.dtype}, not numbers or booleans", path)
+        if a.ndim != 1:
+            raise KLFilterError(f"{who}: column {name!r} has shape {a.shape}, expected ({rows},)", path)
+        if len(a) != rows:
+            raise KLFilterError(f"{who} returned {len(a)} values for column {name!r}, expected {rows}", path)
+        out[name] = a
+    missing = [c for r in flt.rules() for c in r.reads() if c not in out]
+    if missing:
+        raise KLFilterError(f"{who}: score() has no column {missing[0]!r}, which its rules read "
+                            f"(it returned {sorted(out)})", path)
+    return out
 
 
 def _keep_shard(flt: Filter, pool: Pool, shard, s: ShardScores, steps) -> tuple[np.ndarray, list[int], np.ndarray | None]:
