@@ -106,6 +106,10 @@ def load_recipe(recipe: str) -> Recipe:
         raise KLFilterError(f"unreadable recipe ({str(e).splitlines()[0]})", path) from e
     if isinstance(doc, dict) and set(doc) == {"cuts"}:
         doc = {"name": "cuts", "params": {"cuts": doc["cuts"]}}
+    elif isinstance(doc, dict) and doc.get("name") == "all_of" and isinstance(doc.get("params"), dict):
+        members = doc["params"].get("filters")  # the earlier form of a list of whole-pool cuts
+        doc = {"name": "cuts", "params": {"cuts": [{"filter": m} for m in members] if isinstance(members, list)
+                                          else members}}
     if not isinstance(doc, dict) or "name" not in doc:
         raise KLFilterError("a recipe is a mapping with 'name' (a filter) and optional 'params', or with 'cuts'", path)
     extra = set(doc) - {"name", "params"}

@@ -155,3 +155,16 @@ def test_summary_line_prints_what_each_rule_keeps(capsys):
                    "timings": {"total_s": 1.0}}, "u.npy")
     assert capsys.readouterr().out == ("cuts: kept 5 of 10 (50.00%) semdedup_l14_maxsim<=0.99 "
                                        "clip_l14_similarity_score>=0.25 in 1.00s -> u.npy\n")
+
+
+def test_an_all_of_recipe_is_read_as_its_list_of_cuts(tmp_path):
+    """The earlier form (name: all_of, params: {filters: [...]}) keeps working: each member becomes a filter cut."""
+    from kl_filter.recipes import load_recipe
+
+    (tmp_path / "old.yaml").write_text("name: all_of\nparams:\n  filters:\n    - {name: semdedup, params: {eps: 0.01}}\n"
+                                       "    - {name: clip_score, params: {arch: l14, fraction: 0.3}}\n")
+    r = load_recipe(str(tmp_path / "old.yaml"))
+    assert r.filter == "cuts" and r.params == {"cuts": [{"filter": {"name": "semdedup", "params": {"eps": 0.01}}},
+                                                        {"filter": {"name": "clip_score",
+                                                                    "params": {"arch": "l14", "fraction": 0.3}}}]}
+    assert r.names() == ["cuts", "semdedup", "clip_score"]

@@ -45,12 +45,13 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run, filter_params=True, scores_out="out", weights_out="weights")
 
 
-def scorers_from_cli(name: str, extra: list[str]) -> list:
-    """The scorers the flags ask for: one per combination of the values given to one-value parameters."""
+def scorer_params_from_cli(name: str, extra: list[str]) -> list[dict]:
+    """The parameters of each scorer the flags ask for: one per combination of the values given to one-value
+    parameters."""
     from dataclasses import replace
 
     from ..params import signature_params
-    from ..scores.registry import SCORERS, build_scorer
+    from ..scores.registry import SCORERS
     from .common import parse_flags
 
     declared = signature_params(SCORERS.get(name))
@@ -58,7 +59,7 @@ def scorers_from_cli(name: str, extra: list[str]) -> list:
     given = parse_flags(f"--scorer {name}", extra, several)
     single = {p.name for p in declared if not p.many and p.base is not bool}
     axes = {k: (v if k in single else [v]) for k, v in given.items()}
-    return [build_scorer(name, dict(zip(axes, combo))) for combo in itertools.product(*axes.values())]
+    return [dict(zip(axes, combo)) for combo in itertools.product(*axes.values())]
 
 
 def run(args) -> int:
@@ -67,6 +68,7 @@ def run(args) -> int:
     from ..outputs import In, Out, check, input_files
     from ..pool import Pool
     from ..progress import NoProgress, tqdm_progress
+    from ..scores.registry import build_scorer
     from ..scores.stage import run_scores
     from ..stats.stage import ensure_stats
 
@@ -78,11 +80,12 @@ def run(args) -> int:
         extra += [x for k, v in KL_GRID.items() if f"--{k}" not in extra for x in (f"--{k}", *v)]
     scores_dir, weights = getattr(args, args.scores_out), getattr(args, args.weights_out)
     stats = getattr(args, "stats", None)
-    scorers = scorers_from_cli(name, extra)
+    params = scorer_params_from_cli(name, extra)
     outs = [Out(scores_dir, f"--{args.scores_out}", "dir", marker="scores")]
     check(outs + ([Out(weights, f"--{args.weights_out}")] if weights else []),  # before any work
           [In(args.metadata_dir, "--metadata_dir"), *([In(stats, "--stats")] if stats else []),
-           *[In(f, f"--scorer {name}'s file") for s in scorers for f in input_files(s.params().values())]])
+           *[In(f, f"--{k}") for p in params for k, v in p.items() for f in input_files([v])]])
+    scorers = [build_scorer(name, p) for p in params]
     engine = engine_from_args(args)
     if weights:
         return _weights(args, scorers, engine, scores_dir, weights)

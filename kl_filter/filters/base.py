@@ -38,7 +38,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..engines import Parallel
-from ..selection.rules import Keep, Resample, Rule, Ties, Top, Uniform, check_cut  # noqa: F401  (the rules' home)
+from ..selection.rules import Keep, Resample, Rule, Top, Uniform, check_cut  # noqa: F401  (the rules' home)
 
 
 class Filter:

@@ -35,9 +35,6 @@ from ..engines import Parallel
 from ..errors import KLFilterError
 from .base import Filter
 
-SPECIAL = ("score", "column", "filter", "rule", "name")
-
-
 def _named(spec, what: str, where: str) -> tuple[str, dict]:
     """``{name, params}`` (or a bare name) as (name, params)."""
     if isinstance(spec, str):

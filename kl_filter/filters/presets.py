@@ -66,7 +66,7 @@ class ScorerCut(Filter):
         return [*out.values(), *(p for p in cls.cut_params() if p.name not in out)]
 
     @property
-    def score_(self):
+    def primary(self):
         return self.scores[self.scorer_names[0]]
 
     def check(self) -> None:
@@ -74,7 +74,7 @@ class ScorerCut(Filter):
         check_cut(f"{self.name} filter", self.fraction, self.threshold)
 
     def make_rules(self) -> list:
-        return [Top(getattr(self, "column", None), score=self.score_,
+        return [Top(getattr(self, "column", None), score=self.primary,
                     **{k: getattr(self, k) for k in self.cut_flags if k != "column"})]
 
     def rules(self):
@@ -128,9 +128,9 @@ class KL(ScorerCut):
     def make_rules(self):
         from .datacomp import clip_column
 
-        if len(self.score_.outputs()) != 1:
+        if len(self.primary.outputs()) != 1:
             raise KLFilterError(f"the kl filter cuts one score: give one --mode, got {' '.join(self.mode)}")
-        cut = (Uniform(score=self.score_, fraction=self.fraction, num_bins=self.num_bins) if self.uniform else
+        cut = (Uniform(score=self.primary, fraction=self.fraction, num_bins=self.num_bins) if self.uniform else
                super().make_rules()[0])
         if not self.clip:
             return [cut]
@@ -196,7 +196,7 @@ class SemDeDup(ScorerCut):
     def make_rules(self):
         from ..scores.semdedup import duplicate_threshold
 
-        return [Top(self.score_.outputs()[0], score=self.score_, threshold=duplicate_threshold(self.eps),
+        return [Top(self.primary.outputs()[0], score=self.primary, threshold=duplicate_threshold(self.eps),
                     reverse=True)]
 
 
@@ -223,12 +223,12 @@ class IWL(ScorerCut):
             Resample("iwl", self.resample)
 
     def make_rules(self):
-        if len(self.score_.outputs()) != 1:
-            raise KLFilterError(f"{len(self.score_.embedding)} prompts give one weight column each: the filter "
+        if len(self.primary.outputs()) != 1:
+            raise KLFilterError(f"{len(self.primary.embedding)} prompts give one weight column each: the filter "
                                 "needs one, choose --combine mean (a mixture of their domains) or max")
         top = super().make_rules() if self.fraction is not None or self.threshold is not None else []
-        return top + ([Resample(score=self.score_, n=self.resample)] if self.resample is not None else [])
+        return top + ([Resample(score=self.primary, n=self.resample)] if self.resample is not None else [])
 
     @property
     def column(self) -> str:
-        return self.score_.outputs()[0]
+        return self.primary.outputs()[0]

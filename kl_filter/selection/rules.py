@@ -22,7 +22,6 @@ write ``rule: NAME``); third parties use the ``kl_filter.rules`` entry-point gro
 
 from __future__ import annotations
 
-import enum
 import logging
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Literal
@@ -38,13 +37,6 @@ SATURATION_WARN_SHARE = 0.01
 MAX_BINS = 10_000_000  # a histogram of more bins than that is a typo, not a choice (and 80 MB per count array)
 MAX_RESAMPLE = 2**53   # draw positions are float64: past this, counts would not be exact
 Then = Literal["pool", "survivors"]
-
-
-class Ties(str, enum.Enum):
-    """How a ``Top`` fraction treats rows tied at the threshold."""
-
-    KEEP = "keep"    # DataComp's rule: keep every row >= the threshold (a few more than asked when values tie)
-    EXACT = "exact"  # keep exactly the asked count, ties at the threshold broken by a seeded draw
 
 
 def check_cut(what: str, fraction: float | None, threshold: float | None, prefix: str = "") -> None:
@@ -251,52 +243,48 @@ class Top(Rule):
 
     def __post_init__(self):
         super().__post_init__()
-        object.__setattr__(self, "ties", Ties(self.ties))
         check_cut(f"Top({self.column!r})", self.fraction, self.threshold)
-        if self.then not in (None, "pool", "survivors"):
-            raise KLFilterError(f"then must be pool or survivors, got {self.then!r}")
+        if self.ties not in ("keep", "exact") or self.then not in (None, "pool", "survivors"):
+            raise KLFilterError(f"ties must be keep or exact and then pool or survivors, got {self.ties!r}, {self.then!r}")
         if self.then and (self.threshold is not None or self.reverse):
             raise KLFilterError(f"Top({self.column!r}): then= takes a top fraction (not a threshold, nor reverse)")
 
-    def _exact(self) -> bool:
-        return self.ties is Ties.EXACT and self.fraction is not None
-
     def resolve(self, pool, before):
-        among = before if self.then else None
-        facts: dict = {}
+        among, facts = (before if self.then else None), {}
         if self.fraction is None:
             t = self.threshold
+        elif self.then:  # the survivors' value at position int(N·f), N the pool's rows or the survivors'
+            m = facts["survivors"] = pool.count(among)
+            t = pool.kth_largest(self.column, max(0, min(int((pool.n if self.then == "pool" else m) * self.fraction),
+                                                         m - 1)), among)
         else:
-            n = pool.n if self.then in (None, "pool") else pool.count(among)
-            if self.then:
-                m = pool.count(among)
-                facts["survivors"] = m
-                k = min(int(n * self.fraction), m - 1)
-            else:
-                k = kth_index(n, (1.0 - self.fraction) if self.reverse else self.fraction)
-            t = pool.kth_largest(self.column, max(k, 0), among)
+            t = pool.kth_largest(self.column, kth_index(pool.n, (1 - self.fraction) if self.reverse else self.fraction))
         facts["computed_threshold"] = float(t)
-        pieces = [(t, None)] * len(pool.handles)
-        if self._exact():
-            col = pool.gather(lambda s, m: s.columns[self.column])
-            ok = pool.gather(lambda s, m: np.ones(len(s.uids), bool) if m is None else m, among)
-            want = exact_count(pool.n if self.then in (None, "pool") else int(ok.sum()), self.fraction)
-            mask = _break_ties(col, t, keep_mask(col, t, self.reverse) & ok, ok, want, pool.rng(before.index))
-            pieces = [(t, m) for m in pool.split(mask)]
         ceiling = self.ceiling if self.ceiling is not None else pool.ceilings.get(self.column)
         if ceiling is not None:
             facts["ceiling"] = float(ceiling)
-        return Resolved(self, pieces, facts)
+        masks = [None] * len(pool.handles)
+        if self.ties == "exact" and self.fraction is not None:
+            col = pool.gather(lambda s, m: s.columns[self.column])
+            ok = pool.gather(lambda s, m: np.ones(len(s.uids), bool) if m is None else m, among)
+            want = exact_count(pool.n if self.then in (None, "pool") else int(ok.sum()), self.fraction)
+            masks = pool.split(_break_ties(col, t, keep_mask(col, t, self.reverse) & ok, ok, want,
+                                           pool.rng(before.index)))
+        return Resolved(self, [(t, m, ceiling) for m in masks], facts)
 
     def mask(self, s, piece):
-        t, m = piece
+        t, m, _ = piece
         return m if m is not None else keep_mask(s.columns[self.column], t, self.reverse)
 
     def counts(self, s, piece):
-        col, (t, _) = s.columns[self.column], piece
+        """Kept rows, NaN, rows tied at the threshold, and rows saturated at the column's ceiling."""
+        col, (t, _, ceiling) = s.columns[self.column], piece
         out = {"kept_by_rule": int(self.mask(s, piece).sum()),
                "nan": int(np.isnan(col).sum()) if col.dtype.kind == "f" else 0,
                "ties_at_threshold": int((col == t).sum())}
+        if ceiling is not None:  # at the largest attainable value, within a float32 tolerance
+            c = np.float32(ceiling)
+            out["saturated"] = int((col >= c - np.float32(1e-6) * max(np.float32(1), abs(c))).sum())
         return out
 
     def label(self, facts):
@@ -307,14 +295,6 @@ class Top(Rule):
         of = {None: "", "pool": " of the pool, among the survivors", "survivors": " of the survivors"}[self.then]
         return f"top {self.column} {op} {t:.6g}" + (f" (fraction {self.fraction:g}{of})" if self.fraction else "")
 
-    def describe(self):
-        return {**super().describe(), "ceiling": self.ceiling}
-
-
-def saturation(rule: Rule, facts: dict, s: ShardScores) -> int:
-    """Rows at the column's ceiling (the largest attainable value), with a float32 tolerance."""
-    c = np.float32(facts["ceiling"])
-    return int((s.columns[rule.column] >= c - np.float32(1e-6) * max(np.float32(1), abs(c))).sum())
 
 
 def _break_ties(col, thr, mask, ok, want, rng) -> np.ndarray:
@@ -429,18 +409,11 @@ def resolve_rules(rules, pool: PoolScores) -> list[Resolved]:
     for i, rule in enumerate(rules):
         r = rule.resolve(pool, Before(i, tuple(out)))
         r.facts = {**rule.describe(), **r.facts}
-        per = pool.apply_pieces(lambda s, p, rule=rule, facts=r.facts: _counts(rule, facts, s, p), r.pieces)
+        per = pool.apply_pieces(rule.counts, r.pieces)
         for k in per[0] if per else {}:
             r.facts[k] = int(sum(p[k] for p in per))
         _warn(rule, r.facts, pool.n)
         out.append(r)
-    return out
-
-
-def _counts(rule: Rule, facts: dict, s: ShardScores, piece) -> dict:
-    out = rule.counts(s, piece)
-    if "ceiling" in facts:
-        out["saturated"] = saturation(rule, facts, s)
     return out
 
 
