@@ -89,3 +89,13 @@ def test_third_party_scorer_runs_as_a_stage(tmp_path):
     again = run_filter(LongestCaptions(0.5), pool, str(tmp_path / "b.npy"), ctx)
     assert again["scores"]["shards_reused"] == 2
     assert (tmp_path / "a.npy").read_bytes() == (tmp_path / "b.npy").read_bytes()
+
+
+def test_the_engine_says_which_devices_its_workers_use(monkeypatch):
+    """The score stage asks the engine (``devices``), it does not inspect it: CPU workers, or one per visible GPU."""
+    import kl_filter.engines.devices as dev
+    from kl_filter.engines import LocalEngine
+
+    assert LocalEngine(3).devices("cpu") == ["cpu"] * 3
+    monkeypatch.setattr(dev.os.path, "exists", lambda p: False)  # no NVIDIA device node: cpu, torch never imported
+    assert LocalEngine(2).devices("auto") == ["cpu", "cpu"]
