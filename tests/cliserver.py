@@ -30,14 +30,14 @@ PRELOAD = ("numpy", "pyarrow", "pyarrow.parquet", "pyarrow.compute", "pandas", "
 
 class Server:
     def __init__(self, env: dict):
-        self.env = dict(env)
+        self.env = _comparable(env)
         self.lock = threading.Lock()
-        self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__)], env=self.env, text=True,
+        self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__)], env=env, text=True,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         self.tmp = tempfile.mkdtemp(prefix="kl-filter-cliserver-")
 
     def run(self, args: list[str], env: dict) -> subprocess.CompletedProcess | None:
-        if env != self.env or self.proc.poll() is not None or not self.lock.acquire(blocking=False):
+        if _comparable(env) != self.env or self.proc.poll() is not None or not self.lock.acquire(blocking=False):
             return None
         try:
             out, err = os.path.join(self.tmp, "stdout"), os.path.join(self.tmp, "stderr")
@@ -55,6 +55,12 @@ class Server:
     def close(self) -> None:
         self.proc.stdin.close()
         self.proc.wait()
+
+
+def _comparable(env: dict) -> dict:
+    """The environment less pytest's name of the running test, which changes with every test and which nothing
+    run by the command reads."""
+    return {k: v for k, v in env.items() if k != "PYTEST_CURRENT_TEST"}
 
 
 def _serve() -> None:
