@@ -18,8 +18,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-import yaml
-
 from .errors import KLFilterError
 
 RECIPES_ENV = "KL_FILTER_RECIPES"
@@ -96,14 +94,17 @@ def resolve(recipe: str) -> str:
     raise KLFilterError(f"no such recipe (looked in {_looked_in()})", recipe)
 
 
+MAX_RECIPE_BYTES = 1 << 20  # a recipe is a few lines of YAML
+
+
 def load_recipe(recipe: str) -> Recipe:
+    """The recipe file (or shipped name) ``recipe``, read by :mod:`kl_filter.inputs`: a regular UTF-8 file of at
+    most 1 MiB, YAML of bounded depth whose aliases neither cycle nor expand past a bound; then its structure."""
+    from .inputs import parse_yaml, read_text
+
     path = resolve(recipe)
-    try:
-        with open(path) as f:
-            text = f.read()
-        doc = yaml.safe_load(text)
-    except (OSError, yaml.YAMLError) as e:
-        raise KLFilterError(f"unreadable recipe ({str(e).splitlines()[0]})", path) from e
+    text = read_text(path, "recipe", MAX_RECIPE_BYTES)
+    doc = parse_yaml(text, path, "recipe")
     if isinstance(doc, dict) and set(doc) == {"cuts"}:
         doc = {"name": "cuts", "params": {"cuts": doc["cuts"]}}
     elif isinstance(doc, dict) and doc.get("name") == "all_of" and isinstance(doc.get("params"), dict):
@@ -115,9 +116,14 @@ def load_recipe(recipe: str) -> Recipe:
     extra = set(doc) - {"name", "params"}
     if extra:
         raise KLFilterError(f"unknown recipe keys {sorted(extra)} (allowed: name, params; or cuts alone)", path)
+    if not isinstance(doc["name"], str) or not doc["name"]:  # `name: [clip_score]` was a TypeError traceback
+        raise KLFilterError(f"'name' must be a filter name (a string), got {doc['name']!r:.80}", path)
     params = doc.get("params") or {}
     if not isinstance(params, dict):
         raise KLFilterError("'params' must be a mapping", path)
+    odd = [k for k in params if not isinstance(k, str)]
+    if odd:
+        raise KLFilterError(f"'params' keys must be parameter names, got {odd[0]!r:.80}", path)
     desc = " ".join(line.lstrip("# ").strip() for line in text.splitlines() if line.startswith("#"))
     stem = os.path.splitext(os.path.basename(path))[0]
     return Recipe(stem, doc["name"], params, path, desc)

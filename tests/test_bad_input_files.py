@@ -910,3 +910,51 @@ def test_a_plugins_bad_output_is_one_line_naming_it(bad_plugins, pool, tmp_path,
                        "--no_progress", "--num_workers", "1", capsys=capsys)
     one_line_exit_2(code, err, f"filter {name!r} (distribution kl-bad-plugins)", words)
     assert os.listdir(tmp_path) == ["site"]
+
+
+# ---- recipe files ---------------------------------------------------------------------------------------------------------
+RECIPE_FAULTS = {
+    "binary": (open(sys.executable, "rb").read(4096), "recipe is not UTF-8 text"),  # kl-filter run /bin/ls
+    "name_list": (b"name: [clip_score]\n", "'name' must be a filter name (a string), got ['clip_score']"),
+    "name_number": (b"name: 3\n", "'name' must be a filter name (a string), got 3"),
+    "params_key": (b"name: clip_score\nparams: {[1]: 2}\n", "not valid YAML"),
+    "params_int_key": (b"name: clip_score\nparams: {1: 2}\n", "'params' keys must be parameter names, got 1"),
+    "all_of_cycle": (b"name: all_of\nparams:\n  filters: &a\n    - {name: all_of, params: {filters: *a}}\n",
+                     "alias *a (line 4) is inside the node it names (a cycle)"),
+    "cuts_cycle": (b"cuts: &c\n  - {filter: {name: cuts, params: {cuts: *c}}}\n", "alias *c (line 2)"),
+    "deep": (b"cuts: " + b"[" * 5000 + b"]" * 5000 + b"\n", "nested more than 64 levels deep"),
+    "laughs": (BOMB.encode(), "expands to more than 100,000 nodes"),
+    "utf16": ("name: clip_score\n".encode("utf-16"), "UTF-16 text"),
+    "empty": (b"", "a recipe is a mapping"),
+    "huge": (b"# " + b"x" * (1 << 20) + b"\nname: clip_score\n", "recipe of 1,048,596 bytes (at most 1,048,576)"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(RECIPE_FAULTS))
+def test_recipe_file_faults(tmp_path, pool, capsys, kind):
+    data, words = RECIPE_FAULTS[kind]
+    r = tmp_path / "r.yaml"
+    r.write_bytes(data)
+    code, _, err = cli("run", r, "--metadata_dir", pool, "--save_path", tmp_path / "o.npy", capsys=capsys)
+    one_line_exit_2(code, err, str(r), words)
+    assert sorted(os.listdir(tmp_path)) == ["r.yaml"]
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev_zero", "directory", "dangling_symlink"])
+def test_recipe_that_is_not_a_file(tmp_path, pool, capsys, kind):
+    r = _not_a_file(tmp_path, kind)
+    code, _, err = no_hang(lambda: cli("run", r, "--metadata_dir", pool, "--save_path", tmp_path / "o.npy",
+                                       capsys=capsys), [r] if kind == "fifo" else [])
+    one_line_exit_2(code, err, r, NOT_A_FILE[kind] if kind != "dangling_symlink" else "no such recipe")
+
+
+def test_recipe_with_a_byte_order_mark_and_aliases_runs(tmp_path, pool, capsys):
+    r = tmp_path / "r.yaml"
+    r.write_bytes(b"\xef\xbb\xbf# CLIP score top half\nname: clip_score\nparams: &p {arch: l14, fraction: 0.5}\n")
+    code, _, err = cli("run", r, "--metadata_dir", pool, "--save_path", tmp_path / "a.npy", "--no_progress",
+                       capsys=capsys)
+    assert code == 0, err
+    code, _, err = cli("select", "--name", "clip_score", "--arch", "l14", "--fraction", "0.5", "--metadata_dir", pool,
+                       "--save_path", tmp_path / "b.npy", "--no_progress", capsys=capsys)
+    assert code == 0, err
+    assert open(tmp_path / "a.npy", "rb").read() == open(tmp_path / "b.npy", "rb").read()
