@@ -191,7 +191,12 @@ def test_planted_duplicates_keep_one_member(planted, tmp_path):
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     cos = x @ c.T
     cluster, maxsim = stored(tmp_path / "s", "semdedup_l14_cluster"), stored(tmp_path / "s", "semdedup_l14_maxsim")
-    assert np.array_equal(cluster, cos.argmax(1))
+    # float32 products pick the float64 nearest centroid, but where two centroids are within float32 rounding of
+    # each other (2·γ_D for unit vectors: each float32 cosine is within γ_D = D·u/(1 − D·u) of the exact one)
+    nearest, d = cos.argmax(1), x.shape[1]
+    off = np.flatnonzero(cluster != nearest)
+    gamma = d * 2.0 ** -24 / (1 - d * 2.0 ** -24)
+    assert (cos[off, nearest[off]] - cos[off, cluster[off].astype(int)] <= 2 * gamma).all() and len(off) <= 2
     want = np.empty(1200)
     for k in range(10):
         rows = np.flatnonzero(cluster == k)
