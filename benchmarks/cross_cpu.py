@@ -3,14 +3,16 @@
 One machine stands in for several CPUs: each variant reruns the main recipes in a child process whose environment
 (and only the child's) selects another BLAS kernel with ``OPENBLAS_CORETYPE`` (NumPy's bundled OpenBLAS, a
 DYNAMIC_ARCH build, picks the kernel at load time from it), and one variant also turns NumPy's own AVX2/FMA
-loops off (``NPY_DISABLE_CPU_FEATURES``: exp, log, sums and einsum as on a CPU without AVX2). Every child records
+loops off (``NPY_DISABLE_CPU_FEATURES``: float32 exp and log as on a CPU without AVX2). Every child records
 the kernel threadpoolctl reports and a canary (the sha256 of a fixed float32 product, and its GFLOP/s at one
 thread), so a variant whose setting did not take effect shows up as a copy of another.
 
-Per score column: how many values differ from the native run, the largest absolute difference and the largest
-in float32 ulps. Per recipe: whether the UID file is byte-identical, and if not, how many rows differ and how many
-of those sit at a float32 tie of a rule (the row's score within that column's measured cross-kernel difference of
-the rule's threshold, in either run). Results: ``results/cross_cpu.md`` and ``.json``.
+Per score column: how many values differ from the native run, the largest absolute difference (also in float32
+ulps of the column's largest magnitude), and the rows beyond rounding (``OUTLIER_ULPS``). Per recipe: whether the
+UID file is byte-identical, and if not, how many rows differ and how many of those sit at a float32 tie of a rule
+(the row's score within that column's measured cross-kernel difference of the rule's threshold, in either run);
+and how many rows per million the column's density puts that close to the threshold. Results:
+``results/cross_cpu.md`` (the table printed here, with its reading) and ``results/cross_cpu.json``.
 
     python benchmarks/cross_cpu.py [--rows 20000] [--shards 4] [--variants native,Zen,Sandybridge,...]
         [--work /tmp/kl_cross_cpu]   # finished variants in --work are reused by a rerun
