@@ -170,6 +170,7 @@ def test_track_rejects_bad_arguments_before_writing(tmp_path):
         assert not out.exists()
 
 
+@pytest.mark.slow  # trains the track's tiny students (still run by CI: .ci/run runs every test)
 def test_track_quick(tmp_path):
     from kl_filter.harness.tiny.models import METRICS
     from kl_filter.harness.tiny.track import QUICK_RECIPES
