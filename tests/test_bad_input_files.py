@@ -752,7 +752,7 @@ def test_inspect_bins_are_bounded_by_what_they_allocate(tmp_path, pool, capsys):
     assert os.listdir(tmp_path) == []
 
 
-# ---- every input of every member of a combined recipe is checked against the outputs -------------------------------------
+# ---- every input of every member of a combined recipe is checked against the outputs ---------------------------------
 def test_an_output_never_replaces_a_members_input_file(tmp_path, pool, capsys):
     from types import SimpleNamespace
 
@@ -772,15 +772,15 @@ def test_an_output_never_replaces_a_members_input_file(tmp_path, pool, capsys):
     check_run(SimpleNamespace(params=lambda: {"cuts": loop}), pool, str(tmp_path / "ok.npy"), ctx)
     # end to end: before, exit 0 and the user's target file overwritten (the same filter alone was refused)
     (tmp_path / "m.yaml").write_text("cuts:\n  - {column: clip_l14_similarity_score, fraction: 0.5}\n"
-                                     f"  - {{score: {{name: normsim, params: {{arch: l14, target_embeddings: [{t}]}}}}, "
-                                     "fraction: 0.3}\n")
+                                     "  - {score: {name: normsim, params: {arch: l14, "
+                                     f"target_embeddings: [{t}]}}}}, fraction: 0.3}}\n")
     code, _, err = cli("run", tmp_path / "m.yaml", "--metadata_dir", pool, "--save_path", t, "--no_progress",
                        capsys=capsys)
     one_line_exit_2(code, err, f"{t}: --save_path is --target_embeddings ({t}): an output never replaces an input")
     assert t.read_bytes() == before
 
 
-# ---- plugins: outputs validated at the boundary, a name clash disables only that plugin --------------------------------------
+# ---- plugins: outputs validated at the boundary, a name clash disables only that plugin ------------------------------
 BAD_PLUGINS = '''
 import numpy as np
 from kl_filter import Filter, Top
@@ -871,8 +871,10 @@ def bad_plugins(tmp_path, monkeypatch):
         "[kl_filter.filters]\n" + "".join(f"{k} = kl_bad_plugins:{v}\n" for k, v in PLUGIN_ENTRIES.items()))
     monkeypatch.syspath_prepend(str(site))
     importlib.invalidate_caches()
-    fresh = Registry(freg.FILTERS.kind, freg.FILTERS.group,
-                     {k: v for k, v in freg.FILTERS._targets.items() if isinstance(v, str) and v.startswith("kl_filter.")})
+    spec = {k: v if isinstance(v, str) else f"{v.__module__}:{v.__qualname__}"  # loaded ones are classes by now
+            for k, v in freg.FILTERS._targets.items()}
+    builtins = {k: v for k, v in spec.items() if v.startswith("kl_filter.")}
+    fresh = Registry(freg.FILTERS.kind, freg.FILTERS.group, builtins)
     monkeypatch.setattr(freg, "FILTERS", fresh)
     return fresh
 
@@ -912,7 +914,7 @@ def test_a_plugins_bad_output_is_one_line_naming_it(bad_plugins, pool, tmp_path,
     assert os.listdir(tmp_path) == ["site"]
 
 
-# ---- recipe files ---------------------------------------------------------------------------------------------------------
+# ---- recipe files ----------------------------------------------------------------------------------------------------
 RECIPE_FAULTS = {
     "binary": (open(sys.executable, "rb").read(4096), "recipe is not UTF-8 text"),  # kl-filter run /bin/ls
     "name_list": (b"name: [clip_score]\n", "'name' must be a filter name (a string), got ['clip_score']"),
@@ -958,3 +960,22 @@ def test_recipe_with_a_byte_order_mark_and_aliases_runs(tmp_path, pool, capsys):
                        "--save_path", tmp_path / "b.npy", "--no_progress", capsys=capsys)
     assert code == 0, err
     assert open(tmp_path / "a.npy", "rb").read() == open(tmp_path / "b.npy", "rb").read()
+
+
+# ---- sizes a user asks for are bounded by what they allocate ---------------------------------------------------------
+def test_resample_is_bounded_by_the_memory_its_uid_file_needs(tmp_path, pool, capsys, monkeypatch):
+    v = np.random.default_rng(1).standard_normal(768)
+    np.save(tmp_path / "P.npy", v / np.linalg.norm(v))
+    args = ("select", "--name", "iwl", "--prompt_embedding", tmp_path / "P.npy", "--arch", "l14",
+            "--metadata_dir", pool, "--save_path", tmp_path / "r.npy", "--no_progress")
+    code, _, err = cli(*args, "--resample", 10**12, capsys=capsys)  # before: _ArrayMemoryError (14.6 TiB)
+    one_line_exit_2(code, err, "--resample 1,000,000,000,000 draws make a UID file of 14.6 TiB (16 bytes a draw)",
+                    "draw at most")
+    real = os.sysconf
+    monkeypatch.setattr(os, "sysconf", lambda k: 1024 if k == "SC_PHYS_PAGES" else real(k))  # 1,024 pages here
+    most = 1024 * os.sysconf("SC_PAGE_SIZE") // 32
+    code, _, err = cli(*args, "--resample", most + 1, capsys=capsys)
+    one_line_exit_2(code, err, f"draw at most {most:,}")
+    code, _, err = cli(*args, "--resample", most, capsys=capsys)
+    assert code == 0, err
+    assert len(np.load(tmp_path / "r.npy")) == most

@@ -39,6 +39,29 @@ MAX_RESAMPLE = 2**53   # draw positions are float64: past this, counts would not
 Then = Literal["pool", "survivors"]
 
 
+def check_draws_fit(n: int) -> None:
+    """Refuse, before any work, a draw count whose UID file this machine cannot hold: the file has one 16-byte uid
+    per draw, gathered and sorted in memory (two copies). ``--resample 10**12`` (inside 2**53) was a 14.6 TiB
+    allocation failing at the end of the run."""
+    import os
+
+    try:
+        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # no such query here: the allocation itself will say
+        return
+    if 2 * 16 * n > memory:
+        raise KLFilterError(f"--resample {n:,} draws make a UID file of {_bytes(16 * n)} (16 bytes a draw), gathered "
+                            f"and sorted in memory (twice that); this machine has {_bytes(memory)}: draw at most "
+                            f"{memory // 32:,}")
+
+
+def _bytes(n: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+
+
 def check_cut(what: str, fraction: float | None, threshold: float | None, prefix: str = "") -> None:
     """Exactly one of ``--{prefix}fraction`` / ``--{prefix}threshold``, each in range (DataComp's check): the one
     definition of the cut check."""
@@ -367,6 +390,7 @@ class Resample(Rule):
         if isinstance(self.n, bool) or not isinstance(self.n, (int, np.integer)) or not 1 <= self.n <= MAX_RESAMPLE:
             raise KLFilterError(f"--resample must be a number of rows in [1, 2**53], got {self.n!r}")
         object.__setattr__(self, "n", int(self.n))
+        check_draws_fit(self.n)
 
     def resolve(self, pool, before):
         """Per-shard float64 sums, combined in shard order, one seeded uniform, then each shard's systematic
