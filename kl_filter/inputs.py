@@ -257,7 +257,7 @@ def load_npy(path, what: str, shapes=None, kinds: str = "f", max_bytes: int | No
     except KLFilterError:
         raise
     except read_errors() as e:
-        raise KLFilterError(f"{what}: not a usable .npy array ({_short(e)})", str(path)) from e
+        raise KLFilterError(f"{what}: not a plain .npy array ({_short(e)})", str(path)) from e
     if finite:
         check_finite(arr, path, what)
     return arr

@@ -979,3 +979,12 @@ def test_resample_is_bounded_by_the_memory_its_uid_file_needs(tmp_path, pool, ca
     code, _, err = cli(*args, "--resample", most, capsys=capsys)
     assert code == 0, err
     assert len(np.load(tmp_path / "r.npy")) == most
+
+
+@pytest.mark.parametrize("kind", ["huge_header", "object", "truncated"])
+def test_image_based_centroid_npy_is_read_from_its_header(tmp_path, kind):
+    from kl_filter.filters.image_based import load_array
+
+    p = _npy(tmp_path, kind)  # one class further: DataComp's --centroids given as .npy (a MemoryError traceback)
+    refused(lambda: load_array(p, "image_features"), p, "not a plain .npy array", NPY_FAULTS[kind].split(" (")[0]
+            if kind != "huge_header" else "header claims shape (1000000000000, 768)")

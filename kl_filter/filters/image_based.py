@@ -32,7 +32,8 @@ HINT = ("DataComp's image-based assets are needed: --centroids {scale}_centroids
 def load_array(path: str, key: str | None = None) -> np.ndarray:
     """A float32 matrix from ``.npy`` or a torch ``.pt`` (an array, a tensor, or a dict holding ``key``).
 
-    Nothing is unpickled that could run code: ``.npy`` is read with ``allow_pickle=False`` and ``.pt`` with
+    Nothing is unpickled that could run code: ``.npy`` is read by :mod:`kl_filter.inputs` (header checked before
+    anything is allocated, never unpickled) and ``.pt`` with
     ``torch.load(weights_only=True)`` (tensors, dicts, lists, numbers; and NumPy arrays, which DataComp's centroid
     files are: NumPy's array-reconstruction functions are allowed for this load only). A file that needs anything
     else is refused with one line and the hint to convert it to ``.npy``.
@@ -43,11 +44,10 @@ def load_array(path: str, key: str | None = None) -> np.ndarray:
         raise KLFilterError(f"file not found ({HINT})", path)
     if not os.path.isfile(path):
         raise KLFilterError("not a regular file", path)
-    if path.endswith(".npy"):
-        try:
-            obj = np.load(path, allow_pickle=False)
-        except (ValueError, OSError, EOFError) as e:
-            raise KLFilterError(f"not a plain .npy array ({_first_line(e)})", path) from e
+    if path.endswith(".npy"):  # the header first (kl_filter.inputs): a shape the file does not hold is refused
+        from ..inputs import load_npy
+
+        obj = load_npy(path, "array file", [(None, None)], kinds="fiu", finite=False)
     else:
         obj = _torch_load(path)
         if isinstance(obj, dict):
