@@ -28,7 +28,6 @@ for _i, _c in enumerate(b"0123456789abcdef"):
 for _i, _c in enumerate(b"ABCDEF"):
     _NIBBLE[_c] = 10 + _i
 _HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
-_SHIFTS = (np.arange(15, -1, -1, dtype=np.uint64) * np.uint64(4))
 
 
 def _ascii_matrix(uids) -> np.ndarray:
@@ -74,20 +73,21 @@ def hex_to_u8u8(uids) -> np.ndarray:
     if (nib == 255).any():
         row = int(np.flatnonzero((nib == 255).any(axis=1))[0])
         raise ValueError(f"uid must be 32 hex digits; row {row} is {bytes(chars[row]).decode(errors='replace')!r}")
-    nib = nib.astype(np.uint64)
+    raw = ((nib[:, 0::2] << 4) | nib[:, 1::2]).view(">u8")  # 16 bytes a row, read as two big-endian halves
     out = np.empty(len(chars), dtype=UID_DTYPE)
-    out["f0"] = (nib[:, :16] << _SHIFTS).sum(axis=1, dtype=np.uint64)
-    out["f1"] = (nib[:, 16:] << _SHIFTS).sum(axis=1, dtype=np.uint64)
+    out["f0"], out["f1"] = raw[:, 0], raw[:, 1]
     return out
 
 
 def u8u8_to_hex(arr: np.ndarray) -> np.ndarray:
     """Inverse of :func:`hex_to_u8u8`: an ``S32`` array of lowercase hex uids."""
     arr = np.asarray(arr)
-    halves = np.stack([arr["f0"], arr["f1"]], axis=1).astype(np.uint64)  # (n, 2)
-    nib = (halves[:, :, None] >> _SHIFTS[None, None, :]) & np.uint64(15)  # (n, 2, 16)
-    chars = _HEX[nib.reshape(len(arr), 32)]
-    return np.ascontiguousarray(chars).view("S32").reshape(-1)
+    raw = np.empty((len(arr), 2), ">u8")  # big-endian: the bytes in hex-digit order
+    raw[:, 0], raw[:, 1] = arr["f0"], arr["f1"]
+    b = raw.view(np.uint8)  # (n, 16)
+    chars = np.empty((len(arr), 32), np.uint8)
+    chars[:, 0::2], chars[:, 1::2] = _HEX[b >> 4], _HEX[b & 15]
+    return chars.view("S32").reshape(-1)
 
 
 def sort_uids(arr: np.ndarray) -> np.ndarray:
