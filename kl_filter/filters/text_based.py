@@ -31,7 +31,6 @@ class TextBased(Filter):
     def check_assets(self):
         self.wordnet_dir = ensure_wordnet(self.wordnet_dir)  # fail early, with the hint, before any shard
         imagenet21k_offsets(self.synsets)
-        self._matcher = EntityMatcher(self.wordnet_dir, self.synsets)  # WordNet loaded once, before workers fork
 
     def __getstate__(self):  # worker processes rebuild the matcher from paths
         return {**self.__dict__, "_matcher": None}

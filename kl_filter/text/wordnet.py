@@ -112,7 +112,6 @@ class EntityMatcher:
             nltk.data.path.insert(0, wordnet_root)
         from nltk.corpus import wordnet
 
-        wordnet.get_version()  # loads the lazy corpus now (seconds): worker processes forked later share it
         self._wordnet = wordnet
         self._entities = imagenet21k_offsets(synsets_path)
         self._cache: dict[str, bool] = {}
