@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 from typing import Literal
 
 import numpy as np
@@ -115,6 +116,7 @@ def spherical_kmeans(sample: np.ndarray, k: int, iterations: int = DEFAULT_ITERA
     thread, so the result depends on the data and seed only (measured: 3 OpenMP threads gave other centroids
     than 1, 2 or 4). faiss never subsamples here (the sample is already drawn), and it re-seeds an emptied
     cluster by splitting a large one (its own seeded draw)."""
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its CPU probing at INFO: the CLI would print it
     import faiss
 
     x = normalise_rows(sample)
