@@ -40,9 +40,13 @@ def machine() -> dict:
 
 
 def run_measured(cmd: list[str], env: dict | None = None, cwd: str | None = None, poll: float = 0.02) -> dict:
-    """Wall time of a whole process (start-up included) and the peak of the summed RSS of it and its children."""
+    """Wall time of a whole process (start-up included), its CPU time (user + system, with the children it waited
+    for: steadier than wall time on a shared machine) and the peak of the summed RSS of it and its children."""
+    import resource
+
     import psutil
 
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     p = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     proc = psutil.Process(p.pid)
@@ -56,9 +60,12 @@ def run_measured(cmd: list[str], env: dict | None = None, cwd: str | None = None
         time.sleep(poll)
     out, err = p.communicate()
     wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     if p.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({p.returncode}):\n{err.decode()[-2000:]}")
-    return {"seconds": round(wall, 3), "peak_rss_gb": round(peak / 2**30, 3), "stdout": out.decode()[-500:]}
+    return {"seconds": round(wall, 3), "cpu_s": round(cpu, 3), "peak_rss_gb": round(peak / 2**30, 3),
+            "stdout": out.decode()[-500:]}
 
 
 def write_results(name: str, record: dict, md_line: str) -> None:
