@@ -31,6 +31,10 @@ def add_parser(sub) -> None:
                         "IWL-resampled and IWL-weighted students per seed, OUT/iwl.md); the default without --quick")
     g.add_argument("--no_iwl", dest="iwl", action="store_false",
                    help="skip the IWL experiment (the default with --quick)")
+    p.add_argument("--iwl_scales", default=None,
+                   help="the IWL experiment's temperatures a, comma-separated numbers or pool (the l14 teacher's "
+                        "learned scale), e.g. 10,pool,2.71: per a a weights file, a resampled subset and four "
+                        "students per seed (default 10, the IWL authors' a)")
     p.set_defaults(func=run)
 
 
@@ -40,7 +44,7 @@ def run(args) -> int:
     from ..harness.tiny.track import check_options, run_track
     from ..outputs import In, Out, check, claim_dir
 
-    check_options(args.seeds, args.kl_num_samples, args.negcliploss_batch_size)  # before any directory is made
+    check_options(args.seeds, args.kl_num_samples, args.negcliploss_batch_size, args.iwl_scales)  # before any dir
     work = args.work_dir or os.path.join(args.out, "work")
     # the work directory is deleted at the end (without --keep_work): only one this tool made
     check([Out(args.out, "--out", "dir"), Out(work, "--work_dir", "dir", marker="track", replace=True)],
@@ -51,7 +55,7 @@ def run(args) -> int:
                     pool_seed=args.pool_seed, keep_work=args.keep_work, work_dir=args.work_dir,
                     num_workers=args.num_workers, train_workers=args.train_workers,
                     kl_num_samples=args.kl_num_samples, negcliploss_batch_size=args.negcliploss_batch_size,
-                    iwl=args.iwl, argv=["kl-filter", *sys.argv[1:]])
+                    iwl=args.iwl, iwl_scales=args.iwl_scales, argv=["kl-filter", *sys.argv[1:]])
     print(f"track: {len(rec['results'])} recipe(s) x {len(rec['seeds'])} seed(s) in {rec['wall_time_s'] / 60:.1f} min"
           f" -> {os.path.join(args.out, 'results.md')}"
           + (f"; skipped: {', '.join(s['recipe'] for s in rec['skipped'])}" if rec["skipped"] else ""))
@@ -59,9 +63,11 @@ def run(args) -> int:
         print(f"  {r['recipe']:<36} {r['subset_size']:>7,} ({100 * r['subset_share']:5.1f}%)  "
               f"average {r['average_mean']:.3f} ± {r['average_std']:.3f}")
     if rec.get("iwl"):
-        print(f"track: IWL toward the digits (a = {rec['iwl']['logit_scale']:.4g}) -> "
-              f"{os.path.join(args.out, 'iwl.md')}")
-        for name, st in rec["iwl"]["students"].items():
-            print(f"  {name:<36} digits macro-F1 {st['zs_digits_f1_mean']:.3f} ± {st['zs_digits_f1_std']:.3f}  "
-                  f"acc {st['zs_digits_mean']:.3f} ± {st['zs_digits_std']:.3f}")
+        print(f"track: IWL toward the digits -> {os.path.join(args.out, 'iwl.md')}")
+        uni = rec["iwl"]["students"]["uniform"]
+        print(f"  {'uniform':<36} digits macro-F1 {uni['zs_digits_f1_mean']:.3f} ± {uni['zs_digits_f1_std']:.3f}")
+        for sc in rec["iwl"]["scales"]:
+            for name, st in sc["students"].items():
+                print(f"  a = {sc['logit_scale']:<6.4g} {name:<25} digits macro-F1 {st['zs_digits_f1_mean']:.3f} ± "
+                      f"{st['zs_digits_f1_std']:.3f}")
     return 0

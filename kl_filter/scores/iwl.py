@@ -189,7 +189,8 @@ class IWLScorer(DensityRatio, Scorer):
         combined = len(self.embedding) > 1 and self.combine is not None
         prompts = self.hashes if combined else [self.hashes[self._columns.index(column)]]
         return {"scorer": self.name, "arch": self.arch, **self.temperature_provenance(),
-                "prompt_sha256": prompts, "combine": self.combine if combined else None}
+                "prompt_sha256": prompts, "combine": self.combine if combined else None,
+                "rows": "renormalised"}  # a column stored before the rows were renormalised is recomputed
 
     def compute(self, shard, stats, device="cpu"):
         x = shard[self.keys[0]]

@@ -24,9 +24,11 @@ A miniature of DataComp's filtering track (SPEC §7) that runs on 2 CPU cores wi
    (recall@1/5 both ways) on held-out clean pairs.
 
 8. IWL (:mod:`.iwl`, on by default, off with ``--quick``): importance weights toward the handwritten digits
-   (prompt encoded by the larger teacher), and per seed an IWL-resampled and an IWL-weighted student beside the
-   uniform (no_filter) one, all seeing the same number of samples; zero-shot accuracy and macro F1 on the digits
-   and the scenes, retrieval.
+   (prompt encoded by the larger teacher) at each temperature of ``--iwl_scales`` (default the authors' a = 10),
+   and per seed and temperature an IWL-resampled student and three weighted ones (the authors' loss with raw
+   weights, with weights normalised over the pool, and self-normalised per batch) beside the uniform (no_filter)
+   one, all seeing the same number of samples; zero-shot accuracy and macro F1 on the digits and the scenes,
+   retrieval.
 
 :func:`.track.run_track` runs it all; :mod:`.results` writes ``results.csv``, ``results.md``, ``results.png``
 and ``run.json`` (and :mod:`.iwl` ``iwl.md`` and ``iwl.png``).

@@ -52,6 +52,8 @@ METRIC_DOC = {
 EXTRA_METRICS = {
     "zs_scenes_f1": "zero-shot macro F1 over the 6 scene classes (unweighted mean of the per-class F1)",
     "zs_digits_f1": "zero-shot macro F1 over the 10 digit classes (unweighted mean of the per-class F1)",
+    "zs_scenes_classes": "how many of the 6 scene classes the zero-shot predictions use (1: one class for every image)",
+    "zs_digits_classes": "how many of the 10 digit classes the zero-shot predictions use (1: one class for every image)",
 }
 
 
@@ -83,10 +85,13 @@ def _to_input(torch, images_u8):
     return (x - mean) / std
 
 
-def weighted_clip_loss(image_features, text_features, logit_scale, weights):
+def weighted_clip_loss(image_features, text_features, logit_scale, weights, per_batch: bool = False):
     """The IWL authors' per-sample weighted CLIP loss (written here, not copied), for one batch of B pairs::
 
         loss = (1/B) Σ_j w_j · ½ (CE_image→text_j + CE_text→image_j)
+
+    (``per_batch``: divided by Σ_j w_j instead of B, the weights self-normalised within the batch, so every step
+    carries the same weight mass; not the authors'.)
 
     with ``CE_image→text_j`` the cross-entropy of image j's logits over the batch's texts against its own text
     (``logits = logit_scale · image_features @ text_features.T``, the features already unit-normalised by the
@@ -101,7 +106,10 @@ def weighted_clip_loss(image_features, text_features, logit_scale, weights):
     labels = torch.arange(logits.shape[0], device=logits.device)
     ce_i2t = f.cross_entropy(logits, labels, reduction="none")
     ce_t2i = f.cross_entropy(logits.T, labels, reduction="none")
-    return (weights.to(logits.dtype) * (0.5 * (ce_i2t + ce_t2i))).mean()
+    w = weights.to(logits.dtype)
+    if per_batch:
+        return (w * (0.5 * (ce_i2t + ce_t2i))).sum() / w.sum().clamp_min(torch.finfo(w.dtype).tiny)
+    return (w * (0.5 * (ce_i2t + ce_t2i))).mean()
 
 
 def check_sample_weights(weights, n: int) -> np.ndarray:
@@ -118,7 +126,7 @@ def check_sample_weights(weights, n: int) -> np.ndarray:
 
 def train_clip(model_name: str, images: np.ndarray, texts: list[str], samples_seen: int, batch_size: int, lr: float,
                seed: int, warmup_frac: float = 0.1, weight_decay: float = 0.2, beta2: float = 0.98,
-               weights: np.ndarray | None = None):
+               weights: np.ndarray | None = None, per_batch: bool = False):
     """Train ``model_name`` from scratch with CLIP's InfoNCE for ``samples_seen`` samples drawn WITH replacement.
 
     AdamW (no decay on gains, biases, embeddings' positional terms and the logit scale, as open_clip_train),
@@ -126,7 +134,10 @@ def train_clip(model_name: str, images: np.ndarray, texts: list[str], samples_se
 
     ``weights`` (one per row, e.g. IWL's importance weights self-normalised to mean 1 over the training set):
     the batches are drawn exactly as without weights (uniformly, with replacement, the same indices for the same
-    seed) and each batch's loss is :func:`weighted_clip_loss`; without them it is open_clip's ``ClipLoss``.
+    seed) and each batch's loss is :func:`weighted_clip_loss` (``per_batch``: self-normalised in each batch);
+    without them it is open_clip's ``ClipLoss``. With weights, ``info["weights"]`` also records each batch's
+    weight mass Σ_j w_j (mean, std, min, max over the steps) and its effective pairs (Σw)²/Σw² (mean, min): what a
+    step of the weighted loss actually trains on.
     """
     torch, open_clip = require_torch()
     n = len(texts)
@@ -153,7 +164,7 @@ def train_clip(model_name: str, images: np.ndarray, texts: list[str], samples_se
     rng = np.random.default_rng([seed, 7])
     images_t = torch.as_tensor(images)
     t0 = time.perf_counter()
-    losses = []
+    losses, mass, eff = [], [], []
     for step in range(steps):
         cur = lr * (step + 1) / warmup if step < warmup else \
             0.5 * lr * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
@@ -162,7 +173,14 @@ def train_clip(model_name: str, images: np.ndarray, texts: list[str], samples_se
         idx = torch.as_tensor(rng.integers(0, n, size=batch_size))
         x = _to_input(torch, images_t[idx])
         img, txt, scale = model(x, tokens[idx])[:3]
-        loss = loss_fn(img, txt, scale) if w_all is None else weighted_clip_loss(img, txt, scale, w_all[idx])
+        if w_all is None:
+            loss = loss_fn(img, txt, scale)
+        else:
+            wb = w_all[idx]
+            loss = weighted_clip_loss(img, txt, scale, wb, per_batch)
+            s1, s2 = float(wb.double().sum()), float((wb.double() ** 2).sum())
+            mass.append(s1)
+            eff.append(s1 * s1 / s2 if s2 > 0 else 0.0)
         if not torch.isfinite(loss):
             raise KLFilterError(f"training {model_name} diverged at step {step} (loss {loss.item()})")
         opt.zero_grad(set_to_none=True)
@@ -177,9 +195,13 @@ def train_clip(model_name: str, images: np.ndarray, texts: list[str], samples_se
             "seconds": round(time.perf_counter() - t0, 2)}
     if weights is not None:
         w = np.asarray(weights, dtype=np.float64)
-        info["loss"] = "weighted_clip"
+        info["loss"] = "weighted_clip_per_batch" if per_batch else "weighted_clip"
+        m = np.asarray(mass)
         info["weights"] = {"mean": float(w.mean()), "max": float(w.max()), "min": float(w.min()),
-                           "effective_sample_size": float(w.sum() ** 2 / np.dot(w, w))}
+                           "effective_sample_size": float(w.sum() ** 2 / np.dot(w, w)),
+                           "batch_mass": {"mean": float(m.mean()), "std": float(m.std()), "min": float(m.min()),
+                                          "max": float(m.max())},
+                           "batch_effective_pairs": {"mean": float(np.mean(eff)), "min": float(np.min(eff))}}
     else:
         info["loss"] = "clip"
     return model, info
@@ -216,7 +238,8 @@ def macro_f1(pred, labels, num_classes: int) -> float:
 
 def evaluate(model, model_name: str, evals: dict) -> dict:
     """Zero-shot accuracy (scenes, digits) and retrieval recall@1/5 (both ways), all in [0, 1]; plus each
-    zero-shot task's macro F1 (``zs_{task}_f1``, :data:`EXTRA_METRICS`)."""
+    zero-shot task's macro F1 (``zs_{task}_f1``) and the number of classes its predictions use
+    (``zs_{task}_classes``, a collapse to one class shows as 1; :data:`EXTRA_METRICS`)."""
     torch, open_clip = require_torch()
     tokenizer = open_clip.get_tokenizer(model_name)
     model.eval()
@@ -231,6 +254,7 @@ def evaluate(model, model_name: str, evals: dict) -> dict:
         pred = (im @ t.T).argmax(1).numpy()
         out[f"zs_{task}"] = float((pred == ev["labels"]).mean())
         out[f"zs_{task}_f1"] = macro_f1(pred, ev["labels"], len(prompts))
+        out[f"zs_{task}_classes"] = int(len(np.unique(pred)))
     ev = evals["retrieval"]
     im = _encode_images(torch, model, ev["images"])
     tx = _encode_texts(torch, model, tokenizer, ev["captions"])

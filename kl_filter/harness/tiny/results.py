@@ -135,9 +135,9 @@ def _markdown(rows, skipped, teachers, record) -> str:
                      f"{tg['sha256'][:12]})")
     iwl = record.get("iwl")
     if iwl:
+        scales = ", ".join(f"{sc['logit_scale']:.4g}" for sc in iwl["scales"])
         notes.append(f"- IWL (importance weights toward the handwritten digits, prompt \"{iwl['prompt']}\", "
-                     f"a = {iwl['logit_scale']:.4g}): uniform, IWL-resampled and IWL-weighted students in "
-                     "[iwl.md](iwl.md)")
+                     f"a = {scales}): uniform, IWL-resampled and IWL-weighted students in [iwl.md](iwl.md)")
     if notes:
         L += ["", "## Notes", ""] + notes
     L += ["", "Wall time by stage (s): " + ", ".join(f"{k} {v}" for k, v in _ordered(record["timings"], STAGES)), ""]

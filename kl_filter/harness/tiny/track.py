@@ -262,8 +262,13 @@ def _kind_shares(uids_u8u8: np.ndarray, truth) -> dict:
 
 
 # --- the run ------------------------------------------------------------------------------------------------------------
-def check_options(seeds: int | None, kl_num_samples: int | None, negcliploss_batch_size: int | None) -> None:
+def check_options(seeds: int | None, kl_num_samples: int | None, negcliploss_batch_size: int | None,
+                  iwl_scales=None) -> None:
     """One :class:`KLFilterError` line for a bad option (the CLI calls it before it creates any directory)."""
+    if iwl_scales is not None:
+        from .iwl import parse_scales
+
+        parse_scales(iwl_scales)
     if kl_num_samples is not None and kl_num_samples < 2:
         raise KLFilterError(f"--kl_num_samples must be >= 2, got {kl_num_samples}")
     if negcliploss_batch_size is not None and negcliploss_batch_size < 2:
@@ -277,16 +282,18 @@ def run_track(out: str, scale: str = "tiny", quick: bool = False, seeds: int | N
               work_dir: str | None = None, num_workers: int = 2, train_workers: int | None = None,
               config: TrackConfig | None = None, argv: list[str] | None = None,
               kl_num_samples: int | None = None, negcliploss_batch_size: int | None = None,
-              iwl: bool | None = None) -> dict:
+              iwl: bool | None = None, iwl_scales=None) -> dict:
     """Run the tiny track end to end into ``out``; returns the run record (also written to ``out/run.json``).
 
     ``kl_num_samples`` overrides the config's reference sample size N of the KL recipes, ``negcliploss_batch_size``
-    the config's batch size B of the negCLIPLoss recipes. ``iwl`` runs the IWL experiment (:mod:`.iwl`: three
-    students per seed toward the handwritten digits, ``out/iwl.md``); default on, off with ``quick``."""
+    the config's batch size B of the negCLIPLoss recipes. ``iwl`` runs the IWL experiment (:mod:`.iwl`: per seed
+    and temperature a resampled and three weighted students toward the handwritten digits, ``out/iwl.md``);
+    default on, off with ``quick``. ``iwl_scales``: its temperatures (numbers or "pool", a list or "10,pool";
+    default :data:`.iwl.DEFAULT_SCALES`)."""
     if scale != "tiny":
         raise KLFilterError(f"--scale {scale!r}: only the offline 'tiny' scale runs here (small and larger scales "
                             "use DataComp's harness)")
-    check_options(seeds, kl_num_samples, negcliploss_batch_size)
+    check_options(seeds, kl_num_samples, negcliploss_batch_size, iwl_scales)
     cfg = config or (TrackConfig.quick() if quick else TrackConfig())
     if kl_num_samples is not None:
         cfg = replace(cfg, kl_num_samples=kl_num_samples)
@@ -414,7 +421,7 @@ def run_track(out: str, scale: str = "tiny", quick: bool = False, seeds: int | N
         # 5b. the IWL experiment (:mod:`.iwl`): its resampled subset and weights; its students start at once
         iwl_run = None
         if iwl:
-            from .iwl import IWLRun
+            from .iwl import DEFAULT_SCALES, IWLRun
 
             t = time.perf_counter()
             uniform = next((r for r in rows if r["recipe"] == "no_filter" and r["filter"] == "no_filter"
@@ -423,7 +430,8 @@ def run_track(out: str, scale: str = "tiny", quick: bool = False, seeds: int | N
                                      scores_dir=scores_dir, truth=truth, teacher_model=teacher_futs["l14"][0]["model"],
                                      teacher_checkpoint=teacher_futs["l14"][0]["checkpoint"], model_config=cfg_dir,
                                      pool_seed=pool_seed, num_workers=num_workers,
-                                     uniform_dir=os.path.join(work, "reshard", "no_filter") if uniform else None)
+                                     uniform_dir=os.path.join(work, "reshard", "no_filter") if uniform else None,
+                                     scales=DEFAULT_SCALES if iwl_scales is None else iwl_scales)
             iwl_run.submit(ex, train_task, {"model": STUDENT, "samples_seen": cfg.student_seen, "lr": cfg.student_lr,
                                             "evals": evals_path, **common}, seeds)
             stage("iwl_s", t)

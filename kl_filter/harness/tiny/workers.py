@@ -60,8 +60,10 @@ def _load_evals(path: str) -> dict:
 def train_task(spec: dict) -> dict:
     """Train ``spec['model']`` on the tars in ``spec['data_dir']``, evaluate it, optionally save a checkpoint.
 
-    ``spec['weights']`` (optional): a weights file (uid, weight; ``kl-filter weights``' format) giving every
-    training sample its weight in the loss (:func:`.models.weighted_clip_loss`), mapped by uid."""
+    ``spec['weights']`` (optional): a weights file (uid, weight, log_weight; ``kl-filter weights``' format) giving
+    every training sample its weight in the loss (:func:`.models.weighted_clip_loss`), mapped by uid:
+    ``spec['raw_weights']`` takes exp(log_weight) (the IWL authors' unnormalised exp(a·<x̂, p̂>)) instead of the
+    weight normalised to mean 1 over the pool; ``spec['per_batch']`` self-normalises them in each batch."""
     torch, _ = require_torch()
     images, texts, uids = _cached(("pairs", spec["data_dir"]), lambda: load_pairs(spec["data_dir"]))
     evals = _cached(("evals", spec["evals"]), lambda: _load_evals(spec["evals"]))
@@ -69,11 +71,13 @@ def train_task(spec: dict) -> dict:
     if spec.get("weights"):
         from .iwl import sample_weights
 
-        weights = sample_weights(spec["weights"], uids)
+        weights = sample_weights(spec["weights"], uids, raw=bool(spec.get("raw_weights")))
     model, info = train_clip(spec["model"], images, texts, spec["samples_seen"], spec["batch_size"], spec["lr"],
-                             spec["seed"], spec["warmup_frac"], spec["weight_decay"], spec["beta2"], weights=weights)
+                             spec["seed"], spec["warmup_frac"], spec["weight_decay"], spec["beta2"], weights=weights,
+                             per_batch=bool(spec.get("per_batch")))
     if weights is not None:
         info["weights"]["file"] = os.path.basename(spec["weights"])
+        info["weights"]["raw"] = bool(spec.get("raw_weights"))
     out = {"train": info, "eval": evaluate(model, spec["model"], evals),
            "params": int(sum(p.numel() for p in model.parameters()))}
     if spec.get("checkpoint"):
