@@ -79,10 +79,10 @@ def test_kmeans_lloyd_matches_float64_from_the_same_start():
     x = unit(rng, 8, 96).astype(np.float32)[rng.integers(8, size=3000)] * 0.6 + unit(rng, 3000, 96) * 0.8
     start, info0 = spherical_kmeans(x, 12, 0, seed=5)
     got, info = spherical_kmeans(x, 12, 6, seed=5)
-    assert info0["objective"] == [] and len(info["objective"]) == 6
+    assert info0["objective"] == [] and 1 <= len(info["objective"]) <= 6  # faiss stops early at a fixed point
     xn = x.astype(np.float64) / np.linalg.norm(x.astype(np.float64), axis=1, keepdims=True)
     c, objective = start.astype(np.float64), []
-    for _ in range(6):
+    for _ in range(len(info["objective"])):
         s = xn @ c.T
         labels = s.argmax(axis=1)
         objective.append(s.max(axis=1).mean())
@@ -91,6 +91,23 @@ def test_kmeans_lloyd_matches_float64_from_the_same_start():
         c = sums / np.linalg.norm(sums, axis=1, keepdims=True)
     assert np.abs(got - c).max() < 1e-5 and np.allclose(info["objective"], objective, atol=1e-5)
     assert np.abs(np.linalg.norm(got, axis=1) - 1).max() < 1e-6
+
+
+def test_kmeanspp_same_bits_for_any_thread_count(monkeypatch):
+    """k-means++ passes run over fixed blocks of sample rows on a thread per core: the thread count never
+    changes the centres (blocks of KMEANSPP_BLOCK rows, their totals added in block order)."""
+    import os
+
+    from kl_filter.scores import semdedup
+
+    rng = np.random.default_rng(5)
+    x = semdedup.normalise_rows(unit(rng, 2 * semdedup.KMEANSPP_BLOCK + 123, 32))
+    got = []
+    for threads in (1, 3, 8):
+        monkeypatch.setattr(os, "cpu_count", lambda t=threads: t)
+        got.append(semdedup._kmeanspp(x, 30, np.random.default_rng(1)))
+    assert all(np.array_equal(got[0], g) for g in got[1:])
+    assert len({tuple(c) for c in got[0]}) == 30  # 30 distinct sample rows
 
 
 def test_kmeans_same_bits_for_any_openmp_threads_and_caller_thread():

@@ -23,10 +23,12 @@ break the same way for any shard layout, worker count or engine.
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import hashlib
 import io
 import json
 import logging
+import os
 from typing import Literal
 
 import numpy as np
@@ -38,7 +40,8 @@ from .scorer import Arch, BucketScorer, Partition
 
 SAMPLE_PER_CLUSTER = 256        # k-means sample: 256 rows per centroid (faiss's max_points_per_centroid) ...
 SAMPLE_CAP = 1_000_000          # ... at most this many rows (3 GB of float32 at d=768, twice in k-means++)
-DEFAULT_ITERATIONS = 25         # faiss's default niter; fixed, no tolerance test (identical work on every run)
+DEFAULT_ITERATIONS = 25         # faiss's default niter; no tolerance (faiss stops early only at a fixed point)
+KMEANSPP_BLOCK = 4096           # sample rows per task of a k-means++ pass (fixed: the bits never depend on threads)
 BLOCK_ROWS = 1024               # within-cluster similarities: BLOCK_ROWS × BLOCK_COLS float32 at a time (16 MB)
 BLOCK_COLS = 4096
 GPU_BLOCK_ROWS = 4096           # the same step on a GPU (earlier_max_similarity_torch): 256 MB blocks
@@ -84,25 +87,45 @@ def _kmeanspp(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
     """Seeded greedy k-means++ (Arthur & Vassilvitskii 2007; greedy as scikit-learn's default) with the squared
     chord distance 2 − 2·cos of unit rows: the first centre uniformly; then ``2 + ln k`` candidates drawn with
     probability ∝ their squared distance to the nearest centre, and the one that lowers the total most is kept.
-    Costs k passes over the sample ((2 + ln k)·k·m·d flops): for very large K, ``init="random"``. The passes read
-    a transposed copy of the sample (d × m: the candidates' product runs 1.7× faster than against the rows)."""
+    Costs k passes over the sample ((2 + ln k)·k·m·d flops): for very large K, ``init="random"``.
+
+    Each pass runs over blocks of KMEANSPP_BLOCK sample rows on every core (one BLAS thread each; the blocks'
+    totals are added in block order, so the same bits for any thread count), against a transposed copy of the
+    sample (d × m: the candidates' product runs 1.7× faster than against the rows)."""
     m = len(x)
     xt = np.ascontiguousarray(x.T)
+    blocks = [slice(i, min(m, i + KMEANSPP_BLOCK)) for i in range(0, m, KMEANSPP_BLOCK)]
     trials = 2 + int(np.log(k))
-    chosen = [int(rng.integers(m))]
-    d2 = np.maximum(0.0, 2.0 - 2.0 * (x[chosen[0]] @ xt)).astype(np.float64)
-    for _ in range(1, k):
-        total = d2.sum()
-        if total <= 0:  # every row sits on a centre (fewer distinct rows than k): any row not yet chosen
-            left = np.setdiff1d(np.arange(m), chosen)
-            i = int(left[rng.integers(len(left))])
-            np.minimum(d2, np.maximum(0.0, 2.0 - 2.0 * (x[i] @ xt)), out=d2)
-        else:
-            cand = np.minimum(np.searchsorted(np.cumsum(d2), rng.random(trials) * total, side="right"), m - 1)
-            new = np.minimum(d2, np.maximum(0.0, 2.0 - 2.0 * (x[cand] @ xt)))  # [trials, m]
-            best = int(np.argmin(new.sum(axis=1)))
-            i, d2 = int(cand[best]), new[best]
-        chosen.append(i)
+    d2 = np.empty(m)
+
+    def chord2(rows, b):  # squared chord distances of the sample rows ``rows`` to block b's rows: [len(rows), b]
+        return np.maximum(0.0, 2.0 - 2.0 * (x[rows] @ xt[:, b]))
+
+    def first(b, i):
+        d2[b] = chord2([i], b)[0]
+
+    def improve(b, cand):  # the block's distances with each candidate added, and their sums
+        new = np.minimum(d2[b], chord2(cand, b))
+        return new, new.sum(axis=1)
+
+    with cf.ThreadPoolExecutor(os.cpu_count() or 1) as ex:
+        chosen = [int(rng.integers(m))]
+        list(ex.map(first, blocks, [chosen[0]] * len(blocks)))
+        for _ in range(1, k):
+            total = d2.sum()
+            if total <= 0:  # every row sits on a centre (fewer distinct rows than k): any row not yet chosen
+                left = np.setdiff1d(np.arange(m), chosen)
+                cand = left[rng.integers(len(left))][None]
+            else:
+                cand = np.minimum(np.searchsorted(np.cumsum(d2), rng.random(trials) * total, side="right"), m - 1)
+            parts = list(ex.map(improve, blocks, [cand] * len(blocks)))
+            sums = parts[0][1].copy()
+            for _, s in parts[1:]:
+                sums += s
+            best = int(np.argmin(sums))
+            for b, (new, _) in zip(blocks, parts):
+                d2[b] = new[best]
+            chosen.append(int(cand[best]))
     return x[chosen].copy()
 
 
@@ -111,7 +134,8 @@ def spherical_kmeans(sample: np.ndarray, k: int, iterations: int = DEFAULT_ITERA
                      init: str = "k-means++") -> tuple[np.ndarray, dict]:
     """Spherical k-means (Lloyd iterations on the unit sphere: assign by largest cosine, centre = the normalised
     mean of its rows): our seeded initial centres (:func:`_kmeanspp`, or K distinct rows for ``init="random"``),
-    then ``iterations`` Lloyd iterations by faiss (``faiss.Clustering``, spherical, on an inner-product index:
+    then ``iterations`` Lloyd iterations by faiss (fewer when one leaves the objective exactly unchanged: faiss
+    >= 1.14 stops at that fixed point) (``faiss.Clustering``, spherical, on an inner-product index:
     float32 products and float32 sums; 20× faster than the NumPy loop it replaced). One BLAS and one OpenMP
     thread, so the result depends on the data and seed only (measured: 3 OpenMP threads gave other centroids
     than 1, 2 or 4). faiss never subsamples here (the sample is already drawn), and it re-seeds an emptied
