@@ -122,7 +122,7 @@ def per_shard(sc, x):
 
 
 def ours_vas(x, target_file):
-    from kl_filter.scores.vas import VASScorer
+    from kl_filter.scorers.vas import VASScorer
 
     sc = VASScorer("l14", target_embeddings=[target_file])
     sc.targets().gram()  # S: once per process, before any shard (as in a run); the reference is given S too
@@ -130,13 +130,13 @@ def ours_vas(x, target_file):
 
 
 def ours_iwl(x, p):
-    from kl_filter.scores.iwl import IWLScorer
+    from kl_filter.scorers.iwl import IWLScorer
 
     return per_shard(IWLScorer.from_embedding(p[None, :], "l14"), x)
 
 
 def ours_normsim(x, target_file):
-    from kl_filter.scores.normsim import NormSimScorer
+    from kl_filter.scorers.normsim import NormSimScorer
 
     sc = NormSimScorer("l14", target_embeddings=[target_file], norm="inf")
     sc.targets()  # read once per process, before any shard
@@ -144,7 +144,7 @@ def ours_normsim(x, target_file):
 
 
 def ours_negcliploss(f, g, batches):
-    from kl_filter.scores.negcliploss import NegCLIPLossScorer
+    from kl_filter.scorers.negcliploss import NegCLIPLossScorer
 
     sc = NegCLIPLossScorer("l14", batch_size=len(batches[0][0]), num_batches=len(batches), logit_scale=100.0)
     col = sc.outputs()[0]
@@ -159,8 +159,8 @@ def ours_negcliploss(f, g, batches):
 def ours_semdedup(x, k, eps=0.01, seed=0):
     """kl-filter's SemDeDup stages on in-memory rows: the seeded bottom-k sample, k-means, the nearest centroid and
     order keys per shard, then one task per cluster (the bucket stage without its files)."""
-    from kl_filter.scores import semdedup as sd
-    from kl_filter.stats.reference import sample_keys
+    from kl_filter.kernels.kl import semdedup as sd
+    from kl_filter.core.hashing import sample_keys
 
     scorer = sd.SemDeDupScorer("l14", k)
     uids = np.zeros(len(x), dtype=[("f0", "<u8"), ("f1", "<u8")])

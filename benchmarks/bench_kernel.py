@@ -59,8 +59,8 @@ def main() -> None:
               "(the GPU figures need: python benchmarks/bench_kernel.py on a GPU machine)")
         test = os.path.join(REPO, "tests", "test_gpu_engines.py")
         sys.exit(subprocess.call([sys.executable, "-m", "pytest", "-q", test, "-k", "triton"]))
-    from kl_filter.scores.torch_engine import density_ratio_kl_torch
-    from kl_filter.scores.triton_kl import triton_density_ratio_kl
+    from kl_filter.kernels.kl_torch import density_ratio_kl_torch
+    from kl_filter.kernels.kl_triton import triton_density_ratio_kl
 
     dev = "cuda"
     big = torch.randn(8192, 8192, device=dev, dtype=torch.float16)

@@ -62,8 +62,8 @@ def main() -> None:
     ap.add_argument("--targets", type=int, default=25600)
     args = ap.parse_args()
     from kl_filter.engines import single_blas_thread
-    from kl_filter.scores import negcliploss, normsim
-    from kl_filter.scores.numpy_engine import DEFAULT_BLOCK_ROWS, DEFAULT_BLOCK_SAMPLES, density_ratio_kl
+    from kl_filter.kernels.kl import negcliploss, normsim
+    from kl_filter.kernels.kl_numpy import DEFAULT_BLOCK_ROWS, DEFAULT_BLOCK_SAMPLES, density_ratio_kl
 
     rng = np.random.default_rng(0)
     x, y = unit_rows(rng, 4096, D), unit_rows(rng, 25600, D)

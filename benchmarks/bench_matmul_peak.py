@@ -48,7 +48,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=3072, help="side of the square matmul that measures the peak")
     args = ap.parse_args()
     from kl_filter.engines import LocalEngine
-    from kl_filter.scores.numpy_engine import DEFAULT_BLOCK_ROWS, DEFAULT_BLOCK_SAMPLES, density_ratio_kl
+    from kl_filter.kernels.kl_numpy import DEFAULT_BLOCK_ROWS, DEFAULT_BLOCK_SAMPLES, density_ratio_kl
 
     cores = os.cpu_count() or 1
     s = args.size

@@ -30,7 +30,7 @@ def main() -> None:
     ap.add_argument("--full_only", action="store_true", help="only the whole pool (skip the half-pool run)")
     args, tmp, pool = setup_pool(ap, 262_144, 8, "bench_negcliploss_")
     from kl_filter.engines import LocalEngine
-    from kl_filter.scores.negcliploss import negcliploss_batch
+    from kl_filter.scorers.negcliploss import negcliploss_batch
 
     cores = os.cpu_count() or 1
     peak1, peak_all = matmul_gflops(1, 3072, 3072, 3072), matmul_gflops(cores, 3072, 3072, 3072)

@@ -30,7 +30,7 @@ def main() -> None:
     ap.add_argument("--single_rows", type=int, default=4096, help="rows of the one-thread measurement")
     args = ap.parse_args()
     from kl_filter.engines import LocalEngine
-    from kl_filter.scores.normsim import BLOCK_ROWS, BLOCK_TARGETS, max_similarity
+    from kl_filter.scorers.normsim import BLOCK_ROWS, BLOCK_TARGETS, max_similarity
 
     cores = os.cpu_count() or 1
     peak1, peak_all = matmul_gflops(1, 3072, 3072, 3072), matmul_gflops(cores, 3072, 3072, 3072)

@@ -69,7 +69,7 @@ def kmeans_model() -> dict:
     """CPU seconds per unit of SemDeDup's k-means on this machine, measured once in-process on random unit rows
     (m = 32,768, K = 128, d = 768, one thread): k-means++ per (m·K·trials), the 25 Lloyd iterations per (25·m·K)."""
     from kl_filter.engines import single_blas_thread
-    from kl_filter.scores.semdedup import DEFAULT_ITERATIONS, _kmeanspp, spherical_kmeans
+    from kl_filter.scorers.semdedup import DEFAULT_ITERATIONS, _kmeanspp, spherical_kmeans
 
     m, k = 32768, 128
     rng = np.random.default_rng(0)
@@ -88,12 +88,12 @@ def kmeans_model() -> dict:
 
 
 def trials(k: int) -> int:
-    return 2 + int(np.log(k))  # k-means++ candidates per centre (kl_filter.scores.semdedup._kmeanspp)
+    return 2 + int(np.log(k))  # k-means++ candidates per centre (kl_filter.scorers.semdedup._kmeanspp)
 
 
 def kmeans_seconds(model: dict, rows: int, init: str = "k-means++") -> float:
     """Projected k-means seconds for a pool of ``rows`` at K = rows / ROWS_PER_CLUSTER (sample min(256·K, 1M))."""
-    from kl_filter.scores.semdedup import DEFAULT_ITERATIONS, SAMPLE_CAP, SAMPLE_PER_CLUSTER
+    from kl_filter.scorers.semdedup import DEFAULT_ITERATIONS, SAMPLE_CAP, SAMPLE_PER_CLUSTER
 
     k = max(1, rows // ROWS_PER_CLUSTER)
     m = min(SAMPLE_PER_CLUSTER * k, SAMPLE_CAP, rows)

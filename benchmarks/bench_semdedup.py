@@ -52,7 +52,7 @@ def write_pool(root: str, rows: int, shards: int, topics: int, seed: int = 0) ->
 
 
 def within_cluster_gflops(n: int) -> float:
-    from kl_filter.scores.semdedup import earlier_max_similarity
+    from kl_filter.scorers.semdedup import earlier_max_similarity
 
     x = unit(np.random.default_rng(n), n).astype(np.float16)
     earlier_max_similarity(x[:2048])  # warm-up
@@ -67,7 +67,7 @@ def kmeans_comparison(k: int = 100, seed: int = 0) -> dict:
     = mean cosine to the nearest centre."""
     import faiss
 
-    from kl_filter.scores.semdedup import spherical_kmeans
+    from kl_filter.scorers.semdedup import spherical_kmeans
 
     rng = np.random.default_rng(seed)
     x = unit(rng, k)[rng.integers(k, size=256 * k)] * 0.65 + unit(rng, 256 * k) * 0.75

@@ -87,7 +87,7 @@ def main() -> None:
     args = ap.parse_args()
     import webdataset
 
-    from kl_filter.harness.tiny.pool import make_pool
+    from kl_filter.apps.tiny.pool import make_pool
 
     tmp = tempfile.mkdtemp(prefix="bench_tars_")
     make_pool(tmp, args.rows, seed=0, shard_size=1000)

@@ -224,7 +224,7 @@ def compare(base: str, other: str, runs: dict) -> dict:
     """Every score column and UID file of ``other`` against ``base`` (two variants' output directories)."""
     import pyarrow.parquet as pq
 
-    from kl_filter.uids import load_uids, u8u8_to_hex
+    from kl_filter.core.uids import load_uids, u8u8_to_hex
 
     cols, values = {}, {}  # values[(scores dir, column)] = (uid -> base value, uid -> other value, max |difference|)
     for d in sorted({r["scores"] for r in runs.values()}):

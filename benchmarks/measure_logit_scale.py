@@ -36,9 +36,9 @@ def main(argv=None) -> int:
 
     from kl_filter.filters import build_filter
     from kl_filter.pool.synth import synth_pool
-    from kl_filter.progress import NoProgress
-    from kl_filter.selection.runner import RunContext, run_filter
-    from kl_filter.uids import load_uids
+    from kl_filter.core.progress import NoProgress
+    from kl_filter.runner import RunContext, run_filter
+    from kl_filter.core.uids import load_uids
 
     authors = math.exp(4.6052)
     rows = []

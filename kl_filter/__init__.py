@@ -24,12 +24,11 @@ scorer needs no filter: it is one (``kl-filter select --name SCORER --fraction 0
 open_clip are imported only by code that needs them.
 """
 
-__version__ = "0.1.0"
-
-from .filters.base import Filter  # noqa: E402
-from .filters.registry import build_filter, list_filters  # noqa: E402
-from .scores.scorer import BucketScorer, Scorer, StatsNeed  # noqa: E402
-from .selection.rules import Keep, Resample, Rule, Top, Uniform  # noqa: E402
+from kl_filter.core.version import __version__  # noqa: E402
+from kl_filter.filters.base import Filter  # noqa: E402
+from kl_filter.filters.registry import build_filter, list_filters  # noqa: E402
+from kl_filter.scorers.base import BucketScorer, Scorer, StatsNeed  # noqa: E402
+from kl_filter.rules.base import Keep, Resample, Rule, Top, Uniform  # noqa: E402
 
 __all__ = ["Scorer", "BucketScorer", "StatsNeed", "Top", "Keep", "Uniform", "Resample", "Rule", "Filter",
            "build_filter", "list_filters", "__version__"]

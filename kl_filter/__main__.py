@@ -1,3 +1,3 @@
-from .cli import entry
+from kl_filter.apps.cli import entry
 
 entry()

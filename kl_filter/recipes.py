@@ -1,4 +1,4 @@
-"""Recipes are data: one YAML file per recipe in ``baselines/``, the file name is the recipe name. Two forms:
+"""Recipes are data: one YAML file per recipe in ``kl_filter/baselines/``, the file name is the recipe name. Two forms:
 
     name: clip_score        # a registered filter or scorer (a scorer: a top cut on its column)
     params: {arch: l14, fraction: 0.3}
@@ -8,8 +8,8 @@
       - {score: {name: normsim, params: {arch: l14, norm: inf}}, fraction: 0.2, then: pool}
 
 A recipe argument is a path to such a file, or a bare name looked up in ``$KL_FILTER_RECIPES``, then in the
-``baselines/`` folder of a source checkout, then in ``kl_filter/recipes_data/`` of an installed package (the
-build copies ``baselines/*.yaml`` there: ``setup.py``). CLI flags given beside a recipe override its params.
+package's own ``kl_filter/baselines/`` (package data, like open_clip's model configs: no build step; the
+repository's top-level ``baselines`` is a link to it). CLI flags given beside a recipe override its params.
 :func:`shipped_recipes` names the recipes an installation must have (``kl-filter demo`` refuses to run without).
 """
 
@@ -18,53 +18,43 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from .errors import KLFilterError
+from kl_filter.core.errors import KLFilterError
 
 RECIPES_ENV = "KL_FILTER_RECIPES"
-PACKAGED = "recipes_data"  # kl_filter/recipes_data/: baselines/*.yaml, copied there by the build (setup.py)
-INDEX = "index.json"  # recipes_data/index.json: the names the build copied (what an installation must have)
+DISTRIBUTION = "kl-filter"
+RECIPES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "baselines")  # package data
 
 
 def recipe_dirs() -> list[str]:
-    """Where bare recipe names are looked up, in order: ``$KL_FILTER_RECIPES``, the checkout's ``baselines/``
-    (only in a source checkout: beside ``pyproject.toml``), the installed package's ``recipes_data/``."""
+    """Where bare recipe names are looked up, in order: ``$KL_FILTER_RECIPES``, then ``kl_filter/baselines/``."""
     dirs = [d for d in os.environ.get(RECIPES_ENV, "").split(os.pathsep) if d]
-    here, checkout = os.path.dirname(os.path.abspath(__file__)), _checkout_dir()
-    if checkout:
-        dirs.append(checkout)
-    if os.path.isdir(os.path.join(here, PACKAGED)):
-        dirs.append(os.path.join(here, PACKAGED))
+    if os.path.isdir(RECIPES_DIR):
+        dirs.append(RECIPES_DIR)
     return dirs
 
 
-def _checkout_dir() -> str | None:
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    if os.path.isfile(os.path.join(root, "pyproject.toml")) and os.path.isdir(os.path.join(root, "baselines")):
-        return os.path.join(root, "baselines")
-    return None
-
-
 def shipped_recipes() -> list[str]:
-    """The recipe names kl-filter ships: ``baselines/*.yaml`` of a source checkout, else the index the build wrote
-    into ``kl_filter/recipes_data/`` (empty for an installation built without its recipes)."""
-    import json
+    """The recipe names kl-filter ships: the ``kl_filter/baselines/*.yaml`` its installation record lists (a
+    regular install: so a file lost since is still named), and those in the folder (an editable install)."""
+    from importlib.metadata import PackageNotFoundError, files
 
-    d = _checkout_dir()
-    if d:
-        return sorted(f[:-5] for f in os.listdir(d) if f.endswith(".yaml"))
-    index = os.path.join(os.path.dirname(os.path.abspath(__file__)), PACKAGED, INDEX)
+    names = {f[:-5] for f in os.listdir(RECIPES_DIR) if f.endswith(".yaml")} if os.path.isdir(RECIPES_DIR) else set()
     try:
-        with open(index) as f:
-            names = json.load(f)
-    except (OSError, ValueError):
-        return []
-    return sorted(n for n in names if isinstance(n, str)) if isinstance(names, list) else []
+        record = files(DISTRIBUTION) or []
+    except PackageNotFoundError:
+        record = []
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for f in record:
+        if f.parent.as_posix() == "kl_filter/baselines" and f.suffix == ".yaml" and \
+                os.path.abspath(f.locate()).startswith(here + os.sep):  # this installation's record only
+            names.add(f.stem)
+    return sorted(names)
 
 
 def _looked_in() -> str:
     dirs = recipe_dirs()
     return (", ".join(dirs) if dirs else
-            f"nowhere: this installation has no kl_filter/{PACKAGED}/ (reinstall kl-filter) and ${RECIPES_ENV} is unset")
+            f"nowhere: this installation has no kl_filter/baselines/ (reinstall kl-filter) and ${RECIPES_ENV} is unset")
 
 
 @dataclass
@@ -98,9 +88,9 @@ MAX_RECIPE_BYTES = 1 << 20  # a recipe is a few lines of YAML
 
 
 def load_recipe(recipe: str) -> Recipe:
-    """The recipe file (or shipped name) ``recipe``, read by :mod:`kl_filter.inputs`: a regular UTF-8 file of at
+    """The recipe file (or shipped name) ``recipe``, read by :mod:`kl_filter.core.inputs`: a regular UTF-8 file of at
     most 1 MiB, YAML of bounded depth whose aliases neither cycle nor expand past a bound; then its structure."""
-    from .inputs import parse_yaml, read_text
+    from kl_filter.core.inputs import parse_yaml, read_text
 
     path = resolve(recipe)
     text = read_text(path, "recipe", MAX_RECIPE_BYTES)

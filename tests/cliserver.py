@@ -24,8 +24,8 @@ import sys
 import tempfile
 import threading
 
-PRELOAD = ("numpy", "pyarrow", "pyarrow.parquet", "pyarrow.compute", "pandas", "fsspec", "yaml", "kl_filter.cli",
-           "kl_filter.filters", "kl_filter.scores", "kl_filter.selection.runner", "kl_filter.stats.reference")
+PRELOAD = ("numpy", "pyarrow", "pyarrow.parquet", "pyarrow.compute", "pandas", "fsspec", "yaml", "kl_filter.apps.cli",
+           "kl_filter.filters", "kl_filter.kernels.kl", "kl_filter.runner", "kl_filter.stats.reference")
 
 
 class Server:

@@ -123,9 +123,9 @@ def test_disk_full_leaves_nothing(tmp_path, monkeypatch):
     """ENOSPC in the middle of writing the UID file: one-line error, no file, no temp file."""
     from fsspec.implementations.local import LocalFileSystem
 
-    from kl_filter.errors import KLFilterError
+    from kl_filter.core.errors import KLFilterError
     from kl_filter.filters import build_filter
-    from kl_filter.selection.runner import run_filter
+    from kl_filter.runner import run_filter
 
     root = make_minipool(tmp_path / "pool")
     real_open = LocalFileSystem.open

@@ -1,9 +1,9 @@
 """Nothing lost, round 3 (issue 26): every file the tool takes besides the pool is read by one layer
-(:mod:`kl_filter.inputs`) with the pool's guarantees, and the shared work under a scores directory is locked.
+(:mod:`kl_filter.core.inputs`) with the pool's guarantees, and the shared work under a scores directory is locked.
 
 Each case gives the correct result, or one line naming the file with exit status 2: no traceback, no hang,
 nothing written. Library calls are used where the command line adds nothing (fast); a few cases go through
-``kl_filter.cli.main`` in-process or a real subprocess (hangs, locks, the exit status end to end).
+``kl_filter.apps.cli.main`` in-process or a real subprocess (hangs, locks, the exit status end to end).
 """
 
 import builtins
@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 
 from conftest import REPO, DiskFull
-from kl_filter import inputs
-from kl_filter.errors import KLFilterError
+from kl_filter.core import inputs
+from kl_filter.core.errors import KLFilterError
 from minipool import make_minipool
 
 
@@ -63,7 +63,7 @@ def no_hang(fn, fifos=(), timeout=20):
 
 def cli(*args, capsys):
     """``kl-filter ARGS`` in this process: (status, stdout, stderr)."""
-    from kl_filter.cli import main
+    from kl_filter.apps.cli import main
 
     code = main([str(a) for a in args])
     out = capsys.readouterr()
@@ -363,7 +363,7 @@ def test_nested_manifest_through_the_command_line_writes_nothing(tmp_path, capsy
 # ---- a UID file's sidecar --------------------------------------------------------------------------------------------
 @pytest.fixture
 def pair(tmp_path):
-    from kl_filter.uids import save_uids_with_sidecar
+    from kl_filter.core.uids import save_uids_with_sidecar
 
     path = str(tmp_path / "s.npy")
     uids = np.array([(1, 2), (3, 4)], dtype="u8,u8")
@@ -403,7 +403,7 @@ SIDECAR_FAULTS = {
 
 @pytest.mark.parametrize("kind", sorted(SIDECAR_FAULTS))
 def test_sidecar_faults(pair, kind):
-    from kl_filter.uids import check_sidecar
+    from kl_filter.core.uids import check_sidecar
 
     side = _sidecar_fault(pair, kind)
     msg = no_hang(lambda: refused(lambda: check_sidecar(pair), SIDECAR_FAULTS[kind]),
@@ -412,7 +412,7 @@ def test_sidecar_faults(pair, kind):
 
 
 def test_sidecar_with_a_byte_order_mark_verifies(pair):
-    from kl_filter.uids import check_sidecar
+    from kl_filter.core.uids import check_sidecar
 
     _sidecar_fault(pair, "bom")
     doc, verified = check_sidecar(pair)
@@ -428,7 +428,7 @@ def test_check_uids_with_a_fifo_sidecar_does_not_hang(pair):
 # ---- outputs: a trailing slash names a directory ---------------------------------------------------------------------
 @pytest.mark.parametrize("save", ["newdir/", "newdir/.", "newdir/..", "./", "newdir//"])
 def test_a_file_output_that_names_a_directory_is_refused(tmp_path, save):
-    from kl_filter.outputs import In, Out, check
+    from kl_filter.core.outputs import In, Out, check
 
     os.chdir(tmp_path)
     refused(lambda: check([Out(save, "--save_path"), Out(save + ".json", "--save_path's sidecar")],
@@ -437,7 +437,7 @@ def test_a_file_output_that_names_a_directory_is_refused(tmp_path, save):
 
 
 def test_an_output_inside_an_output_file_is_refused(tmp_path):
-    from kl_filter.outputs import Out, check
+    from kl_filter.core.outputs import Out, check
 
     refused(lambda: check([Out(str(tmp_path / "a"), "--save_path"), Out(str(tmp_path / "a" / "x.json"), "--stats")],
                           []), "--stats", "would be inside --save_path, which is a file")
@@ -452,7 +452,7 @@ def test_trailing_slash_save_path_through_the_command_line(tmp_path, pool, capsy
 
 
 def test_an_atomic_write_never_lands_inside_a_directory_that_appeared(tmp_path):
-    from kl_filter import atomic
+    from kl_filter.core import atomic
 
     target = tmp_path / "out.npy"
     with pytest.raises(KLFilterError) as e:
@@ -477,7 +477,7 @@ def _fail_parquet(*a, **k):
 
 @pytest.mark.parametrize("where", ["index.html", "sample.parquet", "marker"])
 def test_inspect_on_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, pool, capsys, monkeypatch, where):
-    from kl_filter.report import build
+    from kl_filter.apps.report import build
 
     monkeypatch.setattr(build, "all_plots", lambda figures: {})  # the figures' pictures are not what fails here
     if where in ("index.html", "marker"):
@@ -543,7 +543,7 @@ def test_statistics_of_a_changed_pool_name_the_remedy(tmp_path, capsys):
 
 # ---- concurrent runs on one scores directory -------------------------------------------------------------------------
 def test_exclusive_lets_one_holder_in_at_a_time(tmp_path, caplog):
-    from kl_filter.atomic import exclusive
+    from kl_filter.core.atomic import exclusive
 
     lock, inside, overlaps = str(tmp_path / "w.lock"), [], []
 
@@ -647,7 +647,7 @@ PROMPT_FAULTS = {
 
 @pytest.mark.parametrize("kind", sorted(PROMPT_FAULTS))
 def test_prompt_embedding_faults(tmp_path, kind):
-    from kl_filter.scores.iwl import load_prompt_embedding
+    from kl_filter.scorers.iwl import load_prompt_embedding
 
     p = _npy(tmp_path, kind)
     refused(lambda: load_prompt_embedding(p, "l14"), p, PROMPT_FAULTS[kind])
@@ -655,8 +655,8 @@ def test_prompt_embedding_faults(tmp_path, kind):
 
 @pytest.mark.parametrize("kind", ["fifo", "dev_zero", "directory"])
 def test_prompt_and_target_files_that_are_not_files(tmp_path, kind):
-    from kl_filter.scores.iwl import load_prompt_embedding
-    from kl_filter.scores.targets import load_targets
+    from kl_filter.scorers.iwl import load_prompt_embedding
+    from kl_filter.scorers.targets import load_targets
 
     p = _not_a_file(tmp_path, kind)
     fifos = [p] if kind == "fifo" else []
@@ -666,7 +666,7 @@ def test_prompt_and_target_files_that_are_not_files(tmp_path, kind):
 
 
 def test_prompt_embedding_of_a_vector_reads_as_one_unit_row(tmp_path):
-    from kl_filter.scores.iwl import load_prompt_embedding
+    from kl_filter.scorers.iwl import load_prompt_embedding
 
     v = np.arange(1, 769, dtype=np.float64)
     np.save(tmp_path / "p.npy", v)
@@ -676,7 +676,7 @@ def test_prompt_embedding_of_a_vector_reads_as_one_unit_row(tmp_path):
 
 @pytest.mark.parametrize("kind", ["huge_header", "truncated", "object", "string", "empty", "npz", "no_rows"])
 def test_target_embedding_faults(tmp_path, kind):
-    from kl_filter.scores.targets import load_targets
+    from kl_filter.scorers.targets import load_targets
 
     p = _npy(tmp_path, kind)
     refused(lambda: load_targets([p], "l14"), p, NPY_FAULTS[kind].split(" (")[0] if kind != "huge_header" else
@@ -708,7 +708,7 @@ GOOD = (np.eye(5, 768) + 0.01).astype(np.float32)
     ("not_npz", "not an .npz (zip) archive"), ("object", "holds Python objects"),
 ], ids=lambda x: x if isinstance(x, str) and " " not in x else "")
 def test_saved_centroids_are_checked_before_use(tmp_path, caplog, kind, words):
-    from kl_filter.scores.semdedup import load_centroids
+    from kl_filter.scorers.semdedup import load_centroids
 
     c = {"width_700": np.ones((5, 700), np.float32), "k_6": np.ones((6, 768), np.float32),
          "float64": GOOD.astype(np.float64), "nan": np.where(np.eye(5, 768) > 0, np.nan, 0).astype(np.float32),
@@ -734,7 +734,7 @@ def test_saved_centroids_are_checked_before_use(tmp_path, caplog, kind, words):
 
 
 def test_saved_centroids_that_fit_load_and_a_fifo_is_never_opened(tmp_path):
-    from kl_filter.scores.semdedup import load_centroids
+    from kl_filter.scorers.semdedup import load_centroids
 
     path = _centroid_file(tmp_path, PROV, GOOD)
     np.testing.assert_array_equal(load_centroids(path, PROV), GOOD)
@@ -756,7 +756,7 @@ def test_inspect_bins_are_bounded_by_what_they_allocate(tmp_path, pool, capsys):
 def test_an_output_never_replaces_a_members_input_file(tmp_path, pool, capsys):
     from types import SimpleNamespace
 
-    from kl_filter.outputs import check_run
+    from kl_filter.core.outputs import check_run
 
     t = tmp_path / "T.npy"
     x = np.random.default_rng(0).standard_normal((20, 768)).astype(np.float32)
@@ -860,7 +860,7 @@ def bad_plugins(tmp_path, monkeypatch):
     import importlib
 
     from kl_filter.filters import registry as freg
-    from kl_filter.registry import Registry
+    from kl_filter.core.registry import Registry
 
     site = tmp_path / "site"
     (site / "kl_bad_plugins-0.1.dist-info").mkdir(parents=True)
@@ -983,7 +983,7 @@ def test_resample_is_bounded_by_the_memory_its_uid_file_needs(tmp_path, pool, ca
 
 @pytest.mark.parametrize("kind", ["huge_header", "object", "truncated"])
 def test_image_based_centroid_npy_is_read_from_its_header(tmp_path, kind):
-    from kl_filter.filters.image_based import load_array
+    from kl_filter.core.inputs import load_array
 
     p = _npy(tmp_path, kind)  # one class further: DataComp's --centroids given as .npy (a MemoryError traceback)
     refused(lambda: load_array(p, "image_features"), p, "not a plain .npy array", NPY_FAULTS[kind].split(" (")[0]

@@ -23,7 +23,7 @@ from minipool import make_minipool, unit, write_shard
 
 def cli(*args):
     """``kl-filter ARGS`` in this process: (exit status, stdout, stderr)."""
-    from kl_filter.cli import main
+    from kl_filter.apps.cli import main
 
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -170,7 +170,7 @@ def test_an_output_file_is_only_replaced_when_it_is_a_regular_file(tmp_path, poo
 
 
 def test_inspect_never_replaces_a_directory_it_did_not_make(tmp_path, pool):
-    from kl_filter.outputs import MARKER
+    from kl_filter.core.outputs import MARKER
 
     mine = tmp_path / "mine"
     mine.mkdir()
@@ -189,7 +189,7 @@ def test_inspect_never_replaces_a_directory_it_did_not_make(tmp_path, pool):
     refused(cli("inspect", "--metadata_dir", pool, "--out", scores, "--filters", "--no_progress"),
             "kl-filter scores directory, not a report")
     # a report it made is replaced (marker), and what a killed run left beside it is cleaned up
-    from kl_filter.atomic import _HOST
+    from kl_filter.core.atomic import _HOST
 
     out = tmp_path / "rep"
     args = ["inspect", "--metadata_dir", pool, "--out", out, "--filters", "--sample_size", "50", "--examples", "2",
@@ -206,7 +206,7 @@ def test_inspect_never_replaces_a_directory_it_did_not_make(tmp_path, pool):
 
 def test_scores_dir_of_an_earlier_version_is_recognised(tmp_path, pool):
     """A scores directory written before markers existed holds only kl-filter score files: still used."""
-    from kl_filter.outputs import MARKER
+    from kl_filter.core.outputs import MARKER
 
     scores = tmp_path / "scores"
     kl = ["select", "--name", "kl", "--mode", "kl", "--arch", "b32", "--target", "txt", "--fraction", "0.25",
@@ -241,7 +241,7 @@ def test_double_colon_in_local_paths_is_part_of_the_name(tmp_path):
     assert out.read_bytes() == (tmp_path / "plain.npy").read_bytes()
     assert json.loads((tmp_path / "run::a.npy.json").read_text())["uids_file"]["name"] == "run::a.npy"
     assert not (tmp_path / "run").exists() and not (tmp_path / "sc").exists() and not (tmp_path / "po").exists()
-    from kl_filter.uids import check_sidecar
+    from kl_filter.core.uids import check_sidecar
 
     assert check_sidecar(str(out))[1]
 
@@ -313,7 +313,7 @@ def test_full_disk_while_writing_the_pair_replaces_nothing(tmp_path, pool, monke
 
 
 def test_concurrent_writers_never_mix_a_pair(tmp_path):
-    from kl_filter.uids import check_sidecar, save_uids_with_sidecar
+    from kl_filter.core.uids import check_sidecar, save_uids_with_sidecar
 
     path = str(tmp_path / "u.npy")
     arrays = [np.array([(i, j) for j in range(50 + i)], np.dtype("u8,u8")) for i in range(2)]
@@ -333,7 +333,7 @@ def test_concurrent_writers_never_mix_a_pair(tmp_path):
 
 
 def test_killed_writers_temp_files_are_cleaned_by_the_next_run(tmp_path, pool):
-    from kl_filter.atomic import _HOST
+    from kl_filter.core.atomic import _HOST
 
     out = tmp_path / "o"
     out.mkdir()
@@ -409,7 +409,7 @@ def test_regular_install_ships_the_recipes_and_demo_fails_loudly_without_them(tm
     lf = subprocess.run([sys.executable, "-m", "kl_filter", "list-filters"], cwd=elsewhere, env=env,
                         capture_output=True, text=True)
     assert lf.returncode == 0 and "clip_score" in lf.stdout
-    os.remove(target / "kl_filter" / "recipes_data" / "laion2b.yaml")  # an installation that lost a recipe
+    os.remove(target / "kl_filter" / "baselines" / "laion2b.yaml")  # an installation that lost a recipe
     demo = subprocess.run([sys.executable, "-m", "kl_filter", "demo", "--out", elsewhere / "d", "--rows", "100",
                            "--no_progress"], cwd=elsewhere, env=env, capture_output=True, text=True)
     assert demo.returncode == 2 and "laion2b" in demo.stderr and "recipe(s) missing" in demo.stderr, demo.stderr
@@ -442,8 +442,8 @@ def test_crafted_torch_file_is_refused_and_never_runs(tmp_path, pool):
 
 def test_plain_tensors_dicts_and_numpy_arrays_still_load(tmp_path):
     torch = pytest.importorskip("torch")
-    from kl_filter.errors import KLFilterError
-    from kl_filter.filters.image_based import load_array
+    from kl_filter.core.errors import KLFilterError
+    from kl_filter.core.inputs import load_array
 
     want = np.arange(12, dtype=np.float32).reshape(3, 4)
     torch.save(torch.from_numpy(want), tmp_path / "t.pt")
@@ -489,7 +489,7 @@ else:
 
 
 def _fake_datacomp(d):
-    from kl_filter.harness.datacomp import GROUPS
+    from kl_filter.apps.harness.datacomp import GROUPS
 
     tasks = ["ImageNet 1k"] + [t for g in GROUPS.values() for t in g]
     tasks += [f"extra {i}" for i in range(38 - len(tasks))]

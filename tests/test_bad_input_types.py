@@ -45,7 +45,7 @@ def retype(root, shard, column, fn):
 def run(root, out, name, **params):
     """In-process run (no interpreter start): the sorted UID file's bytes."""
     from kl_filter.filters import build_filter
-    from kl_filter.selection.runner import RunContext, run_filter
+    from kl_filter.runner import RunContext, run_filter
 
     run_filter(build_filter(name, params), str(root), str(out), RunContext(num_workers=1, device="cpu"))
     return open(out, "rb").read()
@@ -117,7 +117,7 @@ def test_score_types_are_compared_as_float32_pool_wide(pool, tmp_path, kind):
 
 def test_filter_scores_of_other_float_types_are_cast_by_the_runner(pool, tmp_path):
     from kl_filter.filters.base import Filter, Top
-    from kl_filter.selection.runner import RunContext, run_filter
+    from kl_filter.runner import RunContext, run_filter
 
     class Mixed(Filter):
         name = "mixed_dtypes_test"
@@ -215,9 +215,9 @@ def test_column_type_faults_are_one_line(pool, tmp_path, fault):
     retype(pool, "00000001", column, fn)
     name = ["--name", "basic_filter"] if column in ("original_width", "original_height", "text") else \
         ["--name", "clip_score", "--arch", "b32", "--fraction", "0.3"]
-    from kl_filter.errors import KLFilterError
+    from kl_filter.core.errors import KLFilterError
     from kl_filter.filters import build_filter
-    from kl_filter.selection.runner import RunContext, run_filter
+    from kl_filter.runner import RunContext, run_filter
 
     params = {"arch": "b32", "fraction": 0.3} if name[1] == "clip_score" else {}
     with pytest.raises(KLFilterError) as e:
@@ -245,14 +245,14 @@ def test_column_present_twice(pool, tmp_path):
 
 
 def test_score_file_columns_are_float32(tmp_path):
-    from kl_filter.scores.stage import read_columns
+    from kl_filter.stages.scores import read_columns
 
     path = tmp_path / "s.parquet"
     pq.write_table(pa.table({"uid": ["0" * 32], "a": pa.array([0.1], pa.float64()),
                              "b": pa.array([3], pa.int16()), "c": pa.array(["x"])}), path)
     cols = read_columns(str(path), ["a", "b"])
     assert cols["a"].dtype == np.float32 and cols["b"].dtype == np.float32 and cols["a"][0] == np.float32(0.1)
-    from kl_filter.errors import KLFilterError
+    from kl_filter.core.errors import KLFilterError
 
     with pytest.raises(KLFilterError, match="column 'c' has type string"):
         read_columns(str(path), ["c"])
@@ -286,8 +286,8 @@ def test_uid_file_faults(tmp_path, fault):
     make, msg = UID_FILE_FAULTS[fault]
     path = tmp_path / "subset.npy"
     make(path)
-    from kl_filter.errors import KLFilterError
-    from kl_filter.uids import check_uid_array, load_uids
+    from kl_filter.core.errors import KLFilterError
+    from kl_filter.core.uids import check_uid_array, load_uids
 
     with pytest.raises(KLFilterError) as e:
         check_uid_array(load_uids(str(path)), str(path))
@@ -340,7 +340,7 @@ NPZ_FAULTS = {
 def test_npz_faults_are_checked_from_headers(pool, tmp_path, fault):
     import time
 
-    from kl_filter.errors import KLFilterError
+    from kl_filter.core.errors import KLFilterError
     from kl_filter.pool import Pool
 
     make, msg = NPZ_FAULTS[fault]
@@ -381,9 +381,9 @@ def test_pool_entries_that_are_not_files_stop_without_hanging(pool, tmp_path, fa
     """Even clip_score, which never reads the npz, stops: the pool is not what it claims."""
     entry, make, msg = POOL_ENTRY_FAULTS[fault]
     make(f"{pool}/{entry}")
-    from kl_filter.errors import KLFilterError
+    from kl_filter.core.errors import KLFilterError
     from kl_filter.filters import build_filter
-    from kl_filter.selection.runner import RunContext, run_filter
+    from kl_filter.runner import RunContext, run_filter
 
     with pytest.raises(KLFilterError) as e:
         run_filter(build_filter("clip_score", {"arch": "b32", "fraction": 0.3}), str(pool), str(tmp_path / "o.npy"),
@@ -399,9 +399,9 @@ def test_fifo_in_the_pool_through_the_cli_does_not_hang(pool, tmp_path):
 
 
 def test_fifo_in_the_scores_directory_is_one_line(pool, tmp_path):
-    from kl_filter.errors import KLFilterError
+    from kl_filter.core.errors import KLFilterError
     from kl_filter.filters import build_filter
-    from kl_filter.selection.runner import RunContext, run_filter
+    from kl_filter.runner import RunContext, run_filter
 
     flt = build_filter("kl", {"mode": "kl", "arch": "b32", "target": "txt", "fraction": 0.25, "num_samples": 40})
     ctx = RunContext(num_workers=1, device="cpu", scores_dir=str(tmp_path / "scores"))
@@ -415,7 +415,7 @@ def test_fifo_in_the_scores_directory_is_one_line(pool, tmp_path):
 def test_unlistable_metadata_directory(pool, tmp_path, monkeypatch):
     from fsspec.implementations.local import LocalFileSystem
 
-    from kl_filter.errors import KLFilterError
+    from kl_filter.core.errors import KLFilterError
     from kl_filter.pool import Pool
 
     def denied(self, path, detail=False, **kw):
@@ -456,7 +456,7 @@ def test_statistics_file_faults(pool, tmp_path, fault):
     make, msg = STATS_FAULTS[fault]
     path = str(tmp_path / "stats.npz")
     make(path)
-    from kl_filter.errors import KLFilterError
+    from kl_filter.core.errors import KLFilterError
     from kl_filter.pool import Pool
     from kl_filter.stats.reference import load_stats
 
@@ -527,9 +527,9 @@ def test_rewritten_embeddings_of_the_same_size_never_reuse_stale_scores(pool, tm
     """The issue's case: a KL run with a scores directory, the embeddings rewritten (same size), the same run
     again: it must not reuse the stale statistics and scores. It stops (statistics of another pool, one line) and
     with overwrite gives exactly a fresh run's subset."""
-    from kl_filter.errors import KLFilterError
+    from kl_filter.core.errors import KLFilterError
     from kl_filter.filters import build_filter
-    from kl_filter.selection.runner import RunContext, run_filter
+    from kl_filter.runner import RunContext, run_filter
 
     def kl(scores, out, overwrite=False):
         flt = build_filter("kl", {"mode": "kl", "arch": "b32", "target": "txt", "fraction": 0.25, "num_samples": 40})
@@ -570,7 +570,7 @@ def _sample(n, json_bytes=None):
 
 
 def test_reshard_skips_and_counts_malformed_samples_and_keeps_the_rest(tmp_path):
-    from kl_filter.uids import hex_to_u8u8, sort_uids
+    from kl_filter.core.uids import hex_to_u8u8, sort_uids
 
     (tmp_path / "in").mkdir()
     bad = [_sample(100, False), _sample(101, b"{not json"), _sample(102, json.dumps({"uid": "z" * 32}).encode()),
@@ -591,7 +591,7 @@ def test_reshard_skips_and_counts_malformed_samples_and_keeps_the_rest(tmp_path)
 
 
 def test_reshard_refuses_an_earlier_output_unless_overwrite_then_cleans_it(tmp_path):
-    from kl_filter.uids import hex_to_u8u8, sort_uids
+    from kl_filter.core.uids import hex_to_u8u8, sort_uids
 
     (tmp_path / "in").mkdir()
     _tar(tmp_path / "in" / "00000000.tar", [_sample(n) for n in range(6)])
@@ -618,7 +618,7 @@ def test_reshard_refuses_an_earlier_output_unless_overwrite_then_cleans_it(tmp_p
 
 
 def test_reshard_fifo_input_shard_is_reported_not_blocking(tmp_path):
-    from kl_filter.uids import hex_to_u8u8, sort_uids
+    from kl_filter.core.uids import hex_to_u8u8, sort_uids
 
     (tmp_path / "in").mkdir()
     _tar(tmp_path / "in" / "00000000.tar", [_sample(n) for n in range(3)])

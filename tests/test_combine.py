@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import run_cli
-from kl_filter.uids import u8u8_to_hex
+from kl_filter.core.uids import u8u8_to_hex
 from minipool import make_minipool, unit
 
 RECIPE = """# D_KL top half intersected with the LAION-2B rule (B/32 >= 0.28 and gcld3 English)
@@ -125,9 +125,9 @@ def test_intersection_is_not_then(then_run):
 
 
 def test_then_share_of_the_survivors(tmp_path):
-    from kl_filter.selection.rules import Keep, ShardScores, Top
-    from kl_filter.selection.runner import evaluate_rules
-    from kl_filter.uids import hex_to_u8u8
+    from kl_filter.rules.base import Keep, ShardScores, Top
+    from kl_filter.runner import evaluate_rules
+    from kl_filter.core.uids import hex_to_u8u8
 
     rng = np.random.default_rng(3)
     x, ok = rng.random(3000).astype(np.float32), rng.random(3000) > 0.4
@@ -147,7 +147,7 @@ def test_then_share_of_the_survivors(tmp_path):
 
 def test_summary_line_prints_what_each_rule_keeps(capsys):
     """Issue 25 part 5: a reverse rule keeps rows <= its threshold, and the one-line summary says so."""
-    from kl_filter.cli.common import print_summary
+    from kl_filter.apps.cli.common import print_summary
 
     rules = [{"column": "semdedup_l14_maxsim", "computed_threshold": 0.9899999499320984, "reverse": True},
              {"column": "clip_l14_similarity_score", "computed_threshold": 0.25, "reverse": False}, {"column": "ok"}]

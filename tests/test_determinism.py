@@ -19,7 +19,7 @@ from conftest import REPO, run_cli
 BLAS_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
 SCORE_IN_SUBPROCESS = """
 import sys, numpy as np
-from kl_filter.scores import centered, density_ratio_kl, whitened
+from kl_filter.kernels.kl import centered, density_ratio_kl, whitened
 z = np.load(sys.argv[1])
 kl, klr = density_ratio_kl(z["x"], z["y"], device="cpu")
 np.savez(sys.argv[2], kl=kl, klr=klr, centered=centered(z["x"], z["mu"], device="cpu"),

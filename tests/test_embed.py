@@ -89,7 +89,7 @@ def cli(*args):
     """``kl-filter`` in-process (torch is imported once for the module): (status, stdout, stderr)."""
     import contextlib
 
-    from kl_filter.cli import main
+    from kl_filter.apps.cli import main
 
     o, e = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(o), contextlib.redirect_stderr(e):
@@ -187,7 +187,7 @@ def test_embed_format_and_second_family(setup):
 
 
 def test_embed_default_family_and_reembed_same_family(setup, tmp_path):
-    from kl_filter.harness.embed import default_family
+    from kl_filter.encoders import default_family
 
     assert default_family("ViT-B-32") == "b32" and default_family("ViT-L-14") == "l14"
     assert default_family("embtest-a") == "embtesta"

@@ -19,10 +19,10 @@ import pytest
 
 from conftest import run_cli
 from kl_filter import build_filter
-from kl_filter.scores.negcliploss import negcliploss_batch, negcliploss_batch_torch
-from kl_filter.scores.normsim import max_similarity, max_similarity_torch
-from kl_filter.selection.runner import RunContext, run_filter
-from kl_filter.uids import load_uids, u8u8_to_hex
+from kl_filter.scorers.negcliploss import negcliploss_batch, negcliploss_batch_torch
+from kl_filter.scorers.normsim import max_similarity, max_similarity_torch
+from kl_filter.runner import RunContext, run_filter
+from kl_filter.core.uids import load_uids, u8u8_to_hex
 from minipool import unit, write_shard
 
 

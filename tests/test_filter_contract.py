@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 
 from kl_filter import build_filter, list_filters
-from kl_filter.params import signature_params
+from kl_filter.core.params import signature_params
 from kl_filter.recipes import shipped_recipes
-from kl_filter.selection.runner import RunContext, run_filter
-from kl_filter.uids import check_uid_array, concat_uids, hex_to_u8u8, load_uids, sort_uids
+from kl_filter.runner import RunContext, run_filter
+from kl_filter.core.uids import check_uid_array, concat_uids, hex_to_u8u8, load_uids, sort_uids
 from minipool import make_minipool, unit
 
 # values for filters that cannot run on their defaults alone (required parameters, asset files)

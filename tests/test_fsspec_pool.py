@@ -5,7 +5,7 @@ import os
 import fsspec
 
 from kl_filter.filters import build_filter
-from kl_filter.selection.runner import RunContext, run_filter
+from kl_filter.runner import RunContext, run_filter
 from minipool import make_minipool
 
 
@@ -26,7 +26,7 @@ def test_report_on_a_memory_url_pool_matches_local(tmp_path):
     """``kl-filter inspect`` streams a pool behind an fsspec URL: the same figures as from local disk."""
     import json
 
-    from kl_filter.report import build_report
+    from kl_filter.apps.report import build_report
 
     local = make_minipool(tmp_path / "pool", shards=2, n=300)
     fs = fsspec.filesystem("memory")

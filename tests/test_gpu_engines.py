@@ -15,7 +15,7 @@ torch = pytest.importorskip("torch")
 
 CHECK = r'''
 import math, sys, numpy as np, torch
-from kl_filter.scores.triton_kl import triton_density_ratio_kl
+from kl_filter.kernels.kl_triton import triton_density_ratio_kl
 rng = np.random.default_rng(0)
 def unit(n, d):
     x = rng.standard_normal((n, d)).astype(np.float32)
@@ -54,7 +54,7 @@ def test_triton_kernel_interpreted_against_float64():
 
 
 def test_torch_engine_against_float64():
-    from kl_filter.scores.torch_engine import centered, density_ratio_kl, whitened
+    from kl_filter.kernels.kl_torch import centered, density_ratio_kl, whitened
 
     rng = np.random.default_rng(1)
     x = rng.standard_normal((130, 512)).astype(np.float32)
@@ -78,8 +78,8 @@ def test_torch_engine_against_float64():
 
 NCL_CHECK = r'''
 import numpy as np, torch
-from kl_filter.scores.triton_negcliploss import triton_negcliploss
-from kl_filter.scores.negcliploss import negcliploss_batch_torch
+from kl_filter.kernels.negcliploss_triton import triton_negcliploss
+from kl_filter.scorers.negcliploss import negcliploss_batch_torch
 rng = np.random.default_rng(1)
 def unit(n, d):
     x = rng.standard_normal((n, d)).astype(np.float32)

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from conftest import REPO, run_cli
-from kl_filter.errors import KLFilterError
-from kl_filter.harness.datacomp import (GROUPS, PIP, SHIM_DIR, WRAPPER, Submission, build_steps, plan_resume,
+from kl_filter.core.errors import KLFilterError
+from kl_filter.apps.harness.datacomp import (GROUPS, PIP, SHIM_DIR, WRAPPER, Submission, build_steps, plan_resume,
                                         summarize_eval_results)
 
 # flags defined by DataComp's scripts (resharder.py make_argparser, train.py and evaluate.py argparse)
@@ -59,8 +59,8 @@ def test_tiny_scale_runs_train_py_through_the_wrapper():
 
 
 def test_tiny_scale_config_is_the_tracks_student():
-    from kl_filter.harness.datacomp import KL_SCALES
-    from kl_filter.harness.tiny.models import MODEL_CONFIGS, STUDENT
+    from kl_filter.apps.harness.datacomp import KL_SCALES
+    from kl_filter.apps.tiny.models import MODEL_CONFIGS, STUDENT
 
     with open(os.path.join(SHIM_DIR, "model_configs", f"{STUDENT}.json")) as f:
         assert json.load(f) == MODEL_CONFIGS[STUDENT]
@@ -365,7 +365,7 @@ def test_check_uids_allow_missing_is_datacomps_warning(tmp_path):
     behaviour: counted, warned about, the rest accepted."""
     from minipool import make_minipool
 
-    from kl_filter.uids import hex_to_u8u8, load_uids, sort_uids, u8u8_to_hex
+    from kl_filter.core.uids import hex_to_u8u8, load_uids, sort_uids, u8u8_to_hex
 
     root = make_minipool(tmp_path / "pool")
     full = tmp_path / "all.npy"

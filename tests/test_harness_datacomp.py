@@ -46,8 +46,8 @@ def tiny(tmp_path_factory):
     three times (upsampled), one not in the pool, with its sidecar."""
     import pyarrow.parquet as pq
 
-    from kl_filter.harness.tiny.pool import make_pool
-    from kl_filter.uids import hex_to_u8u8, save_uids_with_sidecar
+    from kl_filter.apps.tiny.pool import make_pool
+    from kl_filter.core.uids import hex_to_u8u8, save_uids_with_sidecar
 
     root = tmp_path_factory.mktemp("dc")
     make_pool(str(root / "pool"), 300, seed=0, shard_size=120)
@@ -67,7 +67,7 @@ def _samples(d):
 def test_harness_runs_datacomps_resharder_and_train_py_on_the_tiny_scale(peers, tiny, tmp_path):
     import torch
 
-    from kl_filter.harness.datacomp import KL_SCALES
+    from kl_filter.apps.harness.datacomp import KL_SCALES
 
     root, n = tiny
     work = tmp_path / "W"

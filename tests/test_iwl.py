@@ -12,11 +12,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import run_cli
-from kl_filter.cli import main
+from kl_filter.apps.cli import main
 from kl_filter.filters.base import Resample
-from kl_filter.selection.runner import RunContext, ShardScores, evaluate_rules, run_filter
-from kl_filter.selection.weights import boundaries, combine, shard_sums, systematic_counts
-from kl_filter.uids import hex_to_u8u8, load_uids, u8u8_to_hex
+from kl_filter.runner import RunContext, ShardScores, evaluate_rules, run_filter
+from kl_filter.rules.weights import boundaries, combine, shard_sums, systematic_counts
+from kl_filter.core.uids import hex_to_u8u8, load_uids, u8u8_to_hex
 from minipool import make_minipool, write_shard
 
 A, N = 10.0, 30_000
@@ -79,8 +79,8 @@ def test_weights_match_float64(setup):
 
 
 def test_several_prompts_and_combine(setup, tmp_path):
-    from kl_filter.scores.iwl import IWLScorer
-    from kl_filter.selection.weights import write_weights
+    from kl_filter.scorers.iwl import IWLScorer
+    from kl_filter.stages.weights import write_weights
     from kl_filter.engines import get_engine
 
     rng = np.random.default_rng(3)
@@ -181,7 +181,7 @@ def test_resample_among_the_top_rows(setup, tmp_path):
 
 def test_duplicates_in_the_pool_are_still_refused(tmp_path, setup):
     from kl_filter.filters import build_filter
-    from kl_filter.errors import KLFilterError
+    from kl_filter.core.errors import KLFilterError
 
     make_minipool(tmp_path / "pool", shards=2, n=50)
     write_shard(str(tmp_path / "pool"), "00000002", 10, seed=9, uid_start=45)  # uids 45..49 again
@@ -341,7 +341,7 @@ def test_ray_identical_to_local(setup, tmp_path, monkeypatch):
     ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'kl-filter[ray]'")
     from kl_filter.engines import get_engine
     from kl_filter.filters import build_filter
-    from kl_filter.selection.weights import write_weights
+    from kl_filter.stages.weights import write_weights
 
     monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
     flt = build_filter("iwl", {"prompt_embedding": setup["P"], "fraction": 0.5, "resample": 5000, "logit_scale": 10.0})

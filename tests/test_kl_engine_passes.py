@@ -6,7 +6,7 @@ import math
 import numpy as np
 
 from kl_filter.engines import single_blas_thread
-from kl_filter.scores.numpy_engine import DEFAULT_BLOCK_ROWS, DEFAULT_BLOCK_SAMPLES, PASS_ROWS, density_ratio_kl
+from kl_filter.kernels.kl_numpy import DEFAULT_BLOCK_ROWS, DEFAULT_BLOCK_SAMPLES, PASS_ROWS, density_ratio_kl
 from minipool import unit
 
 

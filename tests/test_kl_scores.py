@@ -95,8 +95,8 @@ def test_sixteen_columns_match_float64(tmp_path):
 
 @pytest.mark.parametrize("n,d", [(1, 64), (7, 512), (300, 768)])
 def test_engine_edge_sizes_and_saturation(n, d):
-    from kl_filter.scores import density_ratio_kl
-    from kl_filter.scores.numpy_engine import density_ratio_kl as blocked
+    from kl_filter.kernels.kl import density_ratio_kl
+    from kl_filter.kernels.kl_numpy import density_ratio_kl as blocked
 
     rng = np.random.default_rng(n)
     y = rng.standard_normal((n, d)).astype(np.float32)
@@ -149,7 +149,7 @@ def test_select_kl_matches_float64_reference_selection(tmp_path):
     _, ref = ref_kl(x, st["l14_img_sample"])
     thr = -np.sort(-ref)[int(len(ref) * 0.25)]
     want = set(uids[ref >= thr])
-    from kl_filter.uids import u8u8_to_hex
+    from kl_filter.core.uids import u8u8_to_hex
 
     got = {u.decode() for u in u8u8_to_hex(np.load(out))}
     near = set(uids[np.abs(ref - thr) <= 1e-5 * abs(thr)])

@@ -8,9 +8,9 @@ import pytest
 
 from conftest import run_cli
 from kl_filter.pool import Pool
-from kl_filter.scores.buckets import assign_buckets, bucket_keys, num_buckets
-from kl_filter.scores.negcliploss import negcliploss_batch
-from kl_filter.uids import hex_to_u8u8, u8u8_to_hex
+from kl_filter.scorers.partition import assign_buckets, bucket_keys, num_buckets
+from kl_filter.scorers.negcliploss import negcliploss_batch
+from kl_filter.core.uids import hex_to_u8u8, u8u8_to_hex
 from minipool import unit, write_shard
 
 

@@ -11,11 +11,11 @@ import pytest
 
 from conftest import run_cli
 from kl_filter import build_filter
-from kl_filter.scores.normsim import max_similarity, max_similarity_torch
-from kl_filter.scores.stage import read_columns
-from kl_filter.selection.runner import RunContext, run_filter
+from kl_filter.scorers.normsim import max_similarity, max_similarity_torch
+from kl_filter.stages.scores import read_columns
+from kl_filter.runner import RunContext, run_filter
 from kl_filter.text.caption import caption_filter
-from kl_filter.uids import load_uids, u8u8_to_hex
+from kl_filter.core.uids import load_uids, u8u8_to_hex
 from minipool import make_minipool, unit
 
 RTOL = 1e-5
@@ -193,7 +193,7 @@ def test_bad_target_files_are_one_line(pool, tmp_path, case):
 
 
 def test_missing_targets_and_conflicts_are_one_line(pool, tmp_path):
-    from kl_filter.errors import KLFilterError
+    from kl_filter.core.errors import KLFilterError
 
     t = pool["targets"][0]
     cases = [("normsim", {"target_embeddings": [t], "norm": "1", "fraction": 0.3}, "--norm"),
@@ -211,7 +211,7 @@ def test_missing_targets_and_conflicts_are_one_line(pool, tmp_path):
 
 
 def test_vas_in1k_recipe_skips_offline_with_the_reason():
-    from kl_filter.harness.tiny.track import offline_reason
+    from kl_filter.apps.tiny.track import offline_reason
     from kl_filter.recipes import load_recipe
 
     reason = offline_reason(load_recipe("vas_in1k_l14_30"))
@@ -222,7 +222,7 @@ def test_vas_in1k_recipe_skips_offline_with_the_reason():
 def test_vas_cpu_kernel_matches_float64_for_any_block():
     """VAS's CPU kernel (fᵀ S f, float32 blocks of rows) against float64; another block size is another GEMM shape,
     so it is held to the same float64-derived bound, not to the default's bits."""
-    from kl_filter.scores.vas import second_moment_form
+    from kl_filter.scorers.vas import second_moment_form
 
     rng = np.random.default_rng(4)
     x = unit(rng, 3000, 96).astype(np.float16)

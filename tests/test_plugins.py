@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import run_cli
-from kl_filter.uids import u8u8_to_hex
+from kl_filter.core.uids import u8u8_to_hex
 from minipool import make_minipool
 
 PLUGIN = '''

@@ -94,7 +94,7 @@ def pool_digest(pool: str) -> str:
 def pool_uids(pool: str) -> np.ndarray:
     import pyarrow.parquet as pq
 
-    from kl_filter.uids import hex_to_u8u8
+    from kl_filter.core.uids import hex_to_u8u8
 
     files = sorted(f for f in os.listdir(pool) if f.endswith(".parquet"))
     return np.concatenate([hex_to_u8u8(pq.read_table(os.path.join(pool, f), columns=["uid"]).column("uid")
@@ -108,7 +108,7 @@ def keep_mask(uid_file: str, uids: np.ndarray) -> np.ndarray:
 
 def run_recipes(root: str, recipes: list[str] | None = None) -> dict:
     """Synthesise the pool, run every recipe (``kl-filter run``, in this process) and describe what each kept."""
-    from kl_filter.cli import main
+    from kl_filter.apps.cli import main
     from kl_filter.pool.synth import synth_pool
     from kl_filter.recipes import shipped_recipes
 

@@ -139,8 +139,8 @@ def test_correlations(report, pool_df):
 
 
 def test_sample_is_the_seeded_bottom_k(report, pool_df):
-    from kl_filter.stats.reference import sample_keys
-    from kl_filter.uids import hex_to_u8u8
+    from kl_filter.core.hashing import sample_keys
+    from kl_filter.core.uids import hex_to_u8u8
 
     keys = sample_keys(hex_to_u8u8(list(pool_df.uid)), SEED, 7)
     want = set(pool_df.uid.values[np.argsort(keys)[:SAMPLE]])
@@ -224,8 +224,8 @@ def test_subsets_and_overlap(report, pool_df):
 
 def test_kept_and_dropped_examples_are_random_sample_rows(report, pool_df):
     """Per subset: the first rows, in ascending seeded sample key, of the sample rows it keeps and of those it drops."""
-    from kl_filter.stats.reference import sample_keys
-    from kl_filter.uids import hex_to_u8u8
+    from kl_filter.core.hashing import sample_keys
+    from kl_filter.core.uids import hex_to_u8u8
 
     fig = report["fig"]
     keys = sample_keys(hex_to_u8u8(list(pool_df.uid)), SEED, 7)
@@ -292,7 +292,7 @@ def test_page_references_and_thumbnails(report):
 
 
 def test_opens_in_headless_chromium(report, tmp_path):
-    from kl_filter.report.browser import check_page, find_browser
+    from kl_filter.apps.report.browser import check_page, find_browser
 
     pytest.importorskip("selenium")
     if not find_browser():
@@ -320,7 +320,7 @@ def test_opens_in_headless_chromium(report, tmp_path):
 
 
 def test_captions_are_escaped():
-    from kl_filter.report.page import _examples
+    from kl_filter.apps.report.page import _examples
 
     html = _examples("top", [{"uid": "ab" * 16, "score": 1.0, "caption": '<script>alert(1)</script> & "x"'}], {})
     assert "<script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt; &amp; &quot;x&quot;" in html
@@ -368,7 +368,7 @@ def test_rebuild_replaces_a_previous_report(report, tmp_path):
 
 def test_streaming_accumulators_match_whole_arrays():
     """Fed in uneven chunks with NaNs and ties, the accumulators equal the whole-array answers."""
-    from kl_filter.report.accumulate import BottomKSample, CoMoments, Extremes, Moments
+    from kl_filter.apps.report.accumulate import BottomKSample, CoMoments, Extremes, Moments
 
     rng = np.random.default_rng(5)
     n = 3001
@@ -418,10 +418,10 @@ def test_rows_removed_per_step_from_the_sidecars(tmp_path):
     not add up stop the report."""
     import pyarrow.parquet as pq
 
-    from kl_filter.errors import KLFilterError
+    from kl_filter.core.errors import KLFilterError
     from kl_filter.pool.synth import synth_pool
-    from kl_filter.report import build_report
-    from kl_filter.uids import hex_to_u8u8, save_uids
+    from kl_filter.apps.report import build_report
+    from kl_filter.core.uids import hex_to_u8u8, save_uids
 
     pool = str(tmp_path / "pool")
     synth_pool(pool, rows=1200, shards=2, seed=1, num_workers=1)

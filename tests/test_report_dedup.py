@@ -69,7 +69,7 @@ def _image_shards(out) -> None:
 
 def _select(pool, save, scores, eps, *extra):
     """``kl-filter select --name semdedup`` in this process (the CLI's own main); returns its sidecar."""
-    from kl_filter.cli import main
+    from kl_filter.apps.cli import main
 
     argv = ["select", "--name", "semdedup", "--arch", "l14", "--num_clusters", str(K), "--seed", str(SEED),
             "--eps", str(eps), "--metadata_dir", pool, "--save_path", str(save), "--scores_dir", str(scores),
@@ -196,7 +196,7 @@ def test_pair_thumbnails_and_page(run):
 
 def test_pairs_follow_the_keep_rule(run, tmp_path):
     """keep=clip_score: the earlier row of a pair has the higher CLIP score (another order key, found again)."""
-    from kl_filter.report import build_report
+    from kl_filter.apps.report import build_report
 
     _select(run["pool"], tmp_path / "u.npy", tmp_path / "s", 0.01, "--keep", "clip_score")
     fig = build_report(run["pool"], str(tmp_path / "rep"), scores_dir=str(tmp_path / "s"), filters=[],
@@ -210,8 +210,8 @@ def test_pairs_follow_the_keep_rule(run, tmp_path):
 
 
 def test_missing_centroids_and_bad_cluster_columns(run, tmp_path):
-    from kl_filter.errors import KLFilterError
-    from kl_filter.report import build_report
+    from kl_filter.core.errors import KLFilterError
+    from kl_filter.apps.report import build_report
 
     kw = dict(filters=[], sample_size=50, examples=1, bins=5, ngram_top_k=5)
     scores = tmp_path / "s"
@@ -249,8 +249,8 @@ def test_missing_centroids_and_bad_cluster_columns(run, tmp_path):
 def test_logit_scale_of_each_score_column(tmp_path):
     """Each score-file column's logit scale and its source, from the provenance the score stage records:
     the first shard's, "mixed" when shards disagree, "—" for a column without one and for the pool's columns."""
-    from kl_filter.report import build_report
-    from kl_filter.scores.stage import write_scores
+    from kl_filter.apps.report import build_report
+    from kl_filter.stages.scores import write_scores
 
     pool = tmp_path / "pool"
     pool.mkdir()
@@ -303,7 +303,7 @@ def test_logit_scale_of_each_score_column(tmp_path):
 def test_dedup_accumulator_streams():
     """Fed in uneven chunks, the accumulator equals the whole-array answers: sizes, kept at every ε of the grid
     (NaN dropped), and the top rows (maxsim descending, uid ascending, -1 rows never)."""
-    from kl_filter.report.dedup import EPS_GRID, DedupAccumulator
+    from kl_filter.apps.report.dedup import EPS_GRID, DedupAccumulator
 
     rng = np.random.default_rng(4)
     n = 2003

@@ -11,7 +11,7 @@ from PIL import Image
 
 from conftest import run_cli
 from kl_filter.pool.tars import read_samples
-from kl_filter.uids import hex_to_u8u8, sort_uids
+from kl_filter.core.uids import hex_to_u8u8, sort_uids
 
 
 def jpeg(i):
@@ -84,11 +84,11 @@ def test_shards_behind_an_fsspec_url_read_as_local_ones(tmp_path):
     the local results byte for byte."""
     import fsspec
 
-    from kl_filter.errors import KLFilterError
-    from kl_filter.harness.embed import read_tar
-    from kl_filter.harness.reshard import reshard
+    from kl_filter.core.errors import KLFilterError
+    from kl_filter.pool.embed import read_tar
+    from kl_filter.apps.harness.reshard import reshard
     from kl_filter.pool.tars import list_tars
-    from kl_filter.report.thumbs import make_thumbnails
+    from kl_filter.apps.report.thumbs import make_thumbnails
 
     samples = make_tars(tmp_path / "in", shards=3)
     with tarfile.open(tmp_path / "in" / "00000001.tar", "a") as tf:  # a macOS resource fork is not a sample

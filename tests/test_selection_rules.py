@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from kl_filter.filters.base import Keep, Top, Uniform
-from kl_filter.selection.runner import ShardScores, evaluate_rules
-from kl_filter.selection.threshold import fraction_threshold
-from kl_filter.selection.uniform import uniform_keep
-from kl_filter.uids import hex_to_u8u8
+from kl_filter.runner import ShardScores, evaluate_rules
+from kl_filter.rules.threshold import fraction_threshold
+from kl_filter.rules.uniform import uniform_keep
+from kl_filter.core.uids import hex_to_u8u8
 
 
 def datacomp_threshold(x, f):
@@ -125,8 +125,8 @@ def test_uniform_rule_in_runner_is_seeded():
 @pytest.mark.parametrize("name", sorted(ADVERSARIAL))
 @pytest.mark.parametrize("parts", [1, 7])
 def test_distributed_kth_equals_full_sort(name, parts):
-    from kl_filter.selection.kth import kth_largest
-    from kl_filter.selection.threshold import kth_index
+    from kl_filter.rules.kth import kth_largest
+    from kl_filter.rules.threshold import kth_index
 
     x = ADVERSARIAL[name]
     chunks = np.array_split(x, parts)
@@ -140,7 +140,7 @@ def test_distributed_kth_equals_full_sort(name, parts):
 
 
 def test_distributed_kth_signed_zero_and_extremes():
-    from kl_filter.selection.kth import float_keys, kth_largest
+    from kl_filter.rules.kth import float_keys, kth_largest
 
     x = np.array([np.float32(-0.0), np.float32(0.0), np.finfo(np.float32).max, -np.finfo(np.float32).max,
                   np.finfo(np.float32).tiny, -np.inf, np.inf], np.float32)
@@ -161,7 +161,7 @@ def top_per_group_reference(score, group, k):
 
 
 def test_top_per_group_against_a_plain_loop():
-    from kl_filter.selection.top_per_group import TopPerGroup
+    from kl_filter.rules.top_per_group import TopPerGroup
 
     rng = np.random.default_rng(12)
     score = rng.integers(0, 40, 3000).astype(np.float32)  # many ties: broken by pool order

@@ -9,8 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import run_cli
-from kl_filter.scores.semdedup import duplicate_threshold, earlier_max_similarity, sortable_u32, spherical_kmeans
-from kl_filter.uids import u8u8_to_hex
+from kl_filter.scorers.semdedup import duplicate_threshold, earlier_max_similarity, sortable_u32, spherical_kmeans
+from kl_filter.core.uids import u8u8_to_hex
 from minipool import unit, write_shard
 
 D = 768
@@ -37,7 +37,7 @@ def test_earlier_max_similarity_matches_float64(n, rows, cols):
 def test_gpu_twin_matches_float64_and_numpy(n, rows, cols):
     """The torch path a GPU runs (earlier_max_similarity_torch), here on the CPU: float64 to 1e-6, and the same
     duplicate decisions as the NumPy path except within float32 rounding of the threshold."""
-    from kl_filter.scores.semdedup import earlier_max_similarity_torch
+    from kl_filter.scorers.semdedup import earlier_max_similarity_torch
 
     rng = np.random.default_rng(n)
     x = unit(rng, n, 96)
@@ -98,7 +98,7 @@ def test_kmeanspp_same_bits_for_any_thread_count(monkeypatch):
     changes the centres (blocks of KMEANSPP_BLOCK rows, their totals added in block order)."""
     import os
 
-    from kl_filter.scores import semdedup
+    from kl_filter.kernels.kl import semdedup
 
     rng = np.random.default_rng(5)
     x = semdedup.normalise_rows(unit(rng, 2 * semdedup.KMEANSPP_BLOCK + 123, 32))

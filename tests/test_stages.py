@@ -8,9 +8,9 @@ import pyarrow.parquet as pq
 
 from conftest import run_cli
 from kl_filter import Filter, Scorer, Top, build_filter
-from kl_filter.scores.registry import SCORERS
-from kl_filter.scores.stage import META_KEY
-from kl_filter.selection.runner import RunContext, run_filter
+from kl_filter.scorers.registry import SCORERS
+from kl_filter.stages.scores import META_KEY
+from kl_filter.runner import RunContext, run_filter
 from minipool import TEXTS, make_minipool
 
 

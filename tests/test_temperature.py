@@ -10,8 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import run_cli
-from kl_filter.errors import KLFilterError
-from kl_filter.fspath import url_to_fs
+from kl_filter.core.errors import KLFilterError
+from kl_filter.core.fspath import url_to_fs
 from kl_filter.pool import Pool
 from kl_filter.pool.temperature import MANIFEST, family_temperature, read_manifest, record_family, resolve
 from minipool import make_minipool

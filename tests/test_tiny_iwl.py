@@ -44,7 +44,7 @@ def _reference_loss(img, txt, scale, w):
 
 
 def test_weighted_clip_loss_is_clip_loss_at_unit_weights_and_the_float64_reference():
-    from kl_filter.harness.tiny.models import weighted_clip_loss
+    from kl_filter.apps.tiny.models import weighted_clip_loss
 
     for seed, scale in ((0, 14.3), (1, 100.0), (2, 1.0)):
         img, txt = _features(seed)
@@ -71,7 +71,7 @@ def test_weighted_clip_loss_is_clip_loss_at_unit_weights_and_the_float64_referen
 def test_macro_f1_matches_sklearn():
     from sklearn.metrics import f1_score
 
-    from kl_filter.harness.tiny.models import macro_f1
+    from kl_filter.apps.tiny.models import macro_f1
 
     rng = np.random.default_rng(0)
     for k, n in ((10, 360), (6, 60), (10, 7)):  # (10, 7): classes with neither a true nor a predicted row
@@ -86,7 +86,7 @@ def test_macro_f1_matches_sklearn():
 # ---- weighted training ---------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def student_data(tmp_path_factory):
-    from kl_filter.harness.tiny.models import register_model_configs
+    from kl_filter.apps.tiny.models import register_model_configs
 
     register_model_configs(str(tmp_path_factory.mktemp("cfg")))
     rng = np.random.default_rng(0)
@@ -97,8 +97,8 @@ def student_data(tmp_path_factory):
 
 
 def test_weighted_training_keeps_the_batches_and_applies_the_weights(student_data):
-    from kl_filter.errors import KLFilterError
-    from kl_filter.harness.tiny.models import STUDENT, train_clip
+    from kl_filter.core.errors import KLFilterError
+    from kl_filter.apps.tiny.models import STUDENT, train_clip
 
     images, texts = student_data
     torch.set_num_threads(1)
@@ -139,8 +139,8 @@ def test_sample_weights_map_by_uid(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from kl_filter.errors import KLFilterError
-    from kl_filter.harness.tiny.iwl import sample_weights
+    from kl_filter.core.errors import KLFilterError
+    from kl_filter.apps.tiny.iwl import sample_weights
 
     uids = [f"{i:032x}" for i in range(5)]
     pq.write_table(pa.table({"uid": uids, "weight": pa.array([0.5, 1.0, 1.5, 2.0, 0.0], pa.float32())}),
@@ -157,7 +157,7 @@ def test_sample_weights_map_by_uid(tmp_path):
 
 # ---- the comparison and its sentence ------------------------------------------------------------------------------
 def _student(values):
-    from kl_filter.harness.tiny.iwl import METRICS, mean_std
+    from kl_filter.apps.tiny.iwl import METRICS, mean_std
 
     runs = [{"seed": s, **{m: v for m in METRICS}} for s, v in enumerate(values)]
     st = {"runs": runs}
@@ -167,7 +167,7 @@ def _student(values):
 
 
 def test_verdict_is_two_standard_errors_of_the_difference():
-    from kl_filter.harness.tiny.iwl import METRICS, compare, reading_text, verdict_text
+    from kl_filter.apps.tiny.iwl import METRICS, compare, reading_text, verdict_text
 
     uni, better, close = _student([0.10, 0.12, 0.11]), _student([0.20, 0.22, 0.21]), _student([0.11, 0.14, 0.10])
     c = compare(better, uni, "zs_digits_f1")
@@ -208,8 +208,8 @@ def test_verdict_is_two_standard_errors_of_the_difference():
 
 
 def test_scales_parse():
-    from kl_filter.errors import KLFilterError
-    from kl_filter.harness.tiny.iwl import parse_scales, scale_tag
+    from kl_filter.core.errors import KLFilterError
+    from kl_filter.apps.tiny.iwl import parse_scales, scale_tag
 
     assert parse_scales("10, pool,2.71") == [10.0, "pool", 2.71] and parse_scales([27.1]) == [27.1]
     assert [scale_tag(a) for a in (10.0, 27.1, 14.1664)] == ["a10", "a27.1", "a14.1664"]
@@ -220,7 +220,7 @@ def test_scales_parse():
 
 
 def _fake_result(spec, n):
-    from kl_filter.harness.tiny.iwl import METRICS
+    from kl_filter.apps.tiny.iwl import METRICS
 
     v = 0.1 + 0.01 * spec["seed"] + (0.05 if spec["data_dir"].startswith("/resampled") else 0.0)
     return {"train": {"unique_samples": n, "samples_seen": spec["samples_seen"]},
@@ -249,8 +249,8 @@ def test_students_without_and_with_no_filter(reuse):
     """Without no_filter in the plan the uniform student trains here, on the pool's tars, beside the weighted ones
     (the same data and seeds: the same batches); with it, its runs are no_filter's. Per scale: a resampled
     student on its subset, and the raw, pool-normalised and per-batch weighted students on the uniform data."""
-    from kl_filter.errors import KLFilterError
-    from kl_filter.harness.tiny.iwl import STUDENTS, IWLRun
+    from kl_filter.core.errors import KLFilterError
+    from kl_filter.apps.tiny.iwl import STUDENTS, IWLRun
 
     run = IWLRun()
     run.rec, run.n = {"prompt": "p"}, 10
@@ -293,8 +293,8 @@ def test_students_without_and_with_no_filter(reuse):
 # ---- the CLI flag ----------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("flags, want", [([], None), (["--iwl"], True), (["--no_iwl"], False)])
 def test_track_iwl_flag_reaches_run_track(tmp_path, monkeypatch, flags, want):
-    import kl_filter.harness.tiny.track as track
-    from kl_filter.cli import main
+    import kl_filter.apps.tiny.track as track
+    from kl_filter.apps.cli import main
 
     seen = {}
 
@@ -323,7 +323,7 @@ def test_track_iwl_flags_are_exclusive(tmp_path):
 # ---- a track run with IWL on a very small config -------------------------------------------------------------------
 RUN = """
 import json, sys
-from kl_filter.harness.tiny.track import TrackConfig, run_track
+from kl_filter.apps.tiny.track import TrackConfig, run_track
 cfg = TrackConfig(pool=600, pool_shard=300, teacher_pairs=600, teacher_s_seen=512, teacher_l_seen=1024,
                   student_seen=384, eval_scenes_per_class=10, eval_digits=60, eval_retrieval=40)
 run_track(sys.argv[1], quick=True, seeds=2, recipes=["no_filter"], config=cfg, iwl=True, keep_work=True,
@@ -343,10 +343,10 @@ def iwl_run(tmp_path_factory):
 def test_track_iwl_outputs_and_values(iwl_run):
     import pyarrow.parquet as pq
 
-    from kl_filter.harness.embed import Embedder
-    from kl_filter.harness.tiny.iwl import METRICS, PROMPT, STUDENTS, iwl_markdown, shares
-    from kl_filter.harness.tiny.models import EXTRA_METRICS, METRICS as TABLE, TEACHER_L
-    from kl_filter.uids import load_uids, u8u8_to_hex
+    from kl_filter.encoders import Embedder
+    from kl_filter.apps.tiny.iwl import METRICS, PROMPT, STUDENTS, iwl_markdown, shares
+    from kl_filter.apps.tiny.models import EXTRA_METRICS, METRICS as TABLE, TEACHER_L
+    from kl_filter.core.uids import load_uids, u8u8_to_hex
 
     out, rec = iwl_run
     iwl = rec["iwl"]

@@ -22,7 +22,7 @@ def _digest(d):
 
 
 def test_pool_is_seeded_and_noisy(tmp_path):
-    from kl_filter.harness.tiny.pool import make_pool
+    from kl_filter.apps.tiny.pool import make_pool
 
     a, b, c = (str(tmp_path / x) for x in "abc")
     info = make_pool(a, 300, seed=5, shard_size=120)
@@ -34,7 +34,7 @@ def test_pool_is_seeded_and_noisy(tmp_path):
     assert _digest(a) == _digest(b)  # same seed: byte-identical shards
     assert _digest(a)["00000000.tar"] != _digest(c)["00000000.tar"]
     assert all(v > 0 for k, v in info["kinds"].items() if k != "banner")  # every kind of noise is present
-    from kl_filter.harness.embed import read_tar
+    from kl_filter.pool.embed import read_tar
 
     samples = [s for t in sorted(f for f in os.listdir(a) if f.endswith(".tar")) for s in read_tar(os.path.join(a, t))]
     assert len({s.uid for s in samples}) == 300
@@ -43,8 +43,8 @@ def test_pool_is_seeded_and_noisy(tmp_path):
 
 
 def test_eval_sets_are_disjoint_from_training_digits():
-    from kl_filter.harness.tiny.content import digit_split
-    from kl_filter.harness.tiny.evalsets import eval_sets
+    from kl_filter.apps.tiny.content import digit_split
+    from kl_filter.apps.tiny.evalsets import eval_sets
 
     split = digit_split(0)
     ev, te, po = (set(split[k].tolist()) for k in ("eval", "teacher", "pool"))
@@ -55,7 +55,7 @@ def test_eval_sets_are_disjoint_from_training_digits():
 
 
 def test_offline_plan_skips_image_based():
-    from kl_filter.harness.tiny.track import QUICK_RECIPES, TARGET_TASK_RECIPES, plan_recipes
+    from kl_filter.apps.tiny.track import QUICK_RECIPES, TARGET_TASK_RECIPES, plan_recipes
 
     run, skipped = plan_recipes(None, quick=False)
     names = {r.name for r in run}
@@ -78,7 +78,7 @@ def test_offline_plan_skips_image_based():
 
 
 def test_track_recipe_parameters_for_the_new_filters():
-    from kl_filter.harness.tiny.track import TrackConfig, plan_recipes, recipe_params
+    from kl_filter.apps.tiny.track import TrackConfig, plan_recipes, recipe_params
     from kl_filter.recipes import load_recipe
 
     cfg = TrackConfig()
@@ -99,8 +99,8 @@ def test_track_recipe_parameters_for_the_new_filters():
 
 
 def test_normsim_targets_are_the_digits_train_split_never_eval():
-    from kl_filter.harness.tiny.content import digit_split
-    from kl_filter.harness.tiny.targets import target_images, target_indices
+    from kl_filter.apps.tiny.content import digit_split
+    from kl_filter.apps.tiny.targets import target_images, target_indices
 
     split = digit_split(0)
     idx = target_indices(0)
@@ -111,7 +111,7 @@ def test_normsim_targets_are_the_digits_train_split_never_eval():
 
 
 def test_kl_recipes_get_the_track_reference_sample_size():
-    from kl_filter.harness.tiny.track import TrackConfig, recipe_params
+    from kl_filter.apps.tiny.track import TrackConfig, recipe_params
     from kl_filter.recipes import load_recipe
 
     cfg = TrackConfig(kl_num_samples=123)
@@ -127,7 +127,7 @@ def test_kl_recipes_get_the_track_reference_sample_size():
 def test_temperature_ablation_and_all_of_members():
     """The a = 100 variants copy their KL recipe with logit_scale 100 (the others use the teacher's recorded one);
     the members of an all_of recipe get the same track defaults as the recipes they stand for."""
-    from kl_filter.harness.tiny.track import A100_RECIPES, TrackConfig, plan_recipes, recipe_params
+    from kl_filter.apps.tiny.track import A100_RECIPES, TrackConfig, plan_recipes, recipe_params
     from kl_filter.recipes import load_recipe
 
     run = {r.name: r for r in plan_recipes(None, quick=False)[0]}
@@ -144,9 +144,9 @@ def test_temperature_ablation_and_all_of_members():
 def test_repeated_share_counts_a_copy_and_its_original_once(tmp_path):
     import pyarrow.parquet as pq
 
-    from kl_filter.harness.tiny.pool import make_pool
-    from kl_filter.harness.tiny.track import repeated_share
-    from kl_filter.uids import hex_to_u8u8
+    from kl_filter.apps.tiny.pool import make_pool
+    from kl_filter.apps.tiny.track import repeated_share
+    from kl_filter.core.uids import hex_to_u8u8
 
     make_pool(str(tmp_path), 400, seed=0, shard_size=200)
     t = pq.read_table(tmp_path / "truth.parquet").to_pydict()
@@ -172,9 +172,9 @@ def test_track_rejects_bad_arguments_before_writing(tmp_path):
 
 @pytest.mark.slow  # trains the track's tiny students (still run by CI: .ci/run runs every test)
 def test_track_quick(tmp_path):
-    from kl_filter.harness.tiny.models import METRICS
-    from kl_filter.harness.tiny.track import QUICK_RECIPES
-    from kl_filter.uids import check_uid_array, load_uids
+    from kl_filter.apps.tiny.models import METRICS
+    from kl_filter.apps.tiny.track import QUICK_RECIPES
+    from kl_filter.core.uids import check_uid_array, load_uids
 
     out = tmp_path / "tiny"
     p = run_cli("track", "--scale", "tiny", "--out", out, "--quick", "--kl_num_samples", "200", check=True)
@@ -217,7 +217,7 @@ def test_track_quick(tmp_path):
     assert set(kl["filter_summary"]["stats"]["num_reference_samples"].values()) == {200}
     assert "N = 200 drawn" in md
     # the page is a function of run.json alone: re-rendered from it, it is the same text
-    from kl_filter.harness.tiny.results import _markdown
+    from kl_filter.apps.tiny.results import _markdown
 
     assert _markdown(rec["results"], rec["skipped"], rec["teachers"], rec) == md
 
@@ -225,7 +225,7 @@ def test_track_quick(tmp_path):
 def test_quiet_logs_is_idempotent_and_drops_only_root_info(caplog):
     import logging
 
-    from kl_filter.harness.tiny.workers import quiet_logs
+    from kl_filter.apps.tiny.workers import quiet_logs
 
     root = logging.getLogger()
     before = len(root.filters)

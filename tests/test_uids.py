@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from kl_filter.errors import KLFilterError
-from kl_filter.uids import UID_DTYPE, check_uid_array, hex_to_u8u8, load_uids, save_uids, sort_uids, u8u8_to_hex
+from kl_filter.core.errors import KLFilterError
+from kl_filter.core.uids import UID_DTYPE, check_uid_array, hex_to_u8u8, load_uids, save_uids, sort_uids, u8u8_to_hex
 
 EDGE = ["0" * 32, "f" * 32, "0" * 15 + "1" + "0" * 16, "0" * 31 + "1", "00000000000000ff000000000000abcd",
         "8000000000000000" + "7fffffffffffffff", "F" * 16 + "a" * 16]

@@ -17,19 +17,19 @@ thread (:func:`single_blas_thread`), so results are the same bits for any engine
 
 from __future__ import annotations
 
-from .base import Engine, Parallel, worker_index
-from .blas import single_blas_thread
-from .local import LocalEngine
+from kl_filter.engines.base import Engine, Parallel, worker_index
+from kl_filter.engines.blas import single_blas_thread
+from kl_filter.engines.local import LocalEngine
 
 
 def get_engine(name: str = "local", num_workers: int = 1, progress=None, address: str | None = None) -> Engine:
     if name == "local":
         return LocalEngine(num_workers, progress)
     if name == "ray":
-        from .ray_engine import RayEngine
+        from kl_filter.engines.ray_engine import RayEngine
 
         return RayEngine(num_workers, progress, address)
-    from ..errors import KLFilterError
+    from kl_filter.core.errors import KLFilterError
 
     raise KLFilterError(f"--engine must be local or ray, got {name!r}")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from ..errors import KLFilterError
+from kl_filter.core.errors import KLFilterError
 
 
 def local_devices(device: str, num_workers: int) -> list[str]:

@@ -19,9 +19,9 @@ import os
 import sys
 import threading
 
-from ..progress import NoProgress
-from .base import Parallel, _worker
-from .blas import set_single_blas_thread, single_blas_thread
+from kl_filter.core.progress import NoProgress
+from kl_filter.engines.base import Parallel, _worker
+from kl_filter.engines.blas import set_single_blas_thread, single_blas_thread
 
 
 class LocalEngine:
@@ -55,7 +55,7 @@ class LocalEngine:
 
     def devices(self, device: str) -> list[str]:
         """Every visible GPU (one compute thread each) for cuda, else ``num_workers`` CPU workers."""
-        from .devices import local_devices
+        from kl_filter.engines.devices import local_devices
 
         return local_devices(device, self.num_workers)
 

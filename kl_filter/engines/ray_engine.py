@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import os
 
-from ..errors import MissingDependency
-from ..progress import NoProgress
-from .base import Parallel
-from .blas import single_blas_thread
+from kl_filter.core.errors import MissingDependency
+from kl_filter.core.progress import NoProgress
+from kl_filter.engines.base import Parallel
+from kl_filter.engines.blas import single_blas_thread
 
 
 def _task(fn, *args):

@@ -1,6 +1,6 @@
 """The filter plugin interface. Most filters are rules on scorers' columns and need no class (:mod:`.cuts`); a filter
 class is for per-row logic of its own (language ID, WordNet, DataComp's size checks). The runner
-(:mod:`kl_filter.selection.runner`) plans and runs statistics → scores → rules → keep on one executor, and owns
+(:mod:`kl_filter.runner`) plans and runs statistics → scores → rules → keep on one executor, and owns
 reading, parallelism, resume, counters and writing.
 
 What a filter declares (class attributes or properties):
@@ -8,12 +8,12 @@ What a filter declares (class attributes or properties):
 * ``columns`` / ``keys``: the parquet columns and npz keys ``score`` reads; ``refine_columns``: those ``refine``
   reads.
 * Parameters: the keyword arguments of ``__init__``, with type annotations and defaults. Flags, recipe keys,
-  validation and ``list-filters -v`` come from that signature (:mod:`kl_filter.params`). Store each parameter
+  validation and ``list-filters -v`` come from that signature (:mod:`kl_filter.core.params`). Store each parameter
   under its own name (``self.cut = cut``): the sidecar records them.
 
 What a filter answers:
 
-1. ``rules() -> [Rule, ...]``: how columns become keep/drop (:mod:`kl_filter.selection.rules`): ``Top`` (DataComp's
+1. ``rules() -> [Rule, ...]``: how columns become keep/drop (:mod:`kl_filter.rules.base`): ``Top`` (DataComp's
    whole-pool fraction or a threshold), ``Keep`` (a boolean column), ``Uniform``, ``Resample``, ... A rule names its
    column by a scorer (``Top(score=KLScorer(arch="l14"), fraction=0.25)``: the runner computes it once per shard,
    resumable, shared through ``--scores_dir``) or by name (a pool column, or one ``score`` returns).
@@ -37,8 +37,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..engines import Parallel
-from ..selection.rules import Keep, Resample, Rule, Top, Uniform, check_cut  # noqa: F401  (the rules' home)
+from kl_filter.engines import Parallel
+from kl_filter.rules.base import Keep, Resample, Rule, Top, Uniform, check_cut  # noqa: F401  (the rules' home)
 
 
 class Filter:
@@ -80,7 +80,7 @@ class Filter:
     def flag_params(cls, params: dict) -> list:
         """The flags ``select``/``run`` take for this filter (``params``: a recipe's, for filters whose flags
         depend on it): by default its signature."""
-        from ..params import signature_params
+        from kl_filter.core.params import signature_params
 
         return signature_params(cls)
 
@@ -92,7 +92,7 @@ class Filter:
     # --- bookkeeping ----------------------------------------------------------------------------------------
     def params(self) -> dict[str, Any]:
         """The declared parameters' values, recorded in the sidecar next to the UID file."""
-        from ..params import signature_params
+        from kl_filter.core.params import signature_params
 
         return {p.name: getattr(self, p.name, None) for p in signature_params(type(self))}
 

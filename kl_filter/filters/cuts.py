@@ -14,7 +14,7 @@ A cut is a mapping with one of
     filter: {name: FILTER, params: {...}}: a filter with per-row logic of its own (basic_filter, laion2b's language
             step, image_based) or a named recipe (kl, semdedup, ...): its rules and refine step join
 and for ``score``/``column`` cuts the rule (``rule: top`` by default; keep, uniform, resample, top_per_group, or a
-plugin's) with its parameters (:mod:`kl_filter.selection.rules`: ``fraction``, ``threshold``, ``reverse``,
+plugin's) with its parameters (:mod:`kl_filter.rules.base`: ``fraction``, ``threshold``, ``reverse``,
 ``ties``, ``then`` for top). ``name`` names the cut for its flags (default: its scorer's or filter's name, else its
 column; a repeated name gets ``_2``, ``_3``, ...).
 
@@ -31,9 +31,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..engines import Parallel
-from ..errors import KLFilterError
-from .base import Filter
+from kl_filter.engines import Parallel
+from kl_filter.core.errors import KLFilterError
+from kl_filter.filters.base import Filter
 
 def _named(spec, what: str, where: str) -> tuple[str, dict]:
     """``{name, params}`` (or a bare name) as (name, params)."""
@@ -104,7 +104,7 @@ class Cuts(Filter):
             self.parallel = Parallel.PROCESSES
 
     def _member(self, spec: dict, where: str) -> None:
-        from .registry import build_filter
+        from kl_filter.filters.registry import build_filter
 
         if set(spec) - {"filter", "name"}:
             raise KLFilterError(f"{where}: a filter cut takes filter (and name), got {sorted(spec)}")
@@ -115,8 +115,8 @@ class Cuts(Filter):
         self.cuts.append({**spec, "filter": {"name": m.name, "params": m.params()}})
 
     def _cut(self, spec, where: str) -> None:
-        from ..scores.registry import build_scorer
-        from ..selection.rules import RULES
+        from kl_filter.scorers.registry import build_scorer
+        from kl_filter.rules.base import RULES
 
         if not isinstance(spec, dict) or not ({"score", "column"} & set(spec)):
             raise KLFilterError(f"{where}: a cut is a mapping with score, column or filter, got {spec!r}")
@@ -205,10 +205,10 @@ def _cut_dicts(params: dict) -> list:
 
 def _cut_params(spec: dict) -> tuple[list, list]:
     """(the parameters of a cut's scorer or filter, those of its rule)."""
-    from ..params import signature_params
-    from ..scores.registry import SCORERS
-    from ..selection.rules import RULES
-    from .registry import get_filter_class
+    from kl_filter.core.params import signature_params
+    from kl_filter.scorers.registry import SCORERS
+    from kl_filter.rules.base import RULES
+    from kl_filter.filters.registry import get_filter_class
 
     if "filter" in spec:
         return signature_params(get_filter_class(_named(spec["filter"], "filter", "cuts")[0])), []

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import KLFilterError
-from ..scores.scorer import ARCHS, Arch
-from ..text.langid import fasttext_english, gcld3_english
-from .base import Filter, Keep, Parallel, Top, check_cut
+from kl_filter.core.errors import KLFilterError
+from kl_filter.scorers.base import ARCHS, Arch
+from kl_filter.text.langid import fasttext_english, gcld3_english
+from kl_filter.filters.base import Filter, Keep, Parallel, Top, check_cut
 
 LAION2B_THRESHOLD = 0.28
 

@@ -19,92 +19,15 @@ from typing import Literal
 
 import numpy as np
 
-from ..errors import KLFilterError, MissingDependency
-from ..scores.scorer import Arch
-from ..text.caption import caption_filter
-from .base import Filter, Keep, Parallel, Top, check_cut
-from .datacomp import clip_column, refine_by_text
+from kl_filter.core.errors import KLFilterError
+from kl_filter.core.inputs import load_array
+from kl_filter.scorers.base import Arch
+from kl_filter.text.caption import caption_filter
+from kl_filter.filters.base import Filter, Keep, Parallel, Top, check_cut
+from kl_filter.filters.datacomp import clip_column, refine_by_text
 
 HINT = ("DataComp's image-based assets are needed: --centroids {scale}_centroids_l14.pt and --in1k_features "
         "in1k_clip_vit_l14_0.pt ... in1k_clip_vit_l14_4.pt (see the README)")
-
-
-def load_array(path: str, key: str | None = None) -> np.ndarray:
-    """A float32 matrix from ``.npy`` or a torch ``.pt`` (an array, a tensor, or a dict holding ``key``).
-
-    Nothing is unpickled that could run code: ``.npy`` is read by :mod:`kl_filter.inputs` (header checked before
-    anything is allocated, never unpickled) and ``.pt`` with
-    ``torch.load(weights_only=True)`` (tensors, dicts, lists, numbers; and NumPy arrays, which DataComp's centroid
-    files are: NumPy's array-reconstruction functions are allowed for this load only). A file that needs anything
-    else is refused with one line and the hint to convert it to ``.npy``.
-    """
-    import os
-
-    if not os.path.exists(path):
-        raise KLFilterError(f"file not found ({HINT})", path)
-    if not os.path.isfile(path):
-        raise KLFilterError("not a regular file", path)
-    if path.endswith(".npy"):  # the header first (kl_filter.inputs): a shape the file does not hold is refused
-        from ..inputs import load_npy
-
-        obj = load_npy(path, "array file", [(None, None)], kinds="fiu", finite=False)
-    else:
-        obj = _torch_load(path)
-        if isinstance(obj, dict):
-            if key not in obj:
-                raise KLFilterError(f"no {key!r} in this file (keys: {sorted(map(str, obj))})", path)
-            obj = obj[key]
-        obj = obj.numpy() if hasattr(obj, "numpy") else obj
-    try:
-        obj = np.asarray(obj, dtype=np.float32)
-    except (TypeError, ValueError) as e:
-        raise KLFilterError(f"not a numeric matrix ({_first_line(e)})", path) from e
-    if obj.ndim != 2:
-        raise KLFilterError(f"expected a 2-d matrix, got shape {obj.shape}", path)
-    return obj
-
-
-def _torch_load(path: str):
-    """``torch.load(weights_only=True)``, with NumPy arrays allowed (and nothing else beyond torch's own list)."""
-    import pickle
-
-    try:
-        import torch
-    except ImportError as e:
-        raise MissingDependency(f"reading {path} needs torch: pip install torch, or convert it to .npy") from e
-    try:
-        reconstruct = np._core.multiarray._reconstruct
-    except AttributeError:  # NumPy < 2
-        reconstruct = np.core.multiarray._reconstruct
-    numpy_arrays = [reconstruct, np.ndarray, np.dtype] + [type(np.dtype(t)) for t in (
-        np.float16, np.float32, np.float64, np.int8, np.int16, np.int32, np.int64, np.uint8, np.bool_)]
-    try:
-        with torch.serialization.safe_globals(numpy_arrays):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        if "Unsupported global" in str(e) or "not an allowed global" in str(e):
-            raise KLFilterError(f"refused: loading it would unpickle Python objects other than tensors and arrays "
-                                f"({_unsupported(e)}); save the array as .npy instead", path) from e
-        raise KLFilterError(f"not a torch tensor file ({_unsupported(e)})", path) from e
-    except (RuntimeError, OSError, EOFError, ValueError, AttributeError, TypeError) as e:
-        raise KLFilterError(f"not a torch tensor file ({_first_line(e)})", path) from e
-
-
-def _first_line(e: Exception) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0][:200] if text else type(e).__name__
-
-
-def _unsupported(e: Exception) -> str:
-    """What torch's long message says was refused (e.g. ``io.open``), in a few words."""
-    import re
-
-    m = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
-    if m:
-        return f"it calls {m.group(1)}"
-    _, _, rest = str(e).partition("WeightsUnpickler error:")
-    lines = [x.strip() for x in rest.splitlines() if x.strip()]
-    return lines[0][:200] if lines else _first_line(e)
 
 
 def nearest_centroid(x: np.ndarray, centroids: np.ndarray, batch_size: int = 1024) -> np.ndarray:
@@ -119,8 +42,8 @@ def nearest_centroid(x: np.ndarray, centroids: np.ndarray, batch_size: int = 102
 def _assets(centroids_path: str, feature_paths: tuple, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
     """(centroids, ids of the centroids nearest to some ImageNet-1k image), loaded once per process (worker
     processes forked after ``setup`` inherit them)."""
-    centroids = load_array(centroids_path)
-    feats = np.concatenate([load_array(p, "image_features") for p in feature_paths])
+    centroids = load_array(centroids_path, hint=HINT)
+    feats = np.concatenate([load_array(p, "image_features", hint=HINT) for p in feature_paths])
     if feats.shape[1] != centroids.shape[1]:
         raise KLFilterError(f"ImageNet-1k features have dimension {feats.shape[1]}, the centroids "
                             f"{centroids.shape[1]}", feature_paths[0])

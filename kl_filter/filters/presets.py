@@ -19,9 +19,9 @@ import functools
 import math
 from typing import ClassVar
 
-from ..errors import KLFilterError
-from ..selection.rules import Resample, Top, Uniform, check_cut
-from .base import Filter
+from kl_filter.core.errors import KLFilterError
+from kl_filter.rules.base import Resample, Top, Uniform, check_cut
+from kl_filter.filters.base import Filter
 
 
 class ScorerCut(Filter):
@@ -31,8 +31,8 @@ class ScorerCut(Filter):
     cut_flags: ClassVar[tuple] = ("fraction", "threshold", "reverse", "ties")  # Top's parameters given as flags
 
     def __init__(self, **params):
-        from ..params import signature_params
-        from ..scores.registry import SCORERS, build_scorer
+        from kl_filter.core.params import signature_params
+        from kl_filter.scorers.registry import SCORERS, build_scorer
 
         for p in self.cut_params():
             setattr(self, p.name, params.get(p.name, None if p.required else p.default))
@@ -49,15 +49,15 @@ class ScorerCut(Filter):
 
     @classmethod
     def cut_params(cls) -> list:
-        from ..params import signature_params
+        from kl_filter.core.params import signature_params
 
         return [p for p in signature_params(Top) if p.name in cls.cut_flags]
 
     @classmethod
     def forwarded_params(cls) -> list:
         """The scorers' parameters (shared names once: one ``--arch`` sets every scorer's), then the cut's."""
-        from ..params import signature_params
-        from ..scores.registry import SCORERS
+        from kl_filter.core.params import signature_params
+        from kl_filter.scorers.registry import SCORERS
 
         out = {}
         for n in cls.scorer_names:
@@ -84,7 +84,7 @@ class ScorerCut(Filter):
 @functools.lru_cache(maxsize=None)
 def scorer_cut(name: str) -> type:
     """The filter of registered scorer ``name``: a top cut on its column (:class:`ScorerCut`)."""
-    from ..scores.registry import SCORERS
+    from kl_filter.scorers.registry import SCORERS
 
     cls = SCORERS.get(name)
     first = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
@@ -126,7 +126,7 @@ class KL(ScorerCut):
             check_cut("kl filter", self.clip_score_fraction, self.clip_score_threshold, prefix="clip_score_")
 
     def make_rules(self):
-        from .datacomp import clip_column
+        from kl_filter.filters.datacomp import clip_column
 
         if len(self.primary.outputs()) != 1:
             raise KLFilterError(f"the kl filter cuts one score: give one --mode, got {' '.join(self.mode)}")
@@ -137,8 +137,8 @@ class KL(ScorerCut):
         return [cut, Top(clip_column(self.arch), self.clip_score_fraction, self.clip_score_threshold)]
 
     def refine(self, shard, keep):
-        from ..text.langid import gcld3_english
-        from .datacomp import refine_by_text
+        from kl_filter.text.langid import gcld3_english
+        from kl_filter.filters.datacomp import refine_by_text
 
         return refine_by_text(shard, keep, gcld3_english)
 
@@ -194,7 +194,7 @@ class SemDeDup(ScorerCut):
             raise KLFilterError(f"--eps must be in (0, 2) (a duplicate has cosine > 1 - eps), got {self.eps}")
 
     def make_rules(self):
-        from ..scores.semdedup import duplicate_threshold
+        from kl_filter.scorers.semdedup import duplicate_threshold
 
         return [Top(self.primary.outputs()[0], score=self.primary, threshold=duplicate_threshold(self.eps),
                     reverse=True)]

@@ -1,5 +1,5 @@
 """Filter registry: built-ins by name (imported lazily), third-party filters in the ``kl_filter.filters``
-entry-point group (see :mod:`kl_filter.registry`)::
+entry-point group (see :mod:`kl_filter.core.registry`)::
 
     [project.entry-points."kl_filter.filters"]
     my_filter = "my_package.filters:MyFilter"
@@ -10,8 +10,8 @@ unless a filter takes that name: a top cut on its column (:func:`kl_filter.filte
 
 from __future__ import annotations
 
-from ..errors import KLFilterError
-from ..registry import Registry
+from kl_filter.core.errors import KLFilterError
+from kl_filter.core.registry import Registry
 
 ENTRY_POINT_GROUP = "kl_filter.filters"
 
@@ -38,18 +38,18 @@ def register(name: str, target, overwrite: bool = False) -> None:
 
 def list_filters() -> list[str]:
     """Every filter name: the registered filters and the scorers (each a top cut on its column)."""
-    from ..scores.registry import SCORERS
+    from kl_filter.scorers.registry import SCORERS
 
     return sorted(set(FILTERS.names()) | set(SCORERS.names()))
 
 
 def get_filter_class(name: str):
-    from ..scores.registry import SCORERS
+    from kl_filter.scorers.registry import SCORERS
 
     if name in FILTERS.names():
         return FILTERS.get(name)
     if name in SCORERS.names():
-        from .presets import scorer_cut
+        from kl_filter.filters.presets import scorer_cut
 
         return scorer_cut(name)
     raise KLFilterError(f"unknown filter --name {name!r}; known: {', '.join(list_filters())}")
@@ -58,6 +58,6 @@ def get_filter_class(name: str):
 def build_filter(name: str, params: dict | None = None, *, source: str | None = None, **kwargs):
     """A filter instance from its name and parameters (a dict, or keywords: ``build_filter("clip_score",
     arch="l14", fraction=0.3)``), validated against its ``__init__`` signature (unknown key, wrong type, value
-    outside its choices, missing required parameter: one-line :class:`~kl_filter.errors.KLFilterError`,
+    outside its choices, missing required parameter: one-line :class:`~kl_filter.core.errors.KLFilterError`,
     prefixed with ``source``, e.g. a recipe file)."""
     return FILTERS.build_class(get_filter_class(name), name, {**(params or {}), **kwargs}, source)

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..text.langid import fasttext_english
-from ..text.wordnet import EntityMatcher, ensure_wordnet, imagenet21k_offsets
-from .base import Filter, Parallel
-from .datacomp import refine_by_text
+from kl_filter.text.langid import fasttext_english
+from kl_filter.text.wordnet import EntityMatcher, ensure_wordnet, imagenet21k_offsets
+from kl_filter.filters.base import Filter, Parallel
+from kl_filter.filters.datacomp import refine_by_text
 
 
 class TextBased(Filter):

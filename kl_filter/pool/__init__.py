@@ -1,5 +1,5 @@
 """Reading DataComp metadata pools: shard discovery, column/key selection, validation."""
 
-from .reader import EMBED_DIMS, Pool, Shard, ShardData
+from kl_filter.pool.reader import EMBED_DIMS, Pool, Shard, ShardData
 
 __all__ = ["EMBED_DIMS", "Pool", "Shard", "ShardData"]

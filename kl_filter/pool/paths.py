@@ -10,8 +10,8 @@ import os
 
 from fsspec.implementations.local import LocalFileSystem
 
-from ..errors import KLFilterError
-from ..fspath import url_to_fs
+from kl_filter.core.errors import KLFilterError
+from kl_filter.core.fspath import url_to_fs
 
 
 def open_dir(url: str, what: str):

@@ -41,10 +41,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..errors import KLFilterError
-from ..npyfile import NpzReader, check_plain_dtype, local_file_problem, read_errors
-from . import schema
-from .paths import child_path, open_dir
+from kl_filter.core.errors import KLFilterError
+from kl_filter.core.npyfile import NpzReader, check_plain_dtype, local_file_problem, read_errors
+from kl_filter.pool import schema
+from kl_filter.pool.paths import child_path, open_dir
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +178,7 @@ class Pool:
     def temperatures(self) -> dict:
         """``{family: entry}`` of the pool's ``embeddings.json``, validated ({} without one): the embedding models'
         recorded temperatures (:mod:`kl_filter.pool.temperature`)."""
-        from .temperature import MANIFEST, read_manifest
+        from kl_filter.pool.temperature import MANIFEST, read_manifest
 
         return read_manifest(self.fs, self._url(MANIFEST))
 

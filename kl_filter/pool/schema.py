@@ -46,7 +46,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..errors import KLFilterError
+from kl_filter.core.errors import KLFilterError
 
 UID, SCORE, SIZE, TEXT = "uid", "score", "size", "text"
 
@@ -105,7 +105,7 @@ def _is_binaryish(t) -> bool:
 # ---- uid ---------------------------------------------------------------------------------------------------
 def read_uids(col, path: str, name: str = "uid") -> tuple[np.ndarray, pa.Array]:
     """``(u8,u8 array, pa.string array of 32 lowercase hex digits)`` of a uid column, or one line."""
-    from ..uids import hex_to_u8u8, u8u8_to_hex
+    from kl_filter.core.uids import hex_to_u8u8, u8u8_to_hex
 
     arr = _one_array(col)
     t = arr.type

@@ -24,8 +24,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..atomic import atomic_open, write_json
-from ..errors import KLFilterError
+from kl_filter.core.atomic import atomic_open, write_json
+from kl_filter.core.errors import KLFilterError
 
 DIMS = {"b32": 512, "l14": 768}
 LATENT = 64
@@ -194,7 +194,7 @@ def synth_pool(out_dir: str, rows: int, shards: int, seed: int = 0, mismatch: fl
     shares = {"mismatch": mismatch, "generic": generic, "non_english": non_english}
     if any(not 0 <= v <= 1 for v in shares.values()) or sum(shares.values()) >= 1:
         raise KLFilterError(f"--mismatch, --generic, --non_english must be in [0, 1] and sum below 1: {shares}")
-    from ..outputs import claim_dir
+    from kl_filter.core.outputs import claim_dir
 
     claim_dir(out_dir, "pool")  # proves the directory is ours (a later synth-pool may write into it)
     world = _world(seed)

@@ -20,9 +20,9 @@ import os
 import re
 import tarfile
 
-from ..errors import KLFilterError
-from ..fspath import open_file
-from .paths import child_path, open_dir
+from kl_filter.core.errors import KLFilterError
+from kl_filter.core.fspath import open_file
+from kl_filter.pool.paths import child_path, open_dir
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")  # image members a sample may carry, in order of preference
 
@@ -53,8 +53,8 @@ def list_tars(shards_dir: str, pattern: str = r"[^.].*\.tar", required: bool = T
 def read_samples(path: str):
     """Samples of one webdataset tar (a path or fsspec URL), in order: ``(key, {ext: bytes})``. A local path that
     is not a regular file (a FIFO would block forever, a dangling symlink) is one line, never opened."""
-    from ..fspath import is_local, url_to_fs
-    from ..npyfile import local_file_problem
+    from kl_filter.core.fspath import is_local, url_to_fs
+    from kl_filter.core.npyfile import local_file_problem
 
     if is_local(path):
         problem = local_file_problem(url_to_fs(path)[1])

@@ -16,7 +16,7 @@ made the pool's embeddings. ``kl-filter embed`` writes it here, one entry per em
 
 A pool without the file, or a family the file does not list, is DataComp's: embedded by OpenAI's CLIP, which
 learned ``a = 100`` (the logit scale is clamped at 100 in training and OpenAI's models sit at the clamp).
-Any other key in an entry is kept as written. The file is read by :mod:`kl_filter.inputs` (a regular file of at
+Any other key in an entry is kept as written. The file is read by :mod:`kl_filter.core.inputs` (a regular file of at
 most 1 MiB, UTF-8, nested at most 8 levels, no recursion while parsing); one that is not valid JSON, does not
 have this structure, or gives a scale that is not a finite number in :data:`LOGIT_SCALE_RANGE` stops every
 command that would read it (one line naming the file, exit 2): a wrong temperature silently changes every
@@ -41,7 +41,7 @@ import math
 import os
 from dataclasses import dataclass
 
-from ..errors import KLFilterError
+from kl_filter.core.errors import KLFilterError
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ def read_manifest(fs, path: str) -> dict:
     """``{family: entry}`` of the manifest at ``path`` on ``fs`` (``{}`` when there is none), validated."""
     from fsspec.implementations.local import LocalFileSystem
 
-    from ..inputs import load_json
+    from kl_filter.core.inputs import load_json
 
     try:  # a dangling symlink is not "no manifest": the reader names it
         if not (os.path.lexists(path) if isinstance(fs, LocalFileSystem) else fs.exists(path)):
@@ -155,8 +155,8 @@ def resolve(pool, family: str, override: float | None) -> Temperature:
 
 def record_family(metadata_dir: str, family: str, entry: dict) -> str:
     """Add or replace ``family``'s entry in the local pool's manifest (atomically); returns the manifest path."""
-    from ..atomic import write_bytes
-    from ..fspath import url_to_fs
+    from kl_filter.core.atomic import write_bytes
+    from kl_filter.core.fspath import url_to_fs
 
     check_recorded_logit_scale(entry.get("logit_scale"), f"the model's logit scale ({family})", metadata_dir)
     path = os.path.join(metadata_dir, MANIFEST)

@@ -1,5 +1,5 @@
 """Reference statistics for the KL scores: seeded samples, mean and covariance over caption-filtered rows."""
 
-from .reference import Stats, compute_stats, load_stats
+from kl_filter.stats.reference import Stats, compute_stats, load_stats
 
 __all__ = ["Stats", "compute_stats", "load_stats"]

@@ -32,33 +32,20 @@ import logging
 import numpy as np
 from fsspec.implementations.local import LocalFileSystem
 
-from ..atomic import write_bytes
-from ..errors import KLFilterError
-from ..fspath import url_to_fs
-from ..npyfile import NpzReader, check_plain_dtype, check_regular_file, read_errors
-from ..uids import UID_DTYPE
-from ..pool import EMBED_DIMS, Pool
-from ..text.caption import caption_filter
+from kl_filter.core.atomic import write_bytes
+from kl_filter.core.errors import KLFilterError
+from kl_filter.core.fspath import url_to_fs
+from kl_filter.core.npyfile import NpzReader, check_plain_dtype, check_regular_file, read_errors
+from kl_filter.core.uids import UID_DTYPE
+from kl_filter.core.hashing import sample_keys
+from kl_filter.pool import EMBED_DIMS, Pool
+from kl_filter.text.caption import caption_filter
 
 log = logging.getLogger(__name__)
 ARCHS = ("b32", "l14")
 MODS = ("img", "txt")
 DEFAULT_SAMPLE_RATIO = 0.002
 _BLOCK = 65536
-
-
-def splitmix64(x: np.ndarray) -> np.ndarray:
-    x = x + np.uint64(0x9E3779B97F4A7C15)
-    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
-
-
-def sample_keys(uids: np.ndarray, seed: int, stream: int) -> np.ndarray:
-    """A uniform 64-bit key per row, a pure function of (seed, stream, uid)."""
-    with np.errstate(over="ignore"):
-        base = splitmix64(np.uint64(seed & 0xFFFFFFFFFFFFFFFF) * np.uint64(4) + np.uint64(stream))
-        return splitmix64(splitmix64(uids["f0"] ^ base) ^ uids["f1"])
 
 
 @dataclass
@@ -155,7 +142,7 @@ def _moments(x: np.ndarray, device: str) -> tuple[np.ndarray, np.ndarray]:
             s += b.sum(0)
             o += b.T @ b
         return s.cpu().numpy(), o.cpu().numpy()
-    from ..engines import single_blas_thread
+    from kl_filter.engines import single_blas_thread
 
     s = np.zeros(d, np.float64)
     o = np.zeros((d, d), np.float64)
@@ -343,7 +330,7 @@ def read_partial(f, size: int, prov: dict, rows: int, plan: _Plan) -> _Partial |
 
 
 def _run(pool, plan: _Plan, num_workers, progress, parts_dir=None, reuse=True, engine=None):
-    from ..engines import LocalEngine
+    from kl_filter.engines import LocalEngine
 
     engine = engine or LocalEngine(num_workers, progress)
     try:

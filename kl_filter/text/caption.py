@@ -13,7 +13,7 @@ import re
 
 import numpy as np
 
-from .langid import fasttext_english
+from kl_filter.text.langid import fasttext_english
 
 _FASTTEXT_SPACE = re.compile(r"[ \n\r\t\v\f\0]+")
 

