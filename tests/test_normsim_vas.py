@@ -211,7 +211,7 @@ def test_missing_targets_and_conflicts_are_one_line(pool, tmp_path):
 
 
 def test_vas_in1k_recipe_skips_offline_with_the_reason():
-    from kl_filter.apps.tiny.track import offline_reason
+    from kl_filter.apps.tiny.recipes import offline_reason
     from kl_filter.recipes import load_recipe
 
     reason = offline_reason(load_recipe("vas_in1k_l14_30"))

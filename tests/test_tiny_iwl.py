@@ -323,7 +323,8 @@ def test_track_iwl_flags_are_exclusive(tmp_path):
 # ---- a track run with IWL on a very small config -------------------------------------------------------------------
 RUN = """
 import json, sys
-from kl_filter.apps.tiny.track import TrackConfig, run_track
+from kl_filter.apps.tiny.config import TrackConfig
+from kl_filter.apps.tiny.track import run_track
 cfg = TrackConfig(pool=600, pool_shard=300, teacher_pairs=600, teacher_s_seen=512, teacher_l_seen=1024,
                   student_seen=384, eval_scenes_per_class=10, eval_digits=60, eval_retrieval=40)
 run_track(sys.argv[1], quick=True, seeds=2, recipes=["no_filter"], config=cfg, iwl=True, keep_work=True,

@@ -55,7 +55,8 @@ def test_eval_sets_are_disjoint_from_training_digits():
 
 
 def test_offline_plan_skips_image_based():
-    from kl_filter.apps.tiny.track import QUICK_RECIPES, TARGET_TASK_RECIPES, plan_recipes
+    from kl_filter.apps.tiny.overrides import QUICK as QUICK_RECIPES, VARIANTS
+    from kl_filter.apps.tiny.recipes import plan_recipes
 
     run, skipped = plan_recipes(None, quick=False)
     names = {r.name for r in run}
@@ -70,7 +71,8 @@ def test_offline_plan_skips_image_based():
         assert "in1k_clip_vit_l14" in why[name] and "tiny teachers' embedding space" in why[name], why[name]
     assert "negcliploss_l14_30_x_normsim_inf_digits" in why["negcliploss_l14_30_x_normsim_inf_in1k"]
     assert all(s["reason"] for s in skipped)
-    assert set(TARGET_TASK_RECIPES.values()) <= set(why)  # a variant only replaces a recipe that cannot run
+    # a target-task variant only replaces a recipe that cannot run
+    assert {v["base"] for v in VARIANTS.values() if v.get("targets")} <= set(why)
     run, skipped = plan_recipes(None, quick=True)
     assert [r.name for r in run] == QUICK_RECIPES and not skipped
     run, skipped = plan_recipes(["negcliploss_l14_30_x_normsim_inf_digits"], quick=False)  # by name too
@@ -78,7 +80,8 @@ def test_offline_plan_skips_image_based():
 
 
 def test_track_recipe_parameters_for_the_new_filters():
-    from kl_filter.apps.tiny.track import TrackConfig, plan_recipes, recipe_params
+    from kl_filter.apps.tiny.config import TrackConfig
+    from kl_filter.apps.tiny.recipes import plan_recipes, recipe_params
     from kl_filter.recipes import load_recipe
 
     cfg = TrackConfig()
@@ -111,7 +114,8 @@ def test_normsim_targets_are_the_digits_train_split_never_eval():
 
 
 def test_kl_recipes_get_the_track_reference_sample_size():
-    from kl_filter.apps.tiny.track import TrackConfig, recipe_params
+    from kl_filter.apps.tiny.config import TrackConfig
+    from kl_filter.apps.tiny.recipes import recipe_params
     from kl_filter.recipes import load_recipe
 
     cfg = TrackConfig(kl_num_samples=123)
@@ -127,7 +131,12 @@ def test_kl_recipes_get_the_track_reference_sample_size():
 def test_temperature_ablation_and_all_of_members():
     """The a = 100 variants copy their KL recipe with logit_scale 100 (the others use the teacher's recorded one);
     the members of an all_of recipe get the same track defaults as the recipes they stand for."""
-    from kl_filter.apps.tiny.track import A100_RECIPES, TrackConfig, plan_recipes, recipe_params
+    from kl_filter.apps.tiny.config import TrackConfig
+    from kl_filter.apps.tiny.overrides import VARIANTS
+    from kl_filter.apps.tiny.recipes import plan_recipes, recipe_params
+
+    A100_RECIPES = {n: v["base"] for n, v in VARIANTS.items() if v.get("params") == {"logit_scale": 100.0}}
+    assert A100_RECIPES == {"kl_l14_txt_25_a100": "kl_l14_txt_25", "kl_b32_txt_25_a100": "kl_b32_txt_25"}
     from kl_filter.recipes import load_recipe
 
     run = {r.name: r for r in plan_recipes(None, quick=False)[0]}
@@ -145,7 +154,7 @@ def test_repeated_share_counts_a_copy_and_its_original_once(tmp_path):
     import pyarrow.parquet as pq
 
     from kl_filter.apps.tiny.pool import make_pool
-    from kl_filter.apps.tiny.track import repeated_share
+    from kl_filter.apps.tiny.subsets import repeated_share
     from kl_filter.core.uids import hex_to_u8u8
 
     make_pool(str(tmp_path), 400, seed=0, shard_size=200)
@@ -173,7 +182,7 @@ def test_track_rejects_bad_arguments_before_writing(tmp_path):
 @pytest.mark.slow  # trains the track's tiny students (still run by CI: .ci/run runs every test)
 def test_track_quick(tmp_path):
     from kl_filter.apps.tiny.models import METRICS
-    from kl_filter.apps.tiny.track import QUICK_RECIPES
+    from kl_filter.apps.tiny.overrides import QUICK as QUICK_RECIPES
     from kl_filter.core.uids import check_uid_array, load_uids
 
     out = tmp_path / "tiny"

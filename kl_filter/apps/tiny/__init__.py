@@ -10,7 +10,8 @@ A miniature of DataComp's filtering track (SPEC §7) that runs on 2 CPU cores wi
    npz keys ``b32_*``, column ``clip_b32_similarity_score``), the larger one for ViT-L/14 (768-d, ``l14_*``).
 3. metadata: :func:`kl_filter.pool.embed.embed_shards` twice into one metadata directory (the second family
    is added).
-4. filtering: every recipe of ``baselines/`` that runs offline (:mod:`.track`), through
+4. filtering: every recipe of ``baselines/`` that runs offline (:mod:`.recipes`; the track's changes to the
+   recipes are data, :mod:`.overrides`), through
    :func:`~kl_filter.runner.run_filter` (one UID file each; filter seed = ``pool_seed``, so the subset
    is fixed and only training varies by seed). The recipes whose NormSim/VAS targets are DataComp's ImageNet-1k
    features are skipped; the track runs variants of them whose targets come from its own target task
