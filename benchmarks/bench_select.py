@@ -74,13 +74,16 @@ def main() -> None:
            "cpu_ratio": round(c_o / c_p, 3),
            "kl_filter_peak_rss_gb": max(r["peak_rss_gb"] for r in ours),
            "plain_peak_rss_gb": max(r["peak_rss_gb"] for r in ref), "ratio": round(t_o / t_p, 3),
+           "median_ratio": round(float(np.median([r["seconds"] for r in ours]) / np.median([r["seconds"] for r in ref])), 3),
+           "median_cpu_ratio": round(float(np.median([r["cpu_s"] for r in ours]) / np.median([r["cpu_s"] for r in ref])), 3),
            "identical_uids": same, "kept": kept, "load_average_at_start": [round(v, 2) for v in load],
-           "date_end": time.strftime("%Y-%m-%d %H:%M:%S")}
+           "load_average_at_end": [round(v, 2) for v in os.getloadavg()], "date_end": time.strftime("%Y-%m-%d %H:%M:%S")}
     line = (f"select --name clip_score --arch l14 --fraction {FRACTION} on {rec['pool']}: kl-filter {t_o:.2f} s vs "
             f"plain pyarrow+NumPy {t_p:.2f} s = {t_o / t_p:.2f}× wall, CPU {c_o:.2f} vs {c_p:.2f} s = "
-            f"{c_o / c_p:.2f}× (min of {args.repeats}; peak "
-            f"{rec['kl_filter_peak_rss_gb']} vs {rec['plain_peak_rss_gb']} GB), identical UIDs {same}; load average "
-            f"{load[0]:.1f} at the start (shared machine)")
+            f"{c_o / c_p:.2f}× (min of {args.repeats}; medians {rec['median_ratio']:.2f}× wall, "
+            f"{rec['median_cpu_ratio']:.2f}× CPU; peak {rec['kl_filter_peak_rss_gb']} vs {rec['plain_peak_rss_gb']} GB), "
+            f"identical UIDs {same}; load average {load[0]:.1f} at the start, "
+            f"{rec['load_average_at_end'][0]:.1f} at the end (shared machine)")
     print(line)
     write_results("bench_select", rec, line)
 

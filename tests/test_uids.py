@@ -59,3 +59,29 @@ def test_check_rejects_wrong_dtype_unsorted_and_foreign():
         check_uid_array(np.sort(arr), "f.npy", pool_uids=arr[:3])
     with pytest.raises(KLFilterError, match="duplicated"):
         check_uid_array(np.sort(np.concatenate([arr, arr[:1]])), "f.npy", allow_duplicates=False)
+
+
+def test_every_byte_both_cases_and_shared_first_halves():
+    """Every byte value through the two-character lookup, in lower and upper case; uids sharing their first half
+    sort by the second (the two-key path) and are not duplicates for the runner's pool check."""
+    from kl_filter.runner import _locate_duplicate
+
+    hexes = [bytes([b] * 16).hex() for b in range(256)]
+    for case in (str.lower, str.upper):
+        uids = [case(h) for h in hexes]
+        assert (hex_to_u8u8(uids) == plain(uids)).all()
+    assert [x.decode() for x in u8u8_to_hex(plain(hexes))] == hexes
+    rng = np.random.default_rng(1)
+    first = [f"{int(a):016x}" for a in rng.integers(0, 2**63, 3, dtype=np.uint64)]
+    uids = [first[i % 3] + f"{int(b):016x}" for i, b in enumerate(rng.integers(0, 2**63, 300, dtype=np.uint64))]
+    ref = plain(uids)
+    ref.sort()
+    assert (sort_uids(hex_to_u8u8(uids)) == ref).all()
+    _locate_duplicate(None, [hex_to_u8u8(uids[:150]), hex_to_u8u8(uids[150:])])  # distinct: nothing raised
+
+
+def test_a_bad_pair_names_its_row():
+    good = "0123456789abcdef" * 2
+    for bad in ("0123456789abcdeg" + "0" * 16, "x" + good[1:], good[:31] + "/"):
+        with pytest.raises(ValueError, match=r"row 1 is '" + bad):
+            hex_to_u8u8([good, bad, good])
