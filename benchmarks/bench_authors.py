@@ -159,7 +159,7 @@ def ours_negcliploss(f, g, batches):
 def ours_semdedup(x, k, eps=0.01, seed=0):
     """kl-filter's SemDeDup stages on in-memory rows: the seeded bottom-k sample, k-means, the nearest centroid and
     order keys per shard, then one task per cluster (the bucket stage without its files)."""
-    from kl_filter.kernels.kl import semdedup as sd
+    from kl_filter.scorers import semdedup as sd
     from kl_filter.core.hashing import sample_keys
 
     scorer = sd.SemDeDupScorer("l14", k)

@@ -62,7 +62,7 @@ def main() -> None:
     ap.add_argument("--targets", type=int, default=25600)
     args = ap.parse_args()
     from kl_filter.engines import single_blas_thread
-    from kl_filter.kernels.kl import negcliploss, normsim
+    from kl_filter.scorers import negcliploss, normsim
     from kl_filter.kernels.kl_numpy import DEFAULT_BLOCK_ROWS, DEFAULT_BLOCK_SAMPLES, density_ratio_kl
 
     rng = np.random.default_rng(0)

@@ -98,7 +98,7 @@ def test_kmeanspp_same_bits_for_any_thread_count(monkeypatch):
     changes the centres (blocks of KMEANSPP_BLOCK rows, their totals added in block order)."""
     import os
 
-    from kl_filter.kernels.kl import semdedup
+    from kl_filter.scorers import semdedup
 
     rng = np.random.default_rng(5)
     x = semdedup.normalise_rows(unit(rng, 2 * semdedup.KMEANSPP_BLOCK + 123, 32))
