@@ -73,3 +73,14 @@ class DiskFull:
 
     def __exit__(self, *a):
         self.f.close()
+
+
+# Modules whose tests or fixtures take tens of seconds (besides those with slow-marked tests). pytest-xdist hands
+# tests out in collection order, so a minute-long test collected last becomes the suite's tail on 2 workers.
+HEAVY_MODULES = ("test_tiny_iwl.py", "test_fidelity_authors.py", "test_harness_datacomp.py", "test_crash_resume.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Heavy modules first, each module's tests kept together (its module-scoped fixtures are set up once)."""
+    heavy = {it.path for it in items if it.get_closest_marker("slow") or it.path.name in HEAVY_MODULES}
+    items.sort(key=lambda it: it.path not in heavy)  # stable: collection order otherwise
