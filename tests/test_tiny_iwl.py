@@ -157,7 +157,8 @@ def test_sample_weights_map_by_uid(tmp_path):
 
 # ---- the comparison and its sentence ------------------------------------------------------------------------------
 def _student(values):
-    from kl_filter.apps.tiny.iwl import METRICS, mean_std
+    from kl_filter.apps.tiny.iwl import METRICS
+    from kl_filter.apps.tiny.iwl_stats import mean_std
 
     runs = [{"seed": s, **{m: v for m in METRICS}} for s, v in enumerate(values)]
     st = {"runs": runs}
@@ -167,7 +168,8 @@ def _student(values):
 
 
 def test_verdict_is_two_standard_errors_of_the_difference():
-    from kl_filter.apps.tiny.iwl import METRICS, compare, reading_text, verdict_text
+    from kl_filter.apps.tiny.iwl import METRICS
+    from kl_filter.apps.tiny.iwl_stats import compare, reading_text, verdict_text
 
     uni, better, close = _student([0.10, 0.12, 0.11]), _student([0.20, 0.22, 0.21]), _student([0.11, 0.14, 0.10])
     c = compare(better, uni, "zs_digits_f1")
@@ -250,7 +252,8 @@ def test_students_without_and_with_no_filter(reuse):
     (the same data and seeds: the same batches); with it, its runs are no_filter's. Per scale: a resampled
     student on its subset, and the raw, pool-normalised and per-batch weighted students on the uniform data."""
     from kl_filter.core.errors import KLFilterError
-    from kl_filter.apps.tiny.iwl import STUDENTS, IWLRun
+    from kl_filter.apps.tiny.iwl import STUDENTS
+    from kl_filter.apps.tiny.iwl_run import IWLRun
 
     run = IWLRun()
     run.rec, run.n = {"prompt": "p"}, 10
@@ -345,7 +348,8 @@ def test_track_iwl_outputs_and_values(iwl_run):
     import pyarrow.parquet as pq
 
     from kl_filter.encoders import Embedder
-    from kl_filter.apps.tiny.iwl import METRICS, PROMPT, STUDENTS, iwl_markdown, shares
+    from kl_filter.apps.tiny.iwl import METRICS, PROMPT, STUDENTS, shares
+    from kl_filter.apps.tiny.iwl_page import iwl_markdown
     from kl_filter.apps.tiny.models import EXTRA_METRICS, METRICS as TABLE, TEACHER_L
     from kl_filter.core.uids import load_uids, u8u8_to_hex
 

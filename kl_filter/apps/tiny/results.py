@@ -49,7 +49,7 @@ def write_results(out: str, rows: list, skipped: list, teachers: dict, record: d
     write_bytes(os.path.join(out, "results.md"), _markdown(rows, skipped, teachers, record).encode())
     _bar_chart(os.path.join(out, "results.png"), rows, seeds)
     if record.get("iwl"):
-        from kl_filter.apps.tiny.iwl import write_iwl
+        from kl_filter.apps.tiny.iwl_page import write_iwl
 
         write_iwl(out, record["iwl"], " ".join(map(str, record["command"])), record["config"])
 

@@ -248,7 +248,8 @@ class TrackRun:
     def iwl(self, ex, rows: list, scales):
         """5b. The IWL experiment (:mod:`.iwl`): its resampled subsets and weights; its students start at once
         (the no_filter recipe's students are its uniform ones when that recipe ran on the whole pool)."""
-        from kl_filter.apps.tiny.iwl import DEFAULT_SCALES, IWLRun
+        from kl_filter.apps.tiny.iwl import DEFAULT_SCALES
+        from kl_filter.apps.tiny.iwl_run import IWLRun
 
         t = time.perf_counter()
         uniform = next((r for r in rows if r["recipe"] == "no_filter" and r["filter"] == "no_filter"
