@@ -489,7 +489,7 @@ else:
 
 
 def _fake_datacomp(d):
-    from kl_filter.apps.harness.datacomp import GROUPS
+    from kl_filter.apps.harness.results import GROUPS
 
     tasks = ["ImageNet 1k"] + [t for g in GROUPS.values() for t in g]
     tasks += [f"extra {i}" for i in range(38 - len(tasks))]

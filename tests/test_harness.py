@@ -16,8 +16,10 @@ import pytest
 
 from conftest import REPO, run_cli
 from kl_filter.core.errors import KLFilterError
-from kl_filter.apps.harness.datacomp import (GROUPS, PIP, SHIM_DIR, WRAPPER, Submission, build_steps, plan_resume,
-                                        summarize_eval_results)
+from kl_filter.apps.harness.checkout import SHIM_DIR, WRAPPER
+from kl_filter.apps.harness.interpreter import PIP
+from kl_filter.apps.harness.results import GROUPS, summarize_eval_results
+from kl_filter.apps.harness.steps import Submission, build_steps, plan_resume
 
 # flags defined by DataComp's scripts (resharder.py make_argparser, train.py and evaluate.py argparse)
 RESHARDER_FLAGS = {"-i", "-o", "-s", "-j"}
@@ -59,7 +61,7 @@ def test_tiny_scale_runs_train_py_through_the_wrapper():
 
 
 def test_tiny_scale_config_is_the_tracks_student():
-    from kl_filter.apps.harness.datacomp import KL_SCALES
+    from kl_filter.apps.harness.checkout import KL_SCALES
     from kl_filter.apps.tiny.models import MODEL_CONFIGS, STUDENT
 
     with open(os.path.join(SHIM_DIR, "model_configs", f"{STUDENT}.json")) as f:

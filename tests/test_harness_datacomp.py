@@ -67,7 +67,7 @@ def _samples(d):
 def test_harness_runs_datacomps_resharder_and_train_py_on_the_tiny_scale(peers, tiny, tmp_path):
     import torch
 
-    from kl_filter.apps.harness.datacomp import KL_SCALES
+    from kl_filter.apps.harness.checkout import KL_SCALES
 
     root, n = tiny
     work = tmp_path / "W"

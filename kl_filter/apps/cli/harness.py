@@ -5,7 +5,7 @@ import os
 
 
 def add_parser(sub) -> None:
-    from kl_filter.apps.harness.datacomp import SCALES
+    from kl_filter.apps.harness.checkout import SCALES
 
     p = sub.add_parser("harness", help="run DataComp's resharder, train.py and evaluate.py for one UID file")
     p.add_argument("--datacomp_dir", required=True, help="a checkout of DataComp (resharder.py, train.py, evaluate.py)")
@@ -39,7 +39,9 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from kl_filter.apps.harness.datacomp import Stopped, Submission, run_harness
+    from kl_filter.apps.harness.datacomp import run_harness
+    from kl_filter.apps.harness.process import Stopped
+    from kl_filter.apps.harness.steps import Submission
 
     submission = None
     if args.submit:
