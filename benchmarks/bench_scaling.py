@@ -43,9 +43,10 @@ NCL_BATCH = 4096
 NCL_DEFAULT = (32768, 10)  # batch size and passes of --name negcliploss by default
 D = 768
 # GPU projection inputs (labelled as such; no GPU was measured by this benchmark):
-H100_KL_TARGETS_PER_S_N25600 = 12.6e6  # SPEC §9: a fused Triton D_KL+D_KLR kernel like ours, D=768, N=25,600, one H100
+# a fused Triton D_KL+D_KLR kernel like ours, D=768, N=25,600, one H100: docs/results.md#figures-measured-elsewhere
+H100_KL_TARGETS_PER_S_N25600 = 12.6e6
 GPU_FP32_TFLOPS = 0.7 * 67            # negCLIPLoss and SemDeDup run float32 with TF32 off: 70% of an H100/H200's 67
-GPU_READ_ROWS_PER_S = 1.3e6           # reading the float16 key at about 2 GB/s per node (README's xlarge estimate)
+GPU_READ_ROWS_PER_S = 1.3e6           # the float16 key read at about 2 GB/s per node (docs/results.md)
 RAY_OVERHEAD_S = 16                   # Ray start and task overhead measured by bench_ray (results/bench_ray.md)
 CORES = os.cpu_count() or 1
 
@@ -200,8 +201,9 @@ def write(record: dict) -> None:
               "256,000 / 2,560,000 samples: 10× / 100× more per row, so fix --num_samples there), negCLIPLoss at "
               "its defaults (batch 32,768, 10 passes: 80× the measured scores stage per row), SemDeDup at K = "
               f"rows / {ROWS_PER_CLUSTER:,} with its k-means (one thread; grows as K·min(256·K, 1M), modelled from "
-              "one timing: k-means column) added to every column. One GPU: D_KL from SPEC §9's H100 figure for a "
-              "fused kernel like ours (12.6M targets/s at N = 25,600), negCLIPLoss and SemDeDup's within-cluster "
+              "one timing: k-means column) added to every column. One GPU: D_KL from the H100 figure of "
+              "docs/results.md (measured elsewhere) for a fused kernel like ours (12.6M targets/s at N = 25,600), "
+              "negCLIPLoss and SemDeDup's within-cluster "
               "step at 70% of 67 TFLOP/s float32 (TF32 off), floored by reading the key at 1.3M rows/s. Ray: 32 "
               f"boxes like this one, the CPU figure / 32 + {RAY_OVERHEAD_S} s of start-up (bench_ray).", "",
               "| method | scale | this CPU box | one GPU (projection) | Ray, 32 boxes | k-means (k-means++ / random) |",

@@ -1,5 +1,5 @@
 """DataComp's baselines give exactly the uid set of DataComp's written rules, recomputed here plainly
-with pandas, gcld3 and fastText (SPEC §6), on a synthetic pool."""
+with pandas, gcld3 and fastText (docs/selection.md#datacomps-baselines), on a synthetic pool."""
 
 import glob
 

@@ -132,6 +132,25 @@ def test_every_repository_path_named_exists(doc):
     assert not bad, os.path.relpath(doc, REPO) + " names paths that do not exist:\n" + "\n".join(bad)
 
 
+def test_code_cites_documents_that_exist():
+    """Docstrings and comments cite the docs as ``docs/<name>.md#<anchor>``: each must resolve, and nothing cites a
+    specification that is not in the repository."""
+    cite = re.compile(r"docs/([\w-]+\.md)(?:#([\w-]+))?")
+    bad, cited = [], 0
+    for tree in ("kl_filter", "tests", "benchmarks"):
+        for path in glob.glob(os.path.join(REPO, tree, "**", "*.py"), recursive=True):
+            for i, line in enumerate(read(path).splitlines(), 1):
+                where = f"{os.path.relpath(path, REPO)}:{i}"
+                if re.search(r"SPEC (§|section)", line):
+                    bad.append(f"{where}: cites a SPEC that is not in the repository")
+                for name, anchor in cite.findall(line):
+                    cited += 1
+                    dest = os.path.join(REPO, "docs", name)
+                    if not os.path.exists(dest) or (anchor and anchor not in anchors(dest)):
+                        bad.append(f"{where}: docs/{name}#{anchor} does not resolve")
+    assert cited >= 25 and not bad, "\n".join(bad)
+
+
 def readme_commands() -> list[str]:
     lang, body, start = fenced_blocks(read(README))[0]
     first_heading = next(i for i, line in prose_lines(read(README)) if line.startswith("## "))

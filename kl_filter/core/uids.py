@@ -1,4 +1,4 @@
-"""UID files: the subset format DataComp's resharder consumes (SPEC section 5).
+"""UID files: the subset format DataComp's resharder consumes (docs/formats.md#the-uid-file).
 
 A uid is 32 hex digits (128 bits). The subset file is a NumPy array of dtype exactly ``np.dtype("u8,u8")``:
 field ``f0`` holds the first 16 hex digits, ``f1`` the last 16, sorted lexicographically, saved with

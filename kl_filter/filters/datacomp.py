@@ -1,4 +1,5 @@
-"""DataComp's metadata baselines (SPEC §6), with the rules of DataComp's ``baselines/apply_filter.py``.
+"""DataComp's metadata baselines, with the rules of DataComp's ``baselines/apply_filter.py``
+(docs/selection.md#datacomps-baselines).
 
 Expensive per-row checks (language ID) run in ``refine`` on the rows the cheap rules already keep: the
 result is the same AND, computed on fewer rows.

@@ -1,4 +1,4 @@
-"""DataComp's image-based baselines (SPEC §6).
+"""DataComp's image-based baselines (docs/selection.md#datacomps-baselines).
 
 ``image_based``: DataComp's caption filter (fastText English, more than one token, more than 5 characters),
 then each row's ``l14_img`` is assigned to its nearest k-means centroid (argmax of the dot product, first

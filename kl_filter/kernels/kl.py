@@ -1,4 +1,5 @@
-"""Per-row scores: scorer plugins, the per-shard score stage, and the density-ratio KL arithmetic (SPEC §2).
+"""Per-row scores: scorer plugins, the per-shard score stage, and the density-ratio KL arithmetic
+(docs/methods.md#the-kl-scores).
 
     scorer.py    the Scorer interface (a function of one shard + declared statistics → named float32 columns)
     registry.py  built-in scorers by name; third parties in the ``kl_filter.scorers`` entry-point group

@@ -10,7 +10,8 @@ of float16 tiles accumulated in float32 (``tl.dot``), then an online log-sum-exp
 
 Nothing of size M × N is ever written. Ragged M, N and D are masked. ``triton.autotune`` picks the tile
 shape per (D, N); the 128×256 tile with K-step 64, 8 warps and 4 stages is the configuration measured at
-68% of the H100's fp16 peak (SPEC §9). Under ``TRITON_INTERPRET=1`` the same kernel runs on the CPU (one
+68% of the H100's fp16 peak (measured outside this repository: docs/results.md#figures-measured-elsewhere).
+Under ``TRITON_INTERPRET=1`` the same kernel runs on the CPU (one
 small configuration), which is how CI tests it against float64.
 """
 

@@ -5,7 +5,7 @@ shard) whose samples carry an image (``.jpg``/``.jpeg``/``.png``/``.webp``), a c
 with the sample's ``"uid"`` (32 hex digits). Samples are grouped the webdataset way: the key is the member path up
 to the first dot of its basename.
 
-Output per input shard, rows in tar order (SPEC §4)::
+Output per input shard, rows in tar order (docs/formats.md#the-pool)::
 
     <shard>.parquet  uid, url, text, original_width, original_height (int64),
                      clip_<family>_similarity_score (float32, cosine of the two embeddings),

@@ -1,4 +1,4 @@
-"""A DataComp metadata pool: ``<shard>.parquet`` + ``<shard>.npz`` pairs in one directory (SPEC section 4).
+"""A DataComp metadata pool: ``<shard>.parquet`` + ``<shard>.npz`` pairs in one directory (docs/formats.md#the-pool).
 
 The directory may be a local path or any fsspec URL. Shards are listed once, sorted by name (so the order is
 deterministic), and read one at a time, only the parquet columns and npz keys that a caller asks for.
@@ -248,7 +248,7 @@ class Pool:
             raise KLFilterError(f"unreadable npz ({_short(e)})", shard.npz) from e
         for k, arr in out.items():
             if arr.dtype != np.float16:
-                out[k] = arr = arr.astype(np.float16)  # the canonical embedding type (SPEC §4)
+                out[k] = arr = arr.astype(np.float16)  # the canonical embedding type (docs/formats.md#the-pool)
             fam = k.split("_")[0]
             if check and fam in EMBED_DIMS:
                 check_unit_rows(arr, k, shard.npz)

@@ -1,6 +1,7 @@
 """The canonical types of a pool's columns, and the one place every column read is brought to them.
 
-A DataComp parquet (SPEC §4) is legal with other Arrow types than the canonical ones (a writer's choice of
+A DataComp parquet (docs/formats.md#the-pool) is legal with other Arrow types than the canonical ones (a
+writer's choice of
 ``large_string``, ``string_view``, dictionary encoding, float16 or float64, ...). Every reader of pool parquet and
 score files goes through :func:`normalise`, so a filter sees one type per column whatever the writer chose, and
 scores are compared in one dtype over the whole pool (the radix k-th search and the thresholds take the dtype

@@ -1,7 +1,8 @@
 """The embedding models' temperatures, recorded beside the pool: ``METADATA_DIR/embeddings.json``.
 
 A CLIP similarity is a log density ratio only at the temperature the model learned:
-``log p(t|x) / p(t) = a·<u_x, u_t> + const`` with ``a`` the model's own logit scale (SPEC §2). So every
+``log p(t|x) / p(t) = a·<u_x, u_t> + const`` with ``a`` the model's own logit scale
+(docs/methods.md#the-temperature-density-ratios-at-the-models-own-logit-scale). So every
 density-ratio score (D_KL, D_KLR, negCLIPLoss, IWL's weights) must be computed at the scale of the model that
 made the pool's embeddings. ``kl-filter embed`` writes it here, one entry per embedding family::
 

@@ -1,4 +1,5 @@
-"""Fraction → threshold exactly as DataComp computes it (SPEC §3), plus tie accounting.
+"""Fraction → threshold exactly as DataComp computes it, plus tie accounting
+(docs/selection.md#selection-semantics-datacomps-exactly).
 
 DataComp: ``threshold = -np.sort(-scores)[int(n * fraction)]`` over the whole pool, keep ``scores >= threshold``.
 We take the same order statistic with ``np.partition`` (O(n) instead of a sort) on ``-scores``, so NaNs land

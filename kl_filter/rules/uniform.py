@@ -1,4 +1,5 @@
-"""Histogram-flattening down-sampling ("uniform"), as in the KL paper's code, but seeded (SPEC §3).
+"""Histogram-flattening down-sampling ("uniform"), as in the KL paper's code, but seeded
+(docs/selection.md#selection-semantics-datacomps-exactly).
 
 M = ceil(f·n) rows are wanted; B equal-width bins over the score range (``np.histogram``'s edges); per-bin
 cap T = M / B; bins with at most T rows are kept whole, larger bins are randomly subsampled to floor(T)

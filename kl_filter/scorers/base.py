@@ -30,13 +30,14 @@ import numpy as np
 
 from kl_filter.scorers.partition import Partition, hashed_partition
 
-ARCHS = ("b32", "l14")  # the embedding families of a DataComp pool (SPEC §4): the one list
+ARCHS = ("b32", "l14")  # the embedding families of a DataComp pool (docs/formats.md#the-pool): the one list
 Arch = Literal[ARCHS]
 
 
 @dataclass(frozen=True)
 class StatsNeed:
-    """Reference statistics of one embedding family (SPEC §2): the image and text samples (drawn by a seeded
+    """Reference statistics of one embedding family (docs/methods.md#reference-statistics): the image and text
+    samples (drawn by a seeded
     bottom-k hash over caption-filtered rows, ``num_samples`` or ``sample_ratio`` of them) and, with
     ``moments``, the float64 means and covariances."""
 

@@ -1,6 +1,7 @@
 """Importance weights toward a target domain described by a prompt: the paper's second application (IWL).
 
-CLIP's InfoNCE similarity is a log density ratio (SPEC §1), so for a prompt t† ("a photo of food") and an image x
+CLIP's InfoNCE similarity is a log density ratio (docs/methods.md#why-a-clip-similarity-is-a-density-ratio),
+so for a prompt t† ("a photo of food") and an image x
 with embeddings x, p = t† of the same CLIP::
 
     w(x) ∝ p(x | t†) / p(x) = exp(a·<x/|x|, p/|p|> + b) / Z,      log_weight = a·<x/|x|, p/|p|> + b
@@ -213,7 +214,7 @@ class IWLScorer(DensityRatio, Scorer):
         for j, c in enumerate(self._columns):
             v = logw[:, j].astype(np.float32)
             bad = np.flatnonzero(~np.isfinite(v))
-            if bad.size:  # never a silent NaN/inf score (SPEC §2)
+            if bad.size:  # never a silent NaN/inf score (docs/methods.md#numerics)
                 raise KLFilterError(f"log-weight {c} is not finite for {bad.size} rows (row {bad[0]}; an all-zero "
                                     f"or non-finite {self.keys[0]} row?)")
             out[c] = v

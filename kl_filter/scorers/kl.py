@@ -1,4 +1,5 @@
-"""The density-ratio KL scorer (SPEC §2): columns ``{mode}_{arch}_{target}`` of one embedding family and target.
+"""The density-ratio KL scorer: columns ``{mode}_{arch}_{target}`` of one embedding family and target
+(docs/methods.md#the-kl-scores).
 
 ``target=txt`` scores the row's TEXT embedding against IMAGE reference samples (and, for D_C/D_W, the text mean
 and the image covariance): the paper's best DataComp rows. D_KL and D_KLR depend on the family's samples and
@@ -86,7 +87,7 @@ class KLScorer(DensityRatio, Scorer):
         for m in self.mode:
             v = np.asarray(out[m], dtype=np.float32)
             bad = np.flatnonzero(~np.isfinite(v))
-            if bad.size:  # never a silent NaN/inf score (SPEC §2)
+            if bad.size:  # never a silent NaN/inf score (docs/methods.md#numerics)
                 raise KLFilterError(f"score {column_name(m, a, t)} is not finite for {bad.size} rows (row {bad[0]})")
             cols[column_name(m, a, t)] = v
         return cols

@@ -107,7 +107,8 @@ def quadratic_form(rows, matrix, device: str = "cpu") -> np.ndarray:
 
 
 def checked(name: str, values) -> np.ndarray:
-    """A float32 column, refused when any value is NaN/inf (never a silent non-finite score, SPEC §2)."""
+    """A float32 column, refused when any value is NaN/inf (never a silent non-finite score:
+    docs/methods.md#numerics)."""
     v = np.asarray(values, dtype=np.float32)
     bad = np.flatnonzero(~np.isfinite(v))
     if bad.size:

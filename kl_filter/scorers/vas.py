@@ -5,7 +5,8 @@
 * ``target=embeddings``: S = (1/N_t) Σ_k t_k t_kᵀ over ``--target_embeddings`` (e.g. DataComp's ImageNet-1k
   L/14 features, the paper's VAS(ImageNet-1k)); provenance: the targets' content hash.
 * ``target=pool``: S from the pool's own image embeddings, as the uncentred second moment of the same rows
-  the KL statistics use (caption-filtered, SPEC §2): S = Σ·(n−1)/n + μμᵀ from the statistics' float64
+  the KL statistics use (caption-filtered: docs/methods.md#reference-statistics): S = Σ·(n−1)/n + μμᵀ from the
+  statistics' float64
   ``{arch}_img_mean`` and ``{arch}_img_cov`` (ddof=1) over n = ``filtered_rows``. So VAS(pool) costs no extra
   pass over the pool when the statistics exist, and its provenance is the statistics' moments hash.
 

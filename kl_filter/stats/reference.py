@@ -1,4 +1,4 @@
-"""The reference-statistics pass (SPEC §2): one streaming pass over the pool.
+"""The reference-statistics pass (docs/methods.md#reference-statistics): one streaming pass over the pool.
 
 For each embedding family ``arch`` (b32, l14) and modality ``mod`` (img, txt), over the rows that pass
 DataComp's caption filter (fastText English, more than one token, more than 5 characters):

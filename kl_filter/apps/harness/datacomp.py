@@ -1,4 +1,5 @@
-"""DataComp's own harness, run for one UID file: resharder.py, train.py, evaluate.py, and the submission (SPEC §7).
+"""DataComp's own harness, run for one UID file: resharder.py, train.py, evaluate.py, and the submission
+(docs/harness.md).
 
 The scripts of a DataComp checkout run unedited, from inside the checkout, with the interpreter ``--python``
 (DataComp's environment; default: the one running kl-filter):

@@ -1,6 +1,6 @@
 """The offline tiny track: pool → teachers → embed → every offline recipe → reshard → student → evaluation.
 
-A miniature of DataComp's filtering track (SPEC §7) that runs on 2 CPU cores with no network:
+A miniature of DataComp's filtering track (docs/harness.md) that runs on 2 CPU cores with no network:
 
 1. data: a noisy image-text pool in webdataset shards (:mod:`.pool`, drawn from the content of :mod:`.content`,
    written by :mod:`.shards`), a DISJOINT clean split for the teachers (:mod:`.pool`), and held-out evaluation
@@ -17,9 +17,10 @@ A miniature of DataComp's filtering track (SPEC §7) that runs on 2 CPU cores wi
    features are skipped; the track runs variants of them whose targets come from its own target task
    (:mod:`.targets`: the larger teacher's image embeddings of the digits' TRAIN split, never the eval digits).
 5. reshard: :func:`kl_filter.apps.harness.reshard.reshard` keeps the subset's samples from the pool tars.
-6. student (:mod:`.models`, trained in the worker processes of :mod:`.workers`): the same tiny CLIP (SPEC §10's
-   config) trained from scratch on each subset with the SAME number of samples seen whatever the subset size
-   (DataComp's rule: sampling with replacement), the same hyper-parameters for every filter, once per seed.
+6. student (:mod:`.models`, trained in the worker processes of :mod:`.workers`): the same tiny CLIP (the config
+   of docs/harness.md#the-whole-loop-offline-the-tiny-track) trained from scratch on each subset with the SAME
+   number of samples seen whatever the subset size (DataComp's rule: sampling with replacement), the same
+   hyper-parameters for every filter, once per seed.
 7. evaluation (:func:`.models.evaluate` on :mod:`.evalsets`): zero-shot classification (held-out drawn scenes
    by shape, 6 classes; held-out real digits, 10 classes; prompt ensembles) and image-text retrieval
    (recall@1/5 both ways) on held-out clean pairs.

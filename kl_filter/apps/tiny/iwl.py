@@ -52,7 +52,7 @@ PROMPT_CHOICE = (
     "captions and the zero-shot digit prompts say \"handwritten\" (\"a handwritten digit {word}\" is one of the "
     "pool's four digit-caption templates and the first evaluation prompt), and \"photo\" is this pool's word for the "
     "scikit-image photos; so the domain in the pool's own words, one class-agnostic prompt that names no digit "
-    "(the README compares the authors' template)")
+    "(docs/results.md compares the authors' template)")
 TARGET_DOC = "the pool's handwritten digits; target task zero-shot digit classification (10 classes)"
 REST_DOC = "zero-shot scene classification by shape (6 classes) and image-text retrieval"
 DEFAULT_SCALES = (10.0,)  # the iwl scorer's default a: the authors'

@@ -1,6 +1,7 @@
 """The tiny track's CLIP models: open_clip configs (student, two teachers), training, encoding, evaluation, checkpoints.
 
-The student is SPEC §10's tiny config; the small teacher stands in for OpenAI's ViT-B/32 (family b32, 512-d) and
+The student is the tiny config of docs/harness.md#the-whole-loop-offline-the-tiny-track; the small teacher stands
+in for OpenAI's ViT-B/32 (family b32, 512-d) and
 the larger one for ViT-L/14 (family l14, 768-d). :func:`evaluate` computes the ``METRICS`` on
 :func:`.evalsets.eval_sets`, plus the zero-shot tasks' macro F1 (``EXTRA_METRICS``, kept in run.json, not in the
 results table). :func:`train_clip` trains with open_clip's ``ClipLoss``, or with per-sample weights
@@ -24,7 +25,7 @@ TEACHER_S = "kl-tiny-teacher-s"  # stands in for OpenAI ViT-B/32: family b32, 51
 TEACHER_L = "kl-tiny-teacher-l"  # stands in for OpenAI ViT-L/14: family l14, 768-d
 _TEXT = {"context_length": 20, "vocab_size": 49408}
 MODEL_CONFIGS = {
-    # SPEC §10's tiny config (embed 64, ViT 64 px / patch 16 / 2 layers / width 64, text 2 layers) with a 20-token
+    # the tiny config (embed 64, ViT 64 px / patch 16 / 2 layers / width 64, text 2 layers) with a 20-token
     # context instead of 32: the text tower is most of a step's cost on CPU and the pool's captions fit in 20
     STUDENT: {"embed_dim": 64,
               "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "patch_size": 16, "head_width": 32},

@@ -64,7 +64,8 @@ def _markdown(rows, skipped, teachers, record) -> str:
          f"{record['seeds']}. Every number below is computed by the run (see run.json).", "",
          f"Pool: {record['pool']['rows']:,} image-text pairs ("
          + ", ".join(f"{k} {v:,}" for k, v in _ordered(record["pool"]["kinds"], POOL_KINDS)) + "). "
-         f"Each student ({STUDENT}: SPEC §10's tiny config) sees {cfg['student_seen']:,} samples "
+         f"Each student ({STUDENT}: the tiny config of kl-filter's docs/harness.md) sees "
+         f"{cfg['student_seen']:,} samples "
          f"(batch {cfg['batch_size']}, lr {cfg['student_lr']}, AdamW wd {cfg['weight_decay']}, beta2 {cfg['beta2']}, "
          "cosine schedule, sampling with replacement) whatever its subset size. "
          + (f"Values are mean ± std over {seeds} seeds." if seeds > 1 else "Values are from 1 seed."), ""]
