@@ -1,15 +1,6 @@
-"""Per-row scores: scorer plugins, the per-shard score stage, and the density-ratio KL arithmetic
-(docs/methods.md#the-kl-scores).
-
-    scorer.py    the Scorer interface (a function of one shard + declared statistics → named float32 columns)
-    registry.py  built-in scorers by name; third parties in the ``kl_filter.scorers`` entry-point group
-    kl.py        the KL scorer: D_KL, D_KLR, D_C, D_W columns ``{mode}_{arch}_{target}``
-    normsim.py   NormSim_p of the image against target embeddings, ``normsim_{norm}_{arch}`` (blocked max-matmul)
-    vas.py       VAS, fᵀ S f with S the targets' or the pool's second moment, ``vas_{arch}``
-    targets.py   ``--target_embeddings`` files read once, validated, content-hashed (the columns' provenance)
-    stage.py     every declared column computed once per shard into ``--scores_dir``, resumed and reused
-
-The array functions below are what the KL scorer calls.
+"""The density-ratio KL family's arithmetic on arrays (docs/methods.md#the-kl-scores): D_KL and D_KLR of targets
+against reference samples, D_C and D_W against the statistics' means and covariance. The KL scorer
+(:mod:`kl_filter.scorers.kl`) calls these; they know nothing of pools, shards or files.
 
 ``density_ratio_kl``, ``centered`` and ``whitened`` take NumPy arrays (float16 as stored, or float32) and
 return float32 NumPy arrays; ``device`` picks the engine: "cpu" → the NumPy engine (float32, blocked online
