@@ -12,12 +12,16 @@ Refused, with one line naming the output and the input it would hurt:
 * an output file that exists and is not a regular file (a directory, a device node, a FIFO): files are only
   ever replaced when they are regular files; an output directory that exists as a file;
 * an output directory that is not empty and was not made by kl-filter. A directory this tool makes holds a
-  marker file, :data:`MARKER`, naming its kind (one of :data:`KINDS`, written by :func:`claim_dir`); a
-  directory of another kind is refused too (``inspect --out SCORES_DIR`` would delete the score files).
-  Directories written before markers existed are recognised by their content (:func:`_recognised`), except
-  reports: a report directory is replaced as a whole, so only a marker proves it. A statistics file's partials
-  directory (``STATS.npz.parts``, removed when the file is complete) must hold only partials (``<shard>.npz``
-  with their provenance).
+  marker file, :data:`MARKER`, naming its kind (written by :func:`claim_dir`); a directory of another kind is
+  refused too (``inspect --out SCORES_DIR`` would delete the score files).
+
+Kinds of directory: each is registered by the code that owns its layout (:func:`register_layout`), with a
+function that recognises one written before markers existed (or by a run killed before it wrote its marker) by
+its content; a kind registered without one (a report, the track's work directory: replaced or deleted as a
+whole) is proven by its marker alone. The library registers its own kinds below (``scores``: score files,
+statistics, the bucket stage's work directory; ``parts``: a statistics file's partials directory,
+``STATS.npz.parts``, removed when the file is complete, which must hold only partials, ``<shard>.npz`` with their
+provenance; ``pool``: a synthetic pool); each application registers its own when imported.
 
 Paths are compared after resolving symlinks (local paths) or as normalised URLs (same protocol and path).
 """
@@ -28,12 +32,29 @@ import json
 import os
 import stat
 from dataclasses import dataclass
+from typing import Callable
 
 from kl_filter.core.errors import KLFilterError
 from kl_filter.core.fspath import is_local, url_to_fs
 
 MARKER = ".kl-filter"
-KINDS = ("scores", "report", "reshard", "demo", "pool", "track")
+
+Recognise = Callable[[object, str, list], "str | None"]
+"""``(fs, directory path on fs, its entry names) -> None`` when every entry is something kl-filter writes in a
+directory of that kind, else the first entry that is not."""
+_LAYOUTS: dict[str, Recognise | None] = {}
+
+
+def register_layout(kind: str, recognise: Recognise | None = None) -> None:
+    """Declare the output directory ``kind`` (the name its marker holds) and how to recognise one without a
+    marker (None: only its marker proves it). Registering a kind again replaces its recogniser."""
+    _LAYOUTS[kind] = recognise
+
+
+def _layout(kind: str) -> Recognise | None:
+    if kind not in _LAYOUTS:
+        raise ValueError(f"unknown output directory kind {kind!r} (register_layout it where its layout is written)")
+    return _LAYOUTS[kind]
 
 
 @dataclass(frozen=True)
@@ -146,8 +167,7 @@ def claim_dir(path: str, kind: str) -> None:
     """Create directory ``path`` if missing and mark it as kl-filter's (of ``kind``), unless it already is."""
     from kl_filter.core.atomic import makedirs, write_bytes
 
-    if kind not in KINDS:
-        raise ValueError(f"unknown output directory kind {kind!r}")
+    _layout(kind)
     makedirs(path)
     if marker_kind(path) != kind:
         write_bytes(f"{path.rstrip('/')}/{MARKER}", marker_bytes(kind))
@@ -166,7 +186,15 @@ def _entries(r: _Resolved) -> list[str]:
         raise KLFilterError(f"{r.flag}: cannot list the directory ({getattr(e, 'strerror', None) or e})", r.path) from e
 
 
-def _is_score_file(fs, path: str) -> bool:
+def first_foreign(names: list[str], ok: Callable[[str], bool]) -> str | None:
+    """The first entry ``ok`` refuses (markers and the temporary files of killed runs are always kl-filter's)."""
+    from kl_filter.core.atomic import _TMP_TAIL
+
+    return next((n for n in names if n != MARKER and not _TMP_TAIL.match(n) and not ok(n)), None)
+
+
+def is_score_file(fs, path: str) -> bool:
+    """A parquet file with the score stage's ``kl_filter`` metadata."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -180,47 +208,6 @@ def _is_score_file(fs, path: str) -> bool:
         return False
     except (pa.ArrowException, OSError, ValueError):
         return False
-
-
-def _recognised(r: _Resolved, kind: str, names: list[str]) -> str | None:
-    """For a directory without a marker: None when every entry is something kl-filter writes in a directory of
-    ``kind`` (a directory made before markers existed, or by a run killed before it wrote its marker), else the
-    first entry that is not."""
-    from kl_filter.core.atomic import _TMP_TAIL
-
-    def child(n):
-        return f"{r.p.rstrip('/')}/{n}"
-
-    if kind == "pool":  # a synthetic pool: its manifest says so
-        return None if _json_has(r.fs, child("synth_manifest.json"), "generator") else next(n for n in names if n != MARKER)
-    for n in names:
-        if n == MARKER or _TMP_TAIL.match(n):
-            continue
-        if kind == "scores":
-            ok = n in ("stats.npz", "stats.npz.parts", ".buckets") or (n.endswith(".parquet")
-                                                                       and _is_score_file(r.fs, child(n)))
-        elif kind == "reshard":
-            ok = n in ("meta.json", "sample_ids.npy") or _is_reshard_name(n)
-            if ok and n == "meta.json":
-                ok = _json_has(r.fs, child(n), "subset_not_found")
-        elif kind == "parts":  # a statistics file's partials: <shard>.npz with their provenance, or zero bytes
-            # (what a write cut short by a crash or a full disk can leave: nothing to lose, recomputed)
-            ok = n.endswith(".npz") and (_empty_file(r.fs, child(n)) or _npz_has(r.fs, child(n), "provenance"))
-        elif kind == "demo":
-            ok = n in ("pool", "scores", "uids", "report", "demo_results.md", "demo_results.json")
-        else:  # a report is replaced as a whole: only its marker proves it
-            ok = False
-        if not ok:
-            return n
-    if kind == "demo" and "pool" in names:
-        return None if _json_has(r.fs, child("pool/synth_manifest.json"), "generator") else "pool"
-    return None
-
-
-def _is_reshard_name(n: str) -> bool:
-    import re
-
-    return re.fullmatch(r"\d{8}\.tar|\d{8}_stats\.json", n) is not None
 
 
 def _empty_file(fs, path: str) -> bool:
@@ -245,7 +232,8 @@ def _npz_has(fs, path: str, key: str) -> bool:
         return False
 
 
-def _json_has(fs, path: str, key: str) -> bool:
+def json_has(fs, path: str, key: str) -> bool:
+    """Is ``path`` a JSON object (a kl-filter manifest, read with a size bound) with ``key``?"""
     from kl_filter.core.inputs import load_json
 
     try:
@@ -253,6 +241,35 @@ def _json_has(fs, path: str, key: str) -> bool:
         return isinstance(doc, dict) and key in doc
     except (OSError, KLFilterError):
         return False
+
+
+# ---- the library's own kinds (each application registers its own where it writes them) ----
+def _recognise_scores(fs, p: str, names: list[str]) -> str | None:
+    """Score files (parquet with the score stage's metadata), statistics and the bucket stage's work directory."""
+    return first_foreign(names, lambda n: n in ("stats.npz", "stats.npz.parts", ".buckets")
+                         or (n.endswith(".parquet") and is_score_file(fs, f"{p.rstrip('/')}/{n}")))
+
+
+def _recognise_parts(fs, p: str, names: list[str]) -> str | None:
+    """A statistics file's partials: ``<shard>.npz`` with their provenance, or zero bytes (what a write cut short
+    by a crash or a full disk can leave: nothing to lose, recomputed)."""
+    def ok(n):
+        path = f"{p.rstrip('/')}/{n}"
+        return n.endswith(".npz") and (_empty_file(fs, path) or _npz_has(fs, path, "provenance"))
+
+    return first_foreign(names, ok)
+
+
+def _recognise_pool(fs, p: str, names: list[str]) -> str | None:
+    """A synthetic pool: its manifest says so."""
+    if json_has(fs, f"{p.rstrip('/')}/synth_manifest.json", "generator"):
+        return None
+    return next(n for n in names if n != MARKER)
+
+
+register_layout("scores", _recognise_scores)
+register_layout("parts", _recognise_parts)
+register_layout("pool", _recognise_pool)
 
 
 def _check_existing_parent(o: _Resolved) -> None:
@@ -293,9 +310,11 @@ def _check_one(o: _Resolved, spec: Out) -> None:
     if have is not None:
         raise KLFilterError(f"{o.flag} is a kl-filter {have} directory, not a {spec.marker} directory: not "
                             "written into", o.path)
-    bad = _recognised(o, spec.marker, names)
+    recognise = _layout(spec.marker)
+    bad = recognise(o.fs, o.p, names) if recognise else first_foreign(names, lambda n: False)
     if bad is not None:
-        what = (f"is not a kl-filter report (no {MARKER} marker)" if spec.marker == "report"
+        what = (f"is not a kl-filter {spec.marker} (it is not empty and was not made by kl-filter: it holds {bad!r}"
+                f" and no {MARKER} marker)" if recognise is None
                 else f"is not empty and was not made by kl-filter (it holds {bad!r}; no {MARKER} marker)")
         raise KLFilterError(f"{o.flag} {what}: not {'replaced' if spec.replace else 'written into'}; choose a new "
                             "or empty directory", o.path)
@@ -304,6 +323,9 @@ def _check_one(o: _Resolved, spec: Out) -> None:
 def check(outputs: list[Out], inputs: list[In]) -> None:
     """Refuse (one :class:`KLFilterError` line) any output that could destroy an input or user data; see the
     module docstring. Call it before any work; it writes nothing."""
+    for spec in outputs:
+        if spec.marker is not None:
+            _layout(spec.marker)  # a kind nobody registered is a bug: raised on every call, not only when it matters
     outs = [(spec, _resolve(spec.path, spec.flag)) for spec in outputs if spec.path]
     ins = [_resolve(i.path, i.flag) for i in inputs if i.path]
     for spec, o in outs:

@@ -6,6 +6,21 @@ from __future__ import annotations
 
 import os
 
+from kl_filter.core.outputs import first_foreign, json_has, register_layout
+
+DEMO_ENTRIES = ("pool", "scores", "uids", "report", "demo_results.md", "demo_results.json")
+
+
+def _recognise(fs, p: str, names: list[str]) -> str | None:
+    """A demo directory without its marker: what the demo writes, its pool a synthetic one."""
+    bad = first_foreign(names, lambda n: n in DEMO_ENTRIES)
+    if bad is None and "pool" in names and not json_has(fs, f"{p.rstrip('/')}/pool/synth_manifest.json", "generator"):
+        return "pool"
+    return bad
+
+
+register_layout("demo", _recognise)
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("demo", help="synthesise a demo pool and run every offline recipe on it")
@@ -79,7 +94,7 @@ def run(args) -> int:
             continue
         rows.append({"recipe": r.name, "filter": r.filter, "kept": s["kept"], "share": s["kept_share"],
                      "threshold": _threshold_text(s), "seconds": s["timings"]["total_s"]})
-    head = f"| recipe | kept | share | threshold | seconds |\n|---|---:|---:|---|---:|\n"
+    head = "| recipe | kept | share | threshold | seconds |\n|---|---:|---:|---|---:|\n"
     lines = [f"| {x['recipe']} | {x['kept']:,} | {100 * x['share']:.2f}% | {x['threshold']} | {x['seconds']:.2f} |"
              if "kept" in x else f"| {x['recipe']} | - | - | skipped: {x['skipped']} | - |" for x in rows]
     table = head + "\n".join(lines) + "\n"

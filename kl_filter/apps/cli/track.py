@@ -2,6 +2,11 @@
 
 import os
 
+from kl_filter.core.outputs import register_layout
+
+# the work directory is deleted at the end (without --keep_work): only its marker proves it is the track's
+register_layout("track")
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("track", help="run every offline recipe end to end on a generated tiny pool (CPU, no network) "

@@ -30,7 +30,7 @@ import numpy as np
 from kl_filter.core.atomic import atomic_open, write_bytes, write_json
 from kl_filter.core.errors import KLFilterError
 from kl_filter.core.fspath import open_file, url_to_fs
-from kl_filter.core.outputs import claim_dir
+from kl_filter.core.outputs import claim_dir, first_foreign, json_has, register_layout
 from kl_filter.engines import LocalEngine
 from kl_filter.pool.tars import list_tars, read_samples
 from kl_filter.core.uids import UID_DTYPE, hex_to_u8u8, load_uids
@@ -38,6 +38,19 @@ from kl_filter.core.uids import UID_DTYPE, hex_to_u8u8, load_uids
 log = logging.getLogger(__name__)
 OUTPUT_FORMAT = "{:08d}.tar"
 STATS_FORMAT = "{:08d}_stats.json"
+
+
+def _recognise(fs, p: str, names: list[str]) -> str | None:
+    """A reshard directory without its marker: the shards, their stats, ``sample_ids.npy`` and ``meta.json``."""
+    def ok(n):
+        if n == "meta.json":
+            return json_has(fs, f"{p.rstrip('/')}/{n}", "subset_not_found")
+        return n == "sample_ids.npy" or re.fullmatch(r"\d{8}\.tar|\d{8}_stats\.json", n) is not None
+
+    return first_foreign(names, ok)
+
+
+register_layout("reshard", _recognise)
 
 
 SKIP_REASONS = ("missing_json", "bad_json", "bad_uid")

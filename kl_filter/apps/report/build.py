@@ -36,7 +36,7 @@ from kl_filter.core.version import __version__
 from kl_filter.core.atomic import clean_stale_tmp, tmp_name
 from kl_filter.core.errors import KLFilterError
 from kl_filter.core.fspath import is_local, url_to_fs
-from kl_filter.core.outputs import MARKER, In, Out, check, marker_bytes
+from kl_filter.core.outputs import MARKER, In, Out, check, marker_bytes, register_layout
 from kl_filter.pool import Pool
 from kl_filter.core.progress import NoProgress
 from kl_filter.apps.report.figures import compute_figures
@@ -45,6 +45,7 @@ from kl_filter.apps.report.plots import all_plots
 from kl_filter.apps.report.sources import ScoreSource, prepare_subsets
 
 log = logging.getLogger(__name__)
+register_layout("report")  # replaced as a whole: only its marker proves a directory is a report
 MAX_BINS = 10_000  # histogram bars per score column: more than a figure can show
 # Shown when --filters is not given: the CLIP-score and LAION-2B baselines beside the paper's text-target scores.
 DEFAULT_FILTERS = ["clip_score_l14_30", "laion2b", "basic_filter", "kl_l14_txt_25", "kl_reverse_l14_txt_25",
