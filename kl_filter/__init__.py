@@ -18,6 +18,7 @@ the library's packages follow it, bottom first (``tests/test_layers.py`` enforce
     stages/      scorers run over a pool: statistics, per-shard scores, buckets, weights
     filters/     the ``Filter`` interface, the generic filter (a list of cuts), DataComp's baselines, the registry
     runner.py    one filter planned and run: statistics → scores → rules → keep → UID file and sidecar
+    testing/     the conformance suite a plugin's tests subclass (imported only by tests; needs pytest)
 
 Importable from here: the plugin vocabulary, nine names: ``Scorer`` (per-row columns; ``BucketScorer`` when rows
 are scored together with other shards' rows, ``StatsNeed`` for reference statistics), the rules ``Top``,
