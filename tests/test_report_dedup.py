@@ -303,7 +303,7 @@ def test_logit_scale_of_each_score_column(tmp_path):
 def test_dedup_accumulator_streams():
     """Fed in uneven chunks, the accumulator equals the whole-array answers: sizes, kept at every ε of the grid
     (NaN dropped), and the top rows (maxsim descending, uid ascending, -1 rows never)."""
-    from kl_filter.apps.report.dedup import EPS_GRID, DedupAccumulator
+    from kl_filter.filters.semdedup_figures import EPS_GRID, DedupAccumulator
 
     rng = np.random.default_rng(4)
     n = 2003

@@ -89,6 +89,13 @@ class Filter:
         """A recipe's parameters overridden by the flags given beside it."""
         return {**params, **given}
 
+    # --- the inspection report ------------------------------------------------------------------------------
+    @classmethod
+    def report_section(cls):
+        """A section of its own in ``kl-filter inspect``'s report: a :class:`kl_filter.filters.report.ReportSection`
+        subclass, or None (the default: the report's figures for every score column cover the filter)."""
+        return None
+
     # --- bookkeeping ----------------------------------------------------------------------------------------
     def params(self) -> dict[str, Any]:
         """The declared parameters' values, recorded in the sidecar next to the UID file."""

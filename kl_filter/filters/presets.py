@@ -199,6 +199,13 @@ class SemDeDup(ScorerCut):
         return [Top(self.primary.outputs()[0], score=self.primary, threshold=duplicate_threshold(self.eps),
                     reverse=True)]
 
+    @classmethod
+    def report_section(cls):
+        """Cluster sizes, kept share against --eps, duplicate pairs (:mod:`kl_filter.filters.semdedup_report`)."""
+        from kl_filter.filters.semdedup_report import SemDeDupSection
+
+        return SemDeDupSection
+
 
 class IWL(ScorerCut):
     """Importance weights toward a prompt's domain (IWL): the top share by weight, or N rows drawn ∝ weight.

@@ -46,6 +46,7 @@ def run(args) -> int:
     from kl_filter.core.errors import KLFilterError
     from kl_filter.core.progress import NoProgress, tqdm_progress
     from kl_filter.apps.report import build_report
+    from kl_filter.apps.report.sections import section_classes
     from kl_filter.runner import RunContext
 
     if args.num_workers < 1:
@@ -66,12 +67,9 @@ def run(args) -> int:
     subs = fig["subsets"]
     kept = ", ".join(f"{n} {100 * s['share']:.1f}%" for n, s in subs.items()) or "none"
     print(f"report: {fig['pool']['rows']:,} rows, {len(fig['columns'])} score columns, {len(subs)} subsets ({kept})")
-    for arch, d in fig["dedup"].items():
-        k, c = d["kept"], d["clusters"]
-        kept = ", ".join(f"eps {e:g} {100 * k['share'][k['eps'].index(e)]:.1f}%" for e in k["marks"])
-        pairs = d["pairs_unavailable"] and f"no pairs ({d['pairs_unavailable']})" or f"{len(d['pairs'])} pairs"
-        print(f"report: SemDeDup {arch}: {c['num_clusters']:,} clusters (largest {c['largest']:,}), kept {kept}; "
-              f"{pairs}")
+    for section in section_classes():  # the filters' own sections
+        for line in section.summary(fig.get(section.key) or {}):
+            print(f"report: {line}")
     for s in fig["report"]["skipped_filters"]:
         print(f"report: skipped {s['recipe']}: {s['reason']}")
     index = os.path.join(os.path.abspath(args.out), "index.html")

@@ -3,8 +3,9 @@
 Flow, one module per step::
 
     sources   pool score columns + score files, subsets (recipes run, or .npy files)
-    figures   two streaming passes → every number (accumulate: the streaming pieces; ngrams: decile coverage;
-              dedup: SemDeDup's cluster sizes, kept share against ε and duplicate pairs)
+    sections  the filters' own sections (Filter.report_section: SemDeDup's cluster sizes, kept share against ε
+              and duplicate pairs), asked of every registered filter: the report never names one
+    figures   two streaming passes → every number (accumulate: the streaming pieces; ngrams: decile coverage)
     thumbs    example images from the pool's webdataset tars
     plots     PNGs drawn from the figures alone
     page      index.html over the figures

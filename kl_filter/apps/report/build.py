@@ -9,7 +9,8 @@ Layout of ``REPORT_DIR``::
     sample.parquet   the uniform sample behind the sampled figures (uid, text, scores, English, subset flags)
     plots/*.png      histograms, heatmaps, n-gram coverage, kept-row distributions
     thumbs/*.jpg     example images (only with ``shards_dir``): score-column extremes, subsets' kept and dropped
-                     rows, and both rows of each SemDeDup duplicate pair
+                     rows, and the rows the filters' own sections show (both rows of each SemDeDup duplicate
+                     pair)
     uids/*.npy       the subset files of the recipes the report ran (with their .json sidecars)
 
 Everything is written into a temporary sibling directory which then replaces ``REPORT_DIR`` in one rename;
@@ -42,6 +43,7 @@ from kl_filter.core.progress import NoProgress
 from kl_filter.apps.report.figures import compute_figures
 from kl_filter.apps.report.page import now, render
 from kl_filter.apps.report.plots import all_plots
+from kl_filter.apps.report.sections import section_classes
 from kl_filter.apps.report.sources import ScoreSource, prepare_subsets
 
 log = logging.getLogger(__name__)
@@ -143,7 +145,8 @@ def build_report(metadata_dir: str, out: str, scores_dir: str | None = None, sha
             ctx.scores_dir = scores_dir or os.path.join(tmp, "scores")
         subsets, skipped = _subsets(filters, metadata_dir, tmp, ctx)
         used_scores = ctx.scores_dir if os.path.isdir(ctx.scores_dir) else None
-        source = ScoreSource(pool, used_scores)
+        sections = section_classes()
+        source = ScoreSource(pool, used_scores, sections)
         for s in subsets:  # paths inside the report are given relative to it (the temp name goes away)
             if s.path.startswith(tmp + os.sep):
                 s.path = os.path.relpath(s.path, tmp)
@@ -157,13 +160,13 @@ def build_report(metadata_dir: str, out: str, scores_dir: str | None = None, sha
         if shards_dir:
             from kl_filter.apps.report.thumbs import make_thumbnails
 
-            wanted = {e["uid"] for e in _examples(figures)}
+            wanted = {e["uid"] for e in _examples(figures, sections)}
             for uid, data in make_thumbnails(shards_dir, wanted, thumb_size, ctx.num_workers, progress).items():
                 thumbs[uid] = f"thumbs/{uid}.jpg"
                 _write(os.path.join(tmp, thumbs[uid]), data, out)
-        for e in _examples(figures):
+        for e in _examples(figures, sections):
             e["thumbnail"] = thumbs.get(e["uid"])
-        plots = all_plots(figures)
+        plots = all_plots(figures, sections)
         for rel, data in plots.items():
             _write(os.path.join(tmp, rel), data, out)
         if used_scores and used_scores.startswith(tmp + os.sep):
@@ -176,7 +179,8 @@ def build_report(metadata_dir: str, out: str, scores_dir: str | None = None, sha
         with _writing(out):  # pyarrow's write errors are OSErrors too
             pq.write_table(sample, os.path.join(tmp, "sample.parquet"))
         _write(os.path.join(tmp, "figures.json"), json.dumps(figures, indent=1, allow_nan=False).encode(), out)
-        _write(os.path.join(tmp, "index.html"), render(figures, set(plots), thumbs, meta).encode("utf-8"), out)
+        page = render(figures, set(plots), thumbs, meta, sections)
+        _write(os.path.join(tmp, "index.html"), page.encode("utf-8"), out)
         with _writing(out):
             _swap_in(tmp, out)
     except KLFilterError as e:
@@ -190,12 +194,12 @@ def build_report(metadata_dir: str, out: str, scores_dir: str | None = None, sha
     return figures
 
 
-def _examples(figures: dict) -> list[dict]:
+def _examples(figures: dict, sections) -> list[dict]:
     """Every example row the page shows: top and bottom of each score column, kept and dropped of each subset,
-    both rows of each duplicate pair."""
+    the rows of the filters' own sections."""
     return ([e for c in figures["columns"].values() for e in c["top"] + c["bottom"]]
             + [e for s in figures["subsets"].values() for e in s["kept_examples"] + s["dropped_examples"]]
-            + [e for d in figures["dedup"].values() for p in d["pairs"] for e in (p["row"], p["partner"]) if e])
+            + [e for s in sections for e in s.examples(figures.get(s.key) or {})])
 
 
 def _subsets(filters, metadata_dir, tmp, ctx):

@@ -17,8 +17,8 @@ figure                      what                                                
 ``subsets[s].kept/dropped`` the first ``examples`` sample rows the subset keeps / drops             sample
 ``overlap``                 intersection counts and Jaccard index of the subsets' uid sets          all
 ``columns[c].temperature``  the logit scale a score file's column was computed at, and its source    all
-``dedup[arch]``             SemDeDup: rows per cluster, kept share against ε, duplicate pairs       all
-                            (:mod:`.dedup`)
+``<section key>``           a filter's own section (:mod:`.sections`; SemDeDup's ``dedup``: rows    all
+                            per cluster, kept share against ε, duplicate pairs)
 ==========================  ======================================================================  =========
 
 ``columns[c].temperature`` (score-file columns; None for the pool's CLIP columns) is ``{"logit_scale",
@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from kl_filter.engines import LocalEngine
 from kl_filter.core.errors import KLFilterError
@@ -45,7 +44,6 @@ from kl_filter.core.hashing import sample_keys
 from kl_filter.core.uids import u8u8_to_hex
 from kl_filter.core.uids import uids_in
 from kl_filter.apps.report.accumulate import BottomKSample, CoMoments, CountHistogram, Extremes, Histogram, Moments
-from kl_filter.apps.report.dedup import DedupAccumulator, dedup_figures
 from kl_filter.apps.report.ngrams import NgramIndex, coverage
 
 SAMPLE_STREAM = 7  # sample_keys stream of the report (the reference statistics use streams 0-3)
@@ -145,8 +143,8 @@ def compute_figures(source, subsets, seed: int = 0, sample_size: int = 100_000, 
     sub_side = {s.name: CountHistogram(SIDE_EDGES) for s in subsets}
     sub_kept = {s.name: 0 for s in subsets}
     have_sizes = [True]
-    dedup = {arch: DedupAccumulator(arch, m, c, source.num_clusters(arch, source.provenance), dedup_pairs)
-             for arch, (m, c) in source.dedup.items()}
+    for section in source.sections:
+        section.start(dedup_pairs)
 
     def pass2(shard, d):
         uids, text = d["uids"], d["text"]
@@ -173,8 +171,8 @@ def compute_figures(source, subsets, seed: int = 0, sample_size: int = 100_000, 
             sub_side[s.name].update(side[m & np.isfinite(side)])
             rows[f"in:{s.name}"] = m
         sample.update(sample_keys(uids, seed, SAMPLE_STREAM), rows)
-        for acc in dedup.values():
-            acc.update(shard.index, d["scores"][acc.maxsim_column], d["ids"][acc.cluster_column], uids, texts)
+        for section in source.sections:
+            section.update(shard.index, d, texts)
 
     def load2(shard):
         d = source.read(shard, facts=True)
@@ -250,7 +248,8 @@ def compute_figures(source, subsets, seed: int = 0, sample_size: int = 100_000, 
     figures["pool"]["short_side"] = ({"edges": _edges(SIDE_EDGES), "counts": pool_side.counts.tolist()}
                                      if have_sizes[0] else None)
     figures["overlap"] = overlap(subsets)
-    figures["dedup"] = dedup_figures(source, dedup, engine, _shown, mixed)
+    for section in source.sections:
+        figures[section.key] = section.figures(source, engine, _shown, mixed)
     table = _sample_table(sample_rows, english, columns, subsets)
     return figures, table
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import html
+from types import SimpleNamespace
 
 from kl_filter.apps.report.plots import slug
 
@@ -92,55 +93,10 @@ def _temperature_cells(t: dict | None) -> list[str]:
     return [_scale(t["logit_scale"]), _e(t["source"]) if t["source"] else "—"]
 
 
-def _pair(p: dict, thumbs: dict) -> str:
-    """One duplicate pair: the row (score: its maxsim) beside the earlier row of its cluster it duplicates (score:
-    their cosine)."""
-    head = (f"<p class='muted'>cluster {p['cluster']:,} · maxsim {p['maxsim']:.6f} · cosine of the pair "
-            f"{_f(p['cosine'], '{:.6f}')}{'' if p['agrees'] else ' <b>(≠ maxsim)</b>'}</p>")
-    right = _example(p["partner"], thumbs) if p["partner"] else "<p class='muted'>not found</p>"
-    return head + f'<div class="pair"><div>{_example(p["row"], thumbs)}</div><div>{right}</div></div>'
-
-
-def _dedup(dedup: dict, plots: set, thumbs: dict) -> list[str]:
-    p = ['<h2 id="dedup">Semantic deduplication (SemDeDup)</h2>',
-         "<p class='muted'>From the score files' <code>semdedup_{arch}_maxsim</code> (each row's largest cosine to an "
-         "earlier row of its k-means cluster) and <code>semdedup_{arch}_cluster</code> columns, written by "
-         "<code>kl-filter select --name semdedup ... --scores_dir</code>. A row is a duplicate at ε when "
-         "maxsim &gt; 1 − ε: the kept counts are what <code>select --eps ε</code> keeps, exactly.</p>"]
-    for arch, d in dedup.items():
-        c, k, prov = d["clusters"], d["kept"], d["provenance"] or {}
-        run = ", ".join(f"{key} {_e(prov[key])}" for key in ("num_clusters", "keep", "seed", "kmeans_iterations",
-                                                            "kmeans_init") if key in prov)
-        p.append(f"<h3>{_e(arch)}</h3><p class='muted'>{run or 'provenance not recorded'}</p>")
-        p.append(_table(["clusters", "non-empty", "empty", "rows", "largest", "median", "mean", "smallest non-empty"],
-                        [[f"{c['num_clusters']:,}", f"{c['nonempty']:,}", f"{c['empty']:,}", f"{c['rows']:,}",
-                          f"{c['largest']:,}", _f(c["median"], "{:g}"), _f(c["mean"], "{:.1f}"),
-                          "–" if c["smallest_nonempty"] is None else f"{c['smallest_nonempty']:,}"]], left=0))
-        p.append('<div class="pair">' + "".join(f"<div>{_img(f, f)}</div>" for f in
-                                                (f"plots/dedup_sizes_{slug(arch)}.png",
-                                                 f"plots/dedup_kept_{slug(arch)}.png") if f in plots) + "</div>")
-        rows = []
-        for e in k["marks"]:
-            i = k["eps"].index(e)
-            rows.append([f"{e:g}", f"{k['threshold'][i]:.9g}", f"{k['kept'][i]:,}", _pct(k["share"][i]),
-                         f"{d['rows'] - k['kept'][i]:,}"])
-        p.append(_table(["ε", "keep maxsim ≤", "rows kept", "share of pool", "rows dropped"], rows, left=0))
-        p.append(f"<p class='muted'>{len(k['eps'])} values of ε from {k['eps'][0]:g} to {k['eps'][-1]:g} in "
-                 "figures.json; the threshold is the largest float32 not above 1 − ε.</p>")
-        if d["pairs_unavailable"]:
-            p.append(f"<p class='muted'>Duplicate pairs not shown: {_e(d['pairs_unavailable'])}.</p>")
-        elif d["pairs"]:
-            p.append(f"<p class='muted'>The {len(d['pairs'])} rows with the highest maxsim, each beside the earlier "
-                     "row of its cluster (in the scorer's order, recomputed from the saved centroids) with the "
-                     "largest cosine: the row it is a duplicate of.</p>")
-            p.append('<div class="pair"><h4>duplicate (score: maxsim)</h4>'
-                     "<h4>the earlier row it duplicates (score: cosine)</h4></div>")
-            p += [_pair(x, thumbs) for x in d["pairs"]]
-    return p
-
-
-def render(figures: dict, plots: set, thumbs: dict, meta: dict) -> str:
+def render(figures: dict, plots: set, thumbs: dict, meta: dict, sections=()) -> str:
+    """The page; ``sections``: the filters' report sections (:mod:`.sections`), each drawn from its figures."""
     pool, cols, subs = figures["pool"], figures["columns"], figures["subsets"]
+    shown = [s for s in sections if figures.get(s.key)]
     p = []
     p.append(f"<h1>kl-filter inspection report</h1><p class='muted'>pool <code>{_e(pool['metadata_dir'])}</code>: "
              f"{pool['rows']:,} rows in {pool['shards']} shards (fingerprint {_e(pool['fingerprint'])}) · "
@@ -148,7 +104,7 @@ def render(figures: dict, plots: set, thumbs: dict, meta: dict) -> str:
              f"kl-filter {_e(meta['version'])} · {_e(meta['created'])}</p>")
     p.append('<nav><a href="#subsets">Subsets</a><a href="#removed">Rows removed</a><a href="#overlap">Overlap</a>'
              '<a href="#kept">Kept and dropped</a>'
-             + ('<a href="#dedup">SemDeDup</a>' if figures.get("dedup") else "")
+             + "".join(f'<a href="#{_e(s.key)}">{_e(s.title)}</a>' for s in shown)
              + '<a href="#scores">Score columns</a>'
              '<a href="#correlations">Correlations</a><a href="#ngrams">N-gram analysis</a></nav>')
 
@@ -206,9 +162,10 @@ def render(figures: dict, plots: set, thumbs: dict, meta: dict) -> str:
                  + _examples(f"dropped: {len(s['dropped_examples'])} random", s["dropped_examples"], thumbs)
                  + "</div>")
 
-    # semantic deduplication
-    if figures.get("dedup"):
-        p += _dedup(figures["dedup"], plots, thumbs)
+    # the filters' own sections (SemDeDup's: semantic deduplication)
+    kit = _kit()
+    for s in shown:
+        p += s.html(figures[s.key], plots, thumbs, kit)
 
     # score columns
     p.append('<h2 id="scores">Score columns</h2>')
@@ -264,3 +221,8 @@ def render(figures: dict, plots: set, thumbs: dict, meta: dict) -> str:
 
 def now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _kit() -> SimpleNamespace:
+    """What a filter's report section draws its HTML with (:mod:`kl_filter.filters.report`)."""
+    return SimpleNamespace(escape=_e, number=_f, percent=_pct, image=_img, table=_table, example=_example, slug=slug)

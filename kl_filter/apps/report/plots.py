@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import re
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -113,49 +114,9 @@ def _num(v) -> str:
     return f"{v:g}"
 
 
-def cluster_sizes(arch: str, d: dict) -> bytes:
-    """Number of clusters by rows per cluster (power-of-2 bins, log axis: sizes are heavy-tailed)."""
-    plt = _plt()
-    from matplotlib.ticker import MaxNLocator
-
-    c = d["clusters"]
-    fig, ax = plt.subplots(figsize=(6.4, 3.2))
-    edges, counts = np.asarray(c["histogram"]["edges"], np.float64), np.asarray(c["histogram"]["counts"])
-    used = np.flatnonzero(counts)
-    if len(used):  # from the first to the last non-empty bin
-        lo, hi = used[0], used[-1] + 1
-        ax.stairs(counts[lo:hi], edges[lo: hi + 1], fill=True, color="#4c78a8", alpha=0.85)
-        ax.set_xscale("log", base=2)
-    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("rows per cluster")
-    ax.set_ylabel("clusters")
-    empty = f", {c['empty']:,} empty" if c["empty"] else ""
-    ax.set_title(f"{d['cluster_column']}: {c['num_clusters']:,} clusters{empty} (largest {c['largest']:,}, "
-                 f"median {c['median']:g})", fontsize=10)
-    return _png(fig)
-
-
-def kept_against_eps(arch: str, d: dict) -> bytes:
-    """Share of the pool SemDeDup keeps at each ε of the grid (log ε), the common choices marked."""
-    plt = _plt()
-    k = d["kept"]
-    eps, share = np.asarray(k["eps"]), np.asarray(k["share"])
-    fig, ax = plt.subplots(figsize=(6.4, 3.2))
-    ax.plot(eps, share, "o-", color="#4c78a8", lw=1.5, ms=2.5)
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for i, e in enumerate(k["marks"]):
-        ax.axvline(e, color=colours[(i + 1) % len(colours)], ls="--", lw=1,
-                   label=f"ε = {e:g}: {100 * share[k['eps'].index(e)]:.2f}% kept")
-    ax.legend(fontsize=7, loc="lower left", frameon=False)
-    ax.set_xscale("log")
-    ax.set_xlabel("ε (a row is a duplicate when maxsim > 1 − ε)")
-    ax.set_ylabel("share of the pool kept")
-    ax.set_title(f"SemDeDup {arch}: kept share against ε ({d['maxsim_column']})", fontsize=10)
-    return _png(fig)
-
-
-def all_plots(figures: dict) -> dict:
-    """``{relative png path: bytes}`` for every figure the page shows."""
+def all_plots(figures: dict, sections=()) -> dict:
+    """``{relative png path: bytes}`` for every figure the page shows (``sections``: the filters' report sections,
+    :mod:`.sections`)."""
     out = {}
     for c, col in figures["columns"].items():
         out[f"plots/hist_{slug(c)}.png"] = histogram(c, col)
@@ -171,9 +132,9 @@ def all_plots(figures: dict) -> dict:
     if len(ov["subsets"]) > 1:
         out["plots/jaccard.png"] = heatmap("Jaccard index of kept uid sets", ov["subsets"], ov["jaccard"],
                                            vmin=0.0, vmax=1.0, cmap="viridis")
-    for arch, d in figures.get("dedup", {}).items():
-        out[f"plots/dedup_sizes_{slug(arch)}.png"] = cluster_sizes(arch, d)
-        out[f"plots/dedup_kept_{slug(arch)}.png"] = kept_against_eps(arch, d)
+    kit = SimpleNamespace(pyplot=_plt, png=_png, slug=slug)  # what a section draws with
+    for s in sections:
+        out.update(s.plots(figures.get(s.key) or {}, kit))
     pool, subs = figures["pool"], figures["subsets"]
     out["plots/caption_words.png"] = distribution("Caption length of what is kept", "whitespace words",
                                                   pool["caption_words"], subs, "caption_words")

@@ -5,9 +5,9 @@
 * Score files (``kl-filter score`` / KL recipes, ``SCORES_DIR/<shard>.parquet``): every numeric column of the
   first shard's file, read as float32. Each shard's file must exist, hold the same rows in the same order (its ``uid`` column
   is compared with the pool's) and carry the same columns; anything else stops the report with the file named.
-  SemDeDup's ``semdedup_{arch}_cluster`` (beside its ``semdedup_{arch}_maxsim``) is a cluster id, not a score: it
-  is read for the dedup section (:mod:`.dedup`; checked to be an integer in [0, num_clusters)) and left out of
-  the score columns. Each file's column provenance (the ``kl_filter`` key-value metadata,
+  A filter's report section (:mod:`.sections`) may claim columns that are ids, not scores (SemDeDup's cluster
+  ids): they are read for that section (and checked by it) and left out of the score columns. Each file's
+  column provenance (the ``kl_filter`` key-value metadata,
   :mod:`kl_filter.stages.scores`) is read with it: the report shows each column's logit scale and its source.
 * Subsets: a recipe (name or YAML path) is run into ``REPORT_DIR/uids/<name>.npy`` with the usual runner
   (its sidecar gives the thresholds drawn on the histograms and the rows each step removed); a ``.npy`` path
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,23 +30,10 @@ from kl_filter.core.fspath import open_file, url_to_fs
 from kl_filter.pool import Pool
 from kl_filter.core.npyfile import check_regular_file
 from kl_filter.pool.schema import SCORE_COLUMN_RE as CLIP_COLUMN_RE, check_columns, read_score, read_uids
-from kl_filter.scorers.semdedup import MAX_CLUSTERS  # cluster ids are stored in float32: exact up to 2**24
 from kl_filter.stages.scores import META_KEY         # the score stage's key-value metadata: column provenance
 from kl_filter.core.uids import check_uid_array, load_uids, sort_uids
 
 TEXT_COLUMNS = ("text", "original_width", "original_height")
-DEDUP_RE = re.compile(r"^semdedup_([a-z0-9]+)_maxsim$")
-
-
-def dedup_columns(names) -> dict:
-    """``{arch: (maxsim column, cluster column)}`` for every SemDeDup pair of columns among ``names``."""
-    names = set(names)
-    out = {}
-    for n in sorted(names):
-        m = DEDUP_RE.match(n)
-        if m and f"semdedup_{m.group(1)}_cluster" in names:
-            out[m.group(1)] = (n, f"semdedup_{m.group(1)}_cluster")
-    return out
 
 
 def column_provenance(schema: pa.Schema, path: str) -> dict:
@@ -62,16 +48,6 @@ def column_provenance(schema: pa.Schema, path: str) -> dict:
     if not isinstance(cols, dict) or not all(isinstance(v, dict) for v in cols.values()):
         raise KLFilterError("malformed kl_filter metadata: 'columns' must map names to provenance objects", path)
     return cols
-
-
-def check_cluster_ids(ids: np.ndarray, num_clusters: int, path: str, column: str) -> np.ndarray:
-    """A stored cluster column as int64, or one line: every value an integer in [0, num_clusters)."""
-    ok = np.isfinite(ids) & (ids >= 0) & (ids < num_clusters) & (ids == np.floor(ids))
-    if not ok.all():
-        bad = ids[~ok][0]
-        raise KLFilterError(f"column {column!r}: {int((~ok).sum())} values are not cluster ids in "
-                            f"[0, {num_clusters}) (first: {bad})", path)
-    return ids.astype(np.int64)
 
 
 def _schema(path: str) -> pa.Schema:
@@ -106,17 +82,17 @@ def _numeric_columns(schema: pa.Schema, names) -> list[str]:
 
 
 class ScoreSource:
-    """Reads, per shard, the score columns (pool's and score files') and the row facts the report shows."""
+    """Reads, per shard, the score columns (pool's and score files') and the row facts the report shows;
+    ``sections``: the filters' report sections (:mod:`.sections`), one instance each over the score files'
+    columns."""
 
-    def __init__(self, pool: Pool, scores_dir: str | None):
+    def __init__(self, pool: Pool, scores_dir: str | None, sections=()):
         self.pool, self.scores_dir = pool, scores_dir
         schema = _schema(pool.shards[0].parquet)
         # every CLIP score column, whatever its stored type: the pool reader casts it to float32 or refuses it
         self.pool_columns = list(dict.fromkeys(n for n in schema.names if CLIP_COLUMN_RE.match(n)))
         self.extra = [c for c in TEXT_COLUMNS if c in schema.names]
-        self.file_columns: list[str] = []
-        self.dedup: dict = {}        # arch -> (maxsim column, cluster column)
-        self.id_columns: list[str] = []
+        numeric: list[str] = []
         self.provenance: dict = {}   # column -> provenance in the first shard's score file
         if scores_dir:
             fs, root = url_to_fs(scores_dir)
@@ -126,10 +102,10 @@ class ScoreSource:
             if fs.exists(url_to_fs(first)[1]):
                 s = _schema(first)
                 numeric = _numeric_columns(s, [n for n in s.names if n != "uid"])
-                self.dedup = dedup_columns(numeric)
-                self.id_columns = [cluster for _, cluster in self.dedup.values()]
-                self.file_columns = [c for c in numeric if c not in self.id_columns]
                 self.provenance = column_provenance(s, first)
+        self.sections = [cls(numeric, self.provenance) for cls in sections]
+        self.id_columns = [c for section in self.sections for c in section.id_columns]
+        self.file_columns = [c for c in numeric if c not in self.id_columns]
         clash = set(self.pool_columns) & set(self.file_columns)
         if clash:
             raise KLFilterError(f"score files repeat pool columns {sorted(clash)}", scores_dir)
@@ -138,13 +114,8 @@ class ScoreSource:
     def score_path(self, shard) -> str:
         return f"{self.scores_dir.rstrip('/')}/{shard.name}.parquet"
 
-    def num_clusters(self, arch: str, provenance: dict) -> int | None:
-        """K of one SemDeDup column pair, from its provenance (None when it records none)."""
-        k = (provenance.get(self.dedup[arch][0]) or {}).get("num_clusters")
-        return k if isinstance(k, int) and not isinstance(k, bool) and 1 <= k <= MAX_CLUSTERS else None
-
     def read(self, shard, facts: bool) -> dict:
-        """``{"uids", "num_rows", "scores": {column: float array}, "ids": {cluster column: int64 array},
+        """``{"uids", "num_rows", "scores": {column: float array}, "ids": {id column: int64 array},
         "provenance": {column: provenance}}`` (+ ``text``/sizes when ``facts``)."""
         data = self.pool.read(shard, columns=self.pool_columns + (self.extra if facts else []))
         out = {"uids": data.uids, "num_rows": data.num_rows,
@@ -174,10 +145,8 @@ class ScoreSource:
                 raise KLFilterError(f"rows differ from the pool shard {shard.parquet}", path)
             for c in self.file_columns:
                 out["scores"][c] = read_score(table.column(c), path, c)
-            for arch, (_, c) in self.dedup.items():
-                # the first shard's K (one count array pool-wide); without one, any id a float32 holds exactly
-                k = self.num_clusters(arch, self.provenance) or MAX_CLUSTERS
-                out["ids"][c] = check_cluster_ids(read_score(table.column(c), path, c), k, path, c)
+            for section in self.sections:
+                out["ids"].update(section.read_ids(table, path))
         return out
 
 

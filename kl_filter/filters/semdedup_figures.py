@@ -1,4 +1,5 @@
-"""The report's dedup section: what SemDeDup's stored columns say about the pool (:mod:`kl_filter.scorers.semdedup`).
+"""The figures of SemDeDup's report section (:mod:`.semdedup_report`): what its stored columns say about the pool
+(:mod:`kl_filter.scorers.semdedup`).
 
 For every pair of score-file columns ``semdedup_{arch}_maxsim`` / ``semdedup_{arch}_cluster`` (written by
 ``kl-filter select --name semdedup ... --scores_dir``)::
@@ -38,10 +39,9 @@ import logging
 import numpy as np
 
 from kl_filter.core.errors import KLFilterError
+from kl_filter.rules.threshold import keep_mask
 from kl_filter.scorers.semdedup import SemDeDupScorer, assign_shard, duplicate_threshold, load_centroids, normalise_rows
 from kl_filter.stages.scores import read_columns
-from kl_filter.rules.threshold import keep_mask
-from kl_filter.apps.report.accumulate import Extremes
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +78,8 @@ class DedupAccumulator:
             self.kept[i] += int(np.count_nonzero(keep_mask(maxsim, t, reverse=True)))
         if self.k > 0:  # rows with an earlier row of their cluster (the first row of each cluster stores -1)
             candidate = np.where(maxsim > -1, maxsim.astype(np.float64), np.nan)
-            local = [(s, a, b, shard_index, int(r), int(cluster[r]), texts[r])
-                     for s, a, b, r in Extremes._local(candidate, uids, texts, self.k, True)]
+            local = [(float(candidate[r]), int(uids[r]["f0"]), int(uids[r]["f1"]), shard_index, int(r),
+                      int(cluster[r]), texts[r]) for r in _highest(candidate, uids, self.k)]
             self.top = sorted(self.top + local, key=lambda t: (-t[0], t[1], t[2]))[: self.k]
 
     def clusters(self) -> dict:
@@ -104,6 +104,19 @@ class DedupAccumulator:
         return {"eps": list(EPS_GRID), "threshold": self.thresholds, "kept": self.kept.tolist(),
                 "share": [k / n if n else 0.0 for k in self.kept.tolist()], "marks": list(EPS_MARKS),
                 "rule": "kept when maxsim <= duplicate_threshold(eps) (select --name semdedup --eps eps)"}
+
+
+def _highest(score: np.ndarray, uids: np.ndarray, k: int) -> np.ndarray:
+    """The rows of the ``k`` highest finite scores, score descending then uid ascending."""
+    ok = np.flatnonzero(np.isfinite(score))
+    if not len(ok) or k <= 0:
+        return ok[:0]
+    s = score[ok]
+    if len(s) > k:  # every row at or past the k-th value, ties included, then an exact order
+        kth = np.partition(s, len(s) - k)[len(s) - k]
+        ok, s = ok[s >= kth], s[s >= kth]
+    u = uids[ok]
+    return ok[np.lexsort((u["f1"], u["f0"], -s))[:k]]
 
 
 # ---- the partners of the top rows ---------------------------------------------------------------------------
@@ -138,10 +151,10 @@ def _earlier(keys, shard_index: int, rows, key, t_shard: int, t_row: int) -> np.
     return (keys < key) | (same & ((shard_index < t_shard) | ((shard_index == t_shard) & (rows < t_row))))
 
 
-def find_partners(source, arch: str, top: list, engine) -> tuple[list, str | None]:
+def find_partners(source, acc: DedupAccumulator, engine) -> tuple[list, str | None]:
     """``([(cosine, order key, shard index, row) of its partner, or None, per top row], None)``, or
     ``([], reason)`` when the pairs cannot be searched (see the module docstring)."""
-    maxsim_col, cluster_col = source.dedup[arch]
+    maxsim_col, cluster_col, arch, top = acc.maxsim_column, acc.cluster_column, acc.arch, acc.top
     pool = source.pool
     got = _scorer(source.provenance.get(maxsim_col) or {})
     if isinstance(got, str):
@@ -243,7 +256,7 @@ def dedup_figures(source, accs: dict, engine, shown, mixed=frozenset()) -> dict:
             if acc.maxsim_column in mixed or acc.cluster_column in mixed:
                 best, reason = [], "the score files' provenance of this column differs between shards"
             else:
-                best, reason = find_partners(source, arch, acc.top, engine)
+                best, reason = find_partners(source, acc, engine)
             if reason:
                 log.warning("report: %s duplicate pairs left out: %s", arch, reason)
                 fig["pairs_unavailable"] = reason
