@@ -498,7 +498,7 @@ STATS = ("--arch", "b32", "--num_samples", "20", "--no_moments", "--no_progress"
 
 
 def test_a_zero_byte_statistics_partial_is_recomputed(tmp_path, pool, capsys):
-    from kl_filter.stats.reference import load_stats
+    from kl_filter.stats.statsfile import load_stats
 
     out = tmp_path / "S.npz"
     assert cli("stats", "--metadata_dir", pool, "--out", out, *STATS, capsys=capsys)[0] == 0

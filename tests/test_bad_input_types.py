@@ -458,7 +458,7 @@ def test_statistics_file_faults(pool, tmp_path, fault):
     make(path)
     from kl_filter.core.errors import KLFilterError
     from kl_filter.pool import Pool
-    from kl_filter.stats.reference import load_stats
+    from kl_filter.stats.statsfile import load_stats
 
     with pytest.raises(KLFilterError) as e:
         load_stats(path, Pool(str(pool)), archs=["b32"])

@@ -12,7 +12,8 @@ import logging
 
 from kl_filter.core.errors import KLFilterError
 from kl_filter.core.fspath import url_to_fs
-from kl_filter.stats.reference import DEFAULT_SAMPLE_RATIO, Stats, compute_stats, load_stats, parts_dir_for, save_stats
+from kl_filter.stats.reference import DEFAULT_SAMPLE_RATIO, compute_stats
+from kl_filter.stats.statsfile import Stats, load_stats, parts_dir_for, save_stats
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,8 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from kl_filter.core.outputs import In, Out, check
     from kl_filter.pool import Pool
-    from kl_filter.stats.reference import compute_stats, parts_dir_for, save_stats
+    from kl_filter.stats.reference import compute_stats
+    from kl_filter.stats.statsfile import parts_dir_for, save_stats
     from kl_filter.core.progress import tqdm_progress
 
     check([Out(args.out, "--out"), Out(parts_dir_for(args.out), "--out's partials", "dir", marker="parts")],
