@@ -57,11 +57,13 @@ class RunContext:
     progress: Callable = NoProgress
     engine: str = "local"
     ray_address: str | None = None
+    task_timeout: float | None = None  # seconds a task may run (kl_filter.engines.watchdog); None: no bound
     _engine: object = field(default=None, repr=False)
 
     def get_engine(self):
         if self._engine is None:
-            self._engine = get_engine(self.engine, self.num_workers, self.progress, self.ray_address)
+            self._engine = get_engine(self.engine, self.num_workers, self.progress, self.ray_address,
+                                      self.task_timeout)
         return self._engine
 
 

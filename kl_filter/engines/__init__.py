@@ -22,13 +22,16 @@ from kl_filter.engines.blas import single_blas_thread
 from kl_filter.engines.local import LocalEngine
 
 
-def get_engine(name: str = "local", num_workers: int = 1, progress=None, address: str | None = None) -> Engine:
+def get_engine(name: str = "local", num_workers: int = 1, progress=None, address: str | None = None,
+               task_timeout: float | None = None) -> Engine:
+    """The engine ``name``; ``task_timeout`` (seconds, None: no bound) stops a task that runs longer
+    (:mod:`.watchdog`)."""
     if name == "local":
-        return LocalEngine(num_workers, progress)
+        return LocalEngine(num_workers, progress, task_timeout)
     if name == "ray":
         from kl_filter.engines.ray_engine import RayEngine
 
-        return RayEngine(num_workers, progress, address)
+        return RayEngine(num_workers, progress, address, task_timeout)
     from kl_filter.core.errors import KLFilterError
 
     raise KLFilterError(f"--engine must be local or ray, got {name!r}")

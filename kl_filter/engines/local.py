@@ -8,7 +8,7 @@ arithmetic. Compute threads take items in item order, so with one compute thread
 (the resharder's single writer and the report's streaming passes rely on it). Memory stays bounded by the
 read-ahead (``num_workers + max(2, workers)`` items loaded or loading) plus one item per compute thread, however
 many items there are. A whole map runs with one BLAS thread (:mod:`.blas`); worker processes set one in their
-initializer.
+initializer. ``task_timeout`` bounds each ``fn`` call (:mod:`.watchdog`).
 """
 
 from __future__ import annotations
@@ -18,19 +18,22 @@ import multiprocessing as mp
 import os
 import sys
 import threading
+import time
 
 from kl_filter.core.progress import NoProgress
 from kl_filter.engines.base import Parallel, _worker
 from kl_filter.engines.blas import set_single_blas_thread, single_blas_thread
+from kl_filter.engines.watchdog import TaskTimeout, Watchdog, check_task_timeout, stuck_in, timeout_message
 
 
 class LocalEngine:
     name = "local"
     remote = False
 
-    def __init__(self, num_workers: int = 1, progress=None):
+    def __init__(self, num_workers: int = 1, progress=None, task_timeout: float | None = None):
         self.num_workers = max(1, num_workers)
         self.progress = progress or NoProgress
+        self.task_timeout = check_task_timeout(task_timeout)
 
     def map(self, fn, items, *, load=None, parallel: Parallel | str = Parallel.THREADS, desc: str = "",
             fetch: bool = True, num_gpus: float = 0, workers: int | None = None) -> list:
@@ -43,8 +46,9 @@ class LocalEngine:
                 # never more workers than items (4 shards: 4 forks, not 64), nor processes than cores
                 n = max(1, min(self.num_workers, len(items)))
                 if parallel is Parallel.PROCESSES and n > 1:
-                    return _processes(fn, items, load, min(n, os.cpu_count() or 1), bar)
-                return _threads(fn, items, load, n, max(1, min(workers or n, len(items))), bar)
+                    return _processes(fn, items, load, min(n, os.cpu_count() or 1), bar, self.task_timeout, desc)
+                return _threads(fn, items, load, n, max(1, min(workers or n, len(items))), bar, self.task_timeout,
+                                desc)
         finally:
             bar.close()
 
@@ -67,8 +71,9 @@ def _call(fn, load, item):
     return fn(*item) if load is None else fn(item, load(item))
 
 
-def _threads(fn, items, load, loaders: int, workers: int, bar) -> list:
+def _threads(fn, items, load, loaders: int, workers: int, bar, timeout: float | None = None, desc: str = "") -> list:
     results: list = [None] * len(items)
+    running: dict = {}  # worker -> (its thread's id, when its fn call began): what the timeout watches
     errors: list[BaseException] = []  # the first one is re-raised; any entry stops the workers
     lock = threading.Lock()
     taken = submitted = 0
@@ -94,7 +99,15 @@ def _threads(fn, items, load, loaders: int, workers: int, bar) -> list:
         while (got := take()) is not None:
             i, loaded = got
             try:
-                results[i] = fn(*items[i]) if loaded is None else fn(items[i], loaded.result())
+                value = loaded.result() if loaded is not None else None
+                running[w] = (threading.get_ident(), time.monotonic())
+                try:
+                    out = fn(*items[i]) if loaded is None else fn(items[i], value)
+                finally:
+                    running.pop(w, None)
+                if errors:  # a timed-out map: whatever finishes late is not a result
+                    return
+                results[i] = out
             except BaseException as e:  # noqa: BLE001 - re-raised in the caller
                 errors.append(e)
                 return
@@ -107,7 +120,12 @@ def _threads(fn, items, load, loaders: int, workers: int, bar) -> list:
         for t in threads:
             t.start()
         for t in threads:
-            t.join()
+            while t.is_alive():
+                t.join(None if timeout is None else 0.05)
+                late = [r for r in list(running.values()) if time.monotonic() - r[1] > timeout] if timeout else []
+                if late:  # the stuck thread cannot be killed: stop waiting for it (see .watchdog)
+                    errors.append(TaskTimeout(timeout_message(timeout, desc, *stuck_in(late[0][0]))))
+                    raise errors[-1]
     except BaseException as e:  # e.g. Ctrl-C: the workers stop after their current item
         errors.append(e)
         raise
@@ -119,15 +137,33 @@ def _threads(fn, items, load, loaders: int, workers: int, bar) -> list:
     return results
 
 
-def _processes(fn, items, load, workers: int, bar) -> list:
+_reports = None  # in a worker process under --task_timeout: where its watchdog says why it ended
+
+
+def _init_process(reports) -> None:
+    global _reports
+    _reports = reports
+    set_single_blas_thread()
+
+
+def _call_watched(fn, load, item, timeout: float, desc: str):
+    with Watchdog(timeout, desc, _reports.put):
+        return _call(fn, load, item)
+
+
+def _processes(fn, items, load, workers: int, bar, timeout: float | None = None, desc: str = "") -> list:
     ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
-    with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=set_single_blas_thread) as ex:
-        futs = [ex.submit(_call, fn, load, it) for it in items]
+    reports = ctx.SimpleQueue() if timeout else None
+    with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_process, initargs=(reports,)) as ex:
+        futs = [ex.submit(_call, fn, load, it) if timeout is None else
+                ex.submit(_call_watched, fn, load, it, timeout, desc) for it in items]
         try:
             for f in cf.as_completed(futs):
                 f.result()  # the first failure stops the rest
                 bar.update(1)
-        except BaseException:
+        except BaseException as e:
             ex.shutdown(wait=False, cancel_futures=True)
+            if isinstance(e, cf.process.BrokenProcessPool) and reports is not None and not reports.empty():
+                raise TaskTimeout(reports.get()) from None  # a watchdog ended its worker
             raise
         return [f.result() for f in futs]

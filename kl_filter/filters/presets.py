@@ -16,6 +16,7 @@ one or two cuts cannot say in flags alone, and keep the flags their users have:
 from __future__ import annotations
 
 import functools
+import logging
 import math
 from typing import ClassVar
 
@@ -192,6 +193,10 @@ class SemDeDup(ScorerCut):
     def check(self):
         if not (math.isfinite(self.eps) and 0.0 < self.eps < 2.0):
             raise KLFilterError(f"--eps must be in (0, 2) (a duplicate has cosine > 1 - eps), got {self.eps}")
+        if self.eps < 1e-4:  # float32 cosines of identical images measured 1 ± 6e-7; bound d·2⁻²⁴ = 4.6e-5 at 768
+            logging.getLogger(__name__).warning(
+                "--eps %g is within float32 rounding of a cosine (identical images score 1 ± 5e-5 at most): exact "
+                "duplicates may be kept or dropped by rounding; use --eps 1e-4 or more", self.eps)
 
     def make_rules(self):
         from kl_filter.scorers.semdedup import duplicate_threshold

@@ -71,6 +71,9 @@ def check_cut(what: str, fraction: float | None, threshold: float | None, prefix
         raise KLFilterError(f"--{prefix}fraction must be in (0, 1], got {fraction}")
     if threshold is not None and not np.isfinite(threshold):
         raise KLFilterError(f"--{prefix}threshold must be a finite number, got {threshold}")
+    if threshold is not None and abs(threshold) > float(np.finfo(np.float32).max):  # 1e300: a float32 overflow
+        raise KLFilterError(f"--{prefix}threshold must be within float32's range (score columns are float32: "
+                            f"|t| <= 3.4e38), got {threshold}")
 
 
 # ---- what a rule resolves against --------------------------------------------------------------------------------

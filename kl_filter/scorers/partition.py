@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from kl_filter.core.errors import KLFilterError
 from kl_filter.core.hashing import sample_keys, splitmix64
 
 
@@ -34,8 +35,10 @@ def bucket_keys(uids: np.ndarray, seed: int, pass_index: int) -> np.ndarray:
 
 
 def num_buckets(rows: int, size: int) -> int:
-    """Equal buckets of about ``size`` rows; one bucket (the whole pool) when ``size`` >= rows."""
-    return max(1, round(rows / size))
+    """Equal buckets of about ``size`` rows; one bucket (the whole pool) when ``size`` >= rows. Never a bucket of
+    fewer than ``min(size, 2)`` rows: rounding alone cut 7 rows into 4 buckets of 2 (one of 1 row, whose
+    negCLIPLoss is 0 whatever the pair: always kept), so the count stops at ``rows // 2`` (3 buckets of 2-3)."""
+    return max(1, min(round(rows / size), rows // min(size, 2)))
 
 
 def assign_buckets(keys: list[np.ndarray], uids: list[np.ndarray] | None, buckets: int) -> list[np.ndarray]:
@@ -61,9 +64,15 @@ def has_ties(keys: list[np.ndarray]) -> bool:
 def hashed_partition(pool, engine, seed: int, pass_index: int, size: int, name: str = "buckets") -> Partition:
     """Equal buckets of about ``size`` rows from the ranks of a seeded hash of the uids (negCLIPLoss's batches);
     the hash is also the order key within a bucket."""
+    rows = sum(pool.row_counts)
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:  # a plugin's bucket_size()
+        raise KLFilterError(f"{name}: bucket_size() must be a positive integer, got {size!r:.80}")
+    if rows < min(size, 2):  # one row alone in its batch: nothing to normalise over
+        raise KLFilterError(f"{name}: the pool has {rows} row(s); a batch needs at least 2 (each row is scored "
+                            "against the other rows of its batch): give a pool of 2 rows or more", pool.metadata_dir)
     keys = engine.map(_shard_keys, [(pool, s, seed, pass_index) for s in pool.shards], desc=f"{name}: keys")
     uids = engine.map(_shard_uids, [(pool, s) for s in pool.shards]) if has_ties(keys) else None
-    buckets = num_buckets(sum(pool.row_counts), size)
+    buckets = num_buckets(rows, int(size))
     return Partition(assign_buckets(keys, uids, buckets), buckets, keys)
 
 

@@ -358,6 +358,12 @@ class SemDeDupScorer(BucketScorer):
         res = engine.map(assign_shard, [(pool, s, c, self.keys[0], self.keep, seed, self.clip_column)
                                          for s in pool.shards], desc="semdedup: assign")
         labels = [r[0] for r in res]
+        alone = int((np.bincount(np.concatenate(labels), minlength=self.num_clusters) == 1).sum())
+        if 2 * alone > n:  # K near the pool's size: most rows have nothing to be a duplicate of
+            logging.getLogger(__name__).warning(
+                "semdedup: %d of %d rows are alone in their k-means cluster (--num_clusters %d): a row is compared "
+                "only with its own cluster, so near duplicates in different clusters are all kept; use fewer "
+                "clusters (hundreds of rows or more each)", alone, n, self.num_clusters)
         return Partition(labels, self.num_clusters, [r[1] for r in res],
                          {"cluster": [lab.astype(np.float32) for lab in labels]})
 

@@ -56,13 +56,15 @@ def add_engine_arguments(p) -> None:
     p.add_argument("--engine", default="local", choices=["local", "ray"],
                    help="local threads/processes, or Ray tasks (pip install 'kl-filter[ray]')")
     p.add_argument("--ray_address", default=None, help="an existing Ray cluster (default: start a local one)")
+    p.add_argument("--task_timeout", type=float, default=None, metavar="SECONDS",
+                   help="stop a task (one shard or batch) running longer, naming the plugin it was in (default: none)")
 
 
 def engine_from_args(args):
     from kl_filter.engines import get_engine
 
     return get_engine(args.engine, args.num_workers, NoProgress if args.no_progress else tqdm_progress,
-                      args.ray_address)
+                      args.ray_address, args.task_timeout)
 
 
 def run_context(args):
@@ -75,7 +77,7 @@ def run_context(args):
     return RunContext(num_workers=args.num_workers, seed=args.seed, device=args.device, scores_dir=args.scores_dir,
                       stats=args.stats, overwrite=args.overwrite,
                       progress=NoProgress if args.no_progress else tqdm_progress,
-                      engine=args.engine, ray_address=args.ray_address)
+                      engine=args.engine, ray_address=args.ray_address, task_timeout=args.task_timeout)
 
 
 def print_summary(summary: dict, save_path: str) -> None:
