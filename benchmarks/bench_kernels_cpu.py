@@ -29,12 +29,14 @@ D = 768
 
 def gemms(x16, y, block_rows, block_cols, scale=1.0):
     """The kernel's float32 products alone: x (float16 → float32 once per row block) against column blocks of y."""
+    from kl_filter.kernels.half import to_float32
+
     y = np.ascontiguousarray(y, dtype=np.float32) * np.float32(scale)
     out = np.empty((block_rows, min(block_cols, len(y))), np.float32)
 
     def run():
         for r0 in range(0, len(x16), block_rows):
-            x = np.asarray(x16[r0: r0 + block_rows], dtype=np.float32)
+            x = to_float32(x16[r0: r0 + block_rows])  # the kernels' own float16 conversion
             for c0 in range(0, len(y), block_cols):
                 yb = y[c0: c0 + block_cols]
                 np.matmul(x, yb.T, out=out[: len(x), : len(yb)])

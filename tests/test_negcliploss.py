@@ -145,3 +145,24 @@ def test_intersection_with_normsim(tmp_path):
     assert kept == {f"{i:032x}" for i in np.flatnonzero(keep)}
     side = json.loads(open(f"{tmp_path}/u.npy.json").read())
     assert [s["step"].split()[1] for s in side["removed"]] == ["negcliploss_b32", "normsim_inf_b32"]
+
+
+def test_blocks_outside_the_unshifted_range_are_shifted(monkeypatch):
+    """Similarities so far apart that exp(a·s) overflows (a = 400: a·s up to 400) or a column's sum falls under
+    the floor (columns of -a·s): those blocks are computed again, max-shifted, and every row still matches
+    float64; a block in range (a = 100, unrelated pairs) is computed once."""
+    import kl_filter.scorers.negcliploss as ncl
+
+    products, product = [], ncl._similarities  # the first row of each block product computed
+    monkeypatch.setattr(ncl, "_similarities", lambda *a: products.append(a[3]) or product(*a))
+    rng = np.random.default_rng(5)
+    f = unit(rng, 600, 32)
+    g = f.copy()
+    g[300:] = -f[300:]  # rows 300+: their own pair at -a, most of their columns far below the block's top
+    got, want = ncl.negcliploss_batch(f, g, 400.0, block=256), ref_negcliploss(f, g, 400.0)
+    assert np.isfinite(got).all() and rel(got, want) < 1e-5
+    assert products == [0, 0, 256, 256, 512, 512]  # every block twice
+    products.clear()
+    g = unit(rng, 600, 32)
+    assert rel(ncl.negcliploss_batch(f, g, 100.0, block=256), ref_negcliploss(f, g)) < 1e-5
+    assert products == [0, 256, 512]
