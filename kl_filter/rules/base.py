@@ -336,7 +336,8 @@ def _break_ties(col, thr, mask, ok, want, rng) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Uniform(Rule):
-    """Flatten the histogram of ``column``: keep about ``ceil(fraction·n)`` rows (SPEC §3, seeded by the run's seed).
+    """Flatten the histogram of ``column``: keep about ``ceil(fraction·n)`` rows (seeded by the run's seed;
+    docs/selection.md#selection-semantics-datacomps-exactly).
 
     fraction: the share of the pool to keep, in (0, 1]
     num_bins: equal-width bins over the score range; each keeps at most ceil(fraction·n)/num_bins rows
