@@ -15,7 +15,9 @@ repository's top-level ``baselines`` is a link to it). CLI flags given beside a 
 
 from __future__ import annotations
 
+import logging
 import os
+import stat
 from dataclasses import dataclass, field
 
 from kl_filter.core.errors import KLFilterError
@@ -25,9 +27,29 @@ DISTRIBUTION = "kl-filter"
 RECIPES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "baselines")  # package data
 
 
+_warned: set = set()  # $KL_FILTER_RECIPES entries already warned about (one line each per process)
+
+
 def recipe_dirs() -> list[str]:
-    """Where bare recipe names are looked up, in order: ``$KL_FILTER_RECIPES``, then ``kl_filter/baselines/``."""
-    dirs = [d for d in os.environ.get(RECIPES_ENV, "").split(os.pathsep) if d]
+    """Where bare recipe names are looked up, in order: ``$KL_FILTER_RECIPES``, then ``kl_filter/baselines/``.
+    Empty entries (``::``) are skipped; an entry that is not a directory (missing, a file, a FIFO: never opened)
+    is skipped with one warning, since a recipe there would otherwise be silently replaced by a shipped one."""
+    dirs = []
+    for d in os.environ.get(RECIPES_ENV, "").split(os.pathsep):
+        if not d:
+            continue
+        try:
+            mode = os.stat(d).st_mode
+            what = None if stat.S_ISDIR(mode) else "is not a directory"
+        except FileNotFoundError:
+            what = "does not exist"
+        except OSError as e:
+            what = f"cannot be read ({e.strerror or e})"
+        if what is None:
+            dirs.append(d)
+        elif d not in _warned:
+            _warned.add(d)
+            logging.getLogger(__name__).warning("$%s entry %r %s: skipped", RECIPES_ENV, d, what)
     if os.path.isdir(RECIPES_DIR):
         dirs.append(RECIPES_DIR)
     return dirs
@@ -36,12 +58,12 @@ def recipe_dirs() -> list[str]:
 def shipped_recipes() -> list[str]:
     """The recipe names kl-filter ships: the ``kl_filter/baselines/*.yaml`` its installation record lists (a
     regular install: so a file lost since is still named), and those in the folder (an editable install)."""
-    from importlib.metadata import PackageNotFoundError, files
+    from importlib.metadata import files
 
     names = {f[:-5] for f in os.listdir(RECIPES_DIR) if f.endswith(".yaml")} if os.path.isdir(RECIPES_DIR) else set()
     try:
         record = files(DISTRIBUTION) or []
-    except PackageNotFoundError:
+    except Exception:  # noqa: BLE001 - not installed, or an unreadable RECORD: the folder's names are what we have
         record = []
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     for f in record:
@@ -75,11 +97,15 @@ class Recipe:
 
 
 def resolve(recipe: str) -> str:
-    if os.path.exists(recipe):
+    """The file of a recipe path or bare name. ``lexists``: a dangling link or a symlink loop is found, and the
+    reading layer says what it is, rather than "no such recipe"."""
+    if not recipe:
+        raise KLFilterError("a recipe is a YAML file or a recipe name, got an empty string")
+    if os.path.lexists(recipe):
         return recipe
     for d in recipe_dirs():
         p = os.path.join(d, recipe if recipe.endswith((".yaml", ".yml")) else recipe + ".yaml")
-        if os.path.exists(p):
+        if os.path.lexists(p):
             return p
     raise KLFilterError(f"no such recipe (looked in {_looked_in()})", recipe)
 
@@ -122,9 +148,12 @@ def load_recipe(recipe: str) -> Recipe:
 def list_recipes() -> list[Recipe]:
     seen, out = set(), []
     for d in recipe_dirs():
-        if os.path.isdir(d):
-            for f in sorted(os.listdir(d)):
-                if f.endswith(".yaml") and f[:-5] not in seen:
-                    seen.add(f[:-5])
-                    out.append(load_recipe(os.path.join(d, f)))
+        try:
+            entries = sorted(os.listdir(d))
+        except OSError as e:
+            raise KLFilterError(f"cannot list the recipe directory ({e.strerror or e})", d) from None
+        for f in entries:
+            if f.endswith(".yaml") and f[:-5] not in seen:
+                seen.add(f[:-5])
+                out.append(load_recipe(os.path.join(d, f)))
     return out

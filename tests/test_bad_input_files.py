@@ -479,7 +479,7 @@ def _fail_parquet(*a, **k):
 def test_inspect_on_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, pool, capsys, monkeypatch, where):
     from kl_filter.apps.report import build
 
-    monkeypatch.setattr(build, "all_plots", lambda figures: {})  # the figures' pictures are not what fails here
+    monkeypatch.setattr(build, "all_plots", lambda *a, **k: {})  # the figures' pictures are not what fails here
     if where in ("index.html", "marker"):
         monkeypatch.setattr(build, "open", _full_disk_open(".html" if where == "index.html" else ".kl-filter"),
                             raising=False)
@@ -947,7 +947,7 @@ def test_recipe_that_is_not_a_file(tmp_path, pool, capsys, kind):
     r = _not_a_file(tmp_path, kind)
     code, _, err = no_hang(lambda: cli("run", r, "--metadata_dir", pool, "--save_path", tmp_path / "o.npy",
                                        capsys=capsys), [r] if kind == "fifo" else [])
-    one_line_exit_2(code, err, r, NOT_A_FILE[kind] if kind != "dangling_symlink" else "no such recipe")
+    one_line_exit_2(code, err, r, NOT_A_FILE[kind])  # a dangling link said "no such recipe" (not what it is)
 
 
 def test_recipe_with_a_byte_order_mark_and_aliases_runs(tmp_path, pool, capsys):

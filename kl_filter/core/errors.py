@@ -5,12 +5,16 @@ The CLI prints ``kl-filter: error: <message>`` on one line and exits with status
 """
 
 
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(32), 127)} | {10: "\\n", 13: "\\r", 9: "\\t"}
+
+
 class KLFilterError(Exception):
-    """A failure caused by the user's input (a file, a flag, the environment), reported in one line."""
+    """A failure caused by the user's input (a file, a flag, the environment), reported in one line: control
+    characters a name brought in (``kl-filter run $'x\\ny'``) are written escaped, as ``\\n``."""
 
     def __init__(self, message: str, path: str | None = None):
         self.path = path
-        super().__init__(f"{path}: {message}" if path else message)
+        super().__init__((f"{path}: {message}" if path else message).translate(_CONTROL))
 
 
 class MissingDependency(KLFilterError):

@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 
+from kl_filter.core.errors import KLFilterError
 from kl_filter.core.progress import NoProgress
 from kl_filter.engines.base import Parallel, _worker
 from kl_filter.engines.blas import set_single_blas_thread, single_blas_thread
@@ -163,7 +164,11 @@ def _processes(fn, items, load, workers: int, bar, timeout: float | None = None,
                 bar.update(1)
         except BaseException as e:
             ex.shutdown(wait=False, cancel_futures=True)
-            if isinstance(e, cf.process.BrokenProcessPool) and reports is not None and not reports.empty():
+            if not isinstance(e, cf.process.BrokenProcessPool):
+                raise
+            if reports is not None and not reports.empty():
                 raise TaskTimeout(reports.get()) from None  # a watchdog ended its worker
-            raise
+            raise KLFilterError(f"a worker process of '{desc or 'a task'}' died (killed by a signal, out of memory, or "
+                                "a crash in native code); nothing was written for its shard and finished work is "
+                                "kept: rerun to resume") from None
         return [f.result() for f in futs]

@@ -43,12 +43,16 @@ class TaskTimeout(KLFilterError):
 
 
 def check_task_timeout(timeout) -> float | None:
-    """``--task_timeout``: None (no bound) or a positive finite number of seconds."""
+    """``--task_timeout``: None (no bound) or a positive number of seconds a timer can wait (1e300 overflowed the
+    watchdog's clock in its thread: a traceback there, and no bound)."""
     if timeout is None:
         return None
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not (math.isfinite(timeout)
                                                                                  and timeout > 0):
         raise KLFilterError(f"--task_timeout must be a positive number of seconds, got {timeout!r:.40}")
+    if timeout > threading.TIMEOUT_MAX:
+        raise KLFilterError(f"--task_timeout must be at most {threading.TIMEOUT_MAX:.4g} s, got {timeout:g} "
+                            "(leave it out for no bound)")
     return float(timeout)
 
 
@@ -79,22 +83,24 @@ def plugin_words(obj) -> str:
         (f"distribution {dist})" if dist else "no installed distribution)")
 
 
+def _line(frame) -> str:
+    return f"{os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno} in {frame.f_code.co_name}()"
+
+
 def stuck_in(thread_id: int | None) -> tuple[str | None, str]:
-    """(the innermost plugin running on thread ``thread_id``, in words, or None; the Python line it is at)."""
+    """(the innermost plugin running on thread ``thread_id``, in words, or None; the line it is at: the plugin's
+    own line, else the innermost Python line)."""
     frame = sys._current_frames().get(thread_id) if thread_id is not None else None
-    where, who = "an unknown line", None
-    if frame is not None:
-        code = frame.f_code
-        where = f"{os.path.basename(code.co_filename)}:{frame.f_lineno} in {code.co_name}()"
-    while frame is not None and who is None:
+    where = _line(frame) if frame is not None else "an unknown line"
+    while frame is not None:
         me = frame.f_locals.get("self")
         if isinstance(getattr(me, "name", None), str) and any(callable(getattr(me, m, None)) for m in _METHODS):
             try:
-                who = plugin_words(me)
+                return plugin_words(me), _line(frame)
             except Exception:  # noqa: BLE001 - naming must never hide the timeout itself
-                who = f"plugin {me.name!r}"
+                return f"plugin {me.name!r}", _line(frame)
         frame = frame.f_back
-    return who, where
+    return None, where
 
 
 def timeout_message(timeout: float, desc: str, who: str | None, where: str) -> str:

@@ -14,6 +14,7 @@ log-weight column (IWL's); ``kl-filter weights`` is that, for the IWL scorer.
 from __future__ import annotations
 
 import itertools
+import math
 import os
 
 from kl_filter.core.errors import KLFilterError
@@ -21,6 +22,7 @@ from kl_filter.apps.cli.common import add_engine_arguments, engine_from_args
 
 # `kl-filter score` without --scorer: the KL family on every axis, the command's defaults since it existed
 KL_GRID = {"mode": ["kl", "kl_reverse", "centered", "whitened"], "arch": ["b32", "l14"], "target": ["txt", "img"]}
+MAX_COMBINATIONS = 1000  # scorers one command may ask for (400 × 400 values built 160,000 scorers: minutes, no work)
 
 
 def add_common(p) -> None:
@@ -54,11 +56,18 @@ def scorer_params_from_cli(name: str, extra: list[str]) -> list[dict]:
     from kl_filter.scorers.registry import SCORERS
     from kl_filter.apps.cli.common import parse_flags
 
+    if name not in SCORERS.names():  # the registry's own message names --name, select's flag
+        raise KLFilterError(f"unknown --scorer {name!r}; known: {', '.join(SCORERS.names())}")
     declared = signature_params(SCORERS.get(name))
     several = [replace(p, many=True) if p.base is not bool else p for p in declared]
     given = parse_flags(f"--scorer {name}", extra, several)
     single = {p.name for p in declared if not p.many and p.base is not bool}
     axes = {k: (v if k in single else [v]) for k, v in given.items()}
+    total = math.prod(len(v) for v in axes.values())
+    if total > MAX_COMBINATIONS:
+        raise KLFilterError(f"--scorer {name}: the flags ask for {total:,} combinations ("
+                            + " x ".join(f"{len(v)} --{k}" for k, v in axes.items() if len(v) > 1)
+                            + f"); at most {MAX_COMBINATIONS:,} in one command")
     return [dict(zip(axes, combo)) for combo in itertools.product(*axes.values())]
 
 
@@ -75,7 +84,8 @@ def run(args) -> int:
     t = time.perf_counter()
     if args.num_workers < 1:
         raise KLFilterError(f"--num_workers must be >= 1, got {args.num_workers}")
-    name, extra = args.scorer or "kl", ["--mode" if a == "--modes" else a for a in args.extra]
+    name = "kl" if args.scorer is None else args.scorer  # `--scorer ''` is a name (unknown), not the KL grid
+    extra = ["--mode" if a == "--modes" else a for a in args.extra]
     if args.scorer is None:  # the command's KL defaults, for the axes the flags leave out
         extra += [x for k, v in KL_GRID.items() if f"--{k}" not in extra for x in (f"--{k}", *v)]
     scores_dir, weights = getattr(args, args.scores_out), getattr(args, args.weights_out)
