@@ -15,13 +15,8 @@ Refused, with one line naming the output and the input it would hurt:
   marker file, :data:`MARKER`, naming its kind (written by :func:`claim_dir`); a directory of another kind is
   refused too (``inspect --out SCORES_DIR`` would delete the score files).
 
-Kinds of directory: each is registered by the code that owns its layout (:func:`register_layout`), with a
-function that recognises one written before markers existed (or by a run killed before it wrote its marker) by
-its content; a kind registered without one (a report, the track's work directory: replaced or deleted as a
-whole) is proven by its marker alone. The library registers its own kinds below (``scores``: score files,
-statistics, the bucket stage's work directory; ``parts``: a statistics file's partials directory,
-``STATS.npz.parts``, removed when the file is complete, which must hold only partials, ``<shard>.npz`` with their
-provenance; ``pool``: a synthetic pool); each application registers its own when imported.
+A directory without a marker is checked by its kind's registered layout (:mod:`kl_filter.core.layouts`: each
+command registers the kinds it writes, with how to recognise one made before markers existed).
 
 Paths are compared after resolving symlinks (local paths) or as normalised URLs (same protocol and path).
 """
@@ -32,29 +27,10 @@ import json
 import os
 import stat
 from dataclasses import dataclass
-from typing import Callable
 
 from kl_filter.core.errors import KLFilterError
 from kl_filter.core.fspath import is_local, url_to_fs
-
-MARKER = ".kl-filter"
-
-Recognise = Callable[[object, str, list], "str | None"]
-"""``(fs, directory path on fs, its entry names) -> None`` when every entry is something kl-filter writes in a
-directory of that kind, else the first entry that is not."""
-_LAYOUTS: dict[str, Recognise | None] = {}
-
-
-def register_layout(kind: str, recognise: Recognise | None = None) -> None:
-    """Declare the output directory ``kind`` (the name its marker holds) and how to recognise one without a
-    marker (None: only its marker proves it). Registering a kind again replaces its recogniser."""
-    _LAYOUTS[kind] = recognise
-
-
-def _layout(kind: str) -> Recognise | None:
-    if kind not in _LAYOUTS:
-        raise ValueError(f"unknown output directory kind {kind!r} (register_layout it where its layout is written)")
-    return _LAYOUTS[kind]
+from kl_filter.core.layouts import MARKER, first_foreign, layout
 
 
 @dataclass(frozen=True)
@@ -147,7 +123,6 @@ def _same(a: _Resolved, b: _Resolved) -> bool:
 
 
 _MARKER_MAX_BYTES = 1 << 16  # a marker is one short JSON line
-_JSON_MAX_BYTES = 64 << 20    # a kl-filter manifest read to recognise a directory (meta.json, synth_manifest.json)
 
 
 def marker_kind(path: str) -> str | None:
@@ -167,7 +142,7 @@ def claim_dir(path: str, kind: str) -> None:
     """Create directory ``path`` if missing and mark it as kl-filter's (of ``kind``), unless it already is."""
     from kl_filter.core.atomic import makedirs, write_bytes
 
-    _layout(kind)
+    layout(kind)
     makedirs(path)
     if marker_kind(path) != kind:
         write_bytes(f"{path.rstrip('/')}/{MARKER}", marker_bytes(kind))
@@ -184,92 +159,6 @@ def _entries(r: _Resolved) -> list[str]:
         return sorted(os.path.basename(e.rstrip("/")) for e in r.fs.ls(r.p, detail=False))
     except OSError as e:
         raise KLFilterError(f"{r.flag}: cannot list the directory ({getattr(e, 'strerror', None) or e})", r.path) from e
-
-
-def first_foreign(names: list[str], ok: Callable[[str], bool]) -> str | None:
-    """The first entry ``ok`` refuses (markers and the temporary files of killed runs are always kl-filter's)."""
-    from kl_filter.core.atomic import _TMP_TAIL
-
-    return next((n for n in names if n != MARKER and not _TMP_TAIL.match(n) and not ok(n)), None)
-
-
-def is_score_file(fs, path: str) -> bool:
-    """A parquet file with the score stage's ``kl_filter`` metadata."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from kl_filter.core.npyfile import check_regular_file
-
-    try:
-        check_regular_file(fs, path, "score file")  # a FIFO would block the open below forever
-        with fs.open(path, "rb") as f:
-            return b"kl_filter" in (pq.ParquetFile(f).schema_arrow.metadata or {})
-    except KLFilterError:
-        return False
-    except (pa.ArrowException, OSError, ValueError):
-        return False
-
-
-def _empty_file(fs, path: str) -> bool:
-    from kl_filter.core.npyfile import check_regular_file
-
-    try:
-        return check_regular_file(fs, path) == 0
-    except KLFilterError:
-        return False
-
-
-def _npz_has(fs, path: str, key: str) -> bool:
-    import zipfile
-
-    from kl_filter.core.npyfile import check_regular_file
-
-    try:
-        check_regular_file(fs, path)  # a FIFO would block the open below forever
-        with fs.open(path, "rb") as f, zipfile.ZipFile(f) as z:
-            return f"{key}.npy" in z.namelist()
-    except (OSError, ValueError, zipfile.BadZipFile, KLFilterError):
-        return False
-
-
-def json_has(fs, path: str, key: str) -> bool:
-    """Is ``path`` a JSON object (a kl-filter manifest, read with a size bound) with ``key``?"""
-    from kl_filter.core.inputs import load_json
-
-    try:
-        doc = load_json(path, "manifest", _JSON_MAX_BYTES, fs=fs)
-        return isinstance(doc, dict) and key in doc
-    except (OSError, KLFilterError):
-        return False
-
-
-# ---- the library's own kinds (each application registers its own where it writes them) ----
-def _recognise_scores(fs, p: str, names: list[str]) -> str | None:
-    """Score files (parquet with the score stage's metadata), statistics and the bucket stage's work directory."""
-    return first_foreign(names, lambda n: n in ("stats.npz", "stats.npz.parts", ".buckets")
-                         or (n.endswith(".parquet") and is_score_file(fs, f"{p.rstrip('/')}/{n}")))
-
-
-def _recognise_parts(fs, p: str, names: list[str]) -> str | None:
-    """A statistics file's partials: ``<shard>.npz`` with their provenance, or zero bytes (what a write cut short
-    by a crash or a full disk can leave: nothing to lose, recomputed)."""
-    def ok(n):
-        path = f"{p.rstrip('/')}/{n}"
-        return n.endswith(".npz") and (_empty_file(fs, path) or _npz_has(fs, path, "provenance"))
-
-    return first_foreign(names, ok)
-
-
-def _recognise_pool(fs, p: str, names: list[str]) -> str | None:
-    """A synthetic pool: its manifest says so."""
-    if json_has(fs, f"{p.rstrip('/')}/synth_manifest.json", "generator"):
-        return None
-    return next(n for n in names if n != MARKER)
-
-
-register_layout("scores", _recognise_scores)
-register_layout("parts", _recognise_parts)
-register_layout("pool", _recognise_pool)
 
 
 def _check_existing_parent(o: _Resolved) -> None:
@@ -310,7 +199,7 @@ def _check_one(o: _Resolved, spec: Out) -> None:
     if have is not None:
         raise KLFilterError(f"{o.flag} is a kl-filter {have} directory, not a {spec.marker} directory: not "
                             "written into", o.path)
-    recognise = _layout(spec.marker)
+    recognise = layout(spec.marker)
     bad = recognise(o.fs, o.p, names) if recognise else first_foreign(names, lambda n: False)
     if bad is not None:
         what = (f"is not a kl-filter {spec.marker} (it is not empty and was not made by kl-filter: it holds {bad!r}"
@@ -325,7 +214,7 @@ def check(outputs: list[Out], inputs: list[In]) -> None:
     module docstring. Call it before any work; it writes nothing."""
     for spec in outputs:
         if spec.marker is not None:
-            _layout(spec.marker)  # a kind nobody registered is a bug: raised on every call, not only when it matters
+            layout(spec.marker)  # a kind nobody registered is a bug: raised on every call, not only when it matters
     outs = [(spec, _resolve(spec.path, spec.flag)) for spec in outputs if spec.path]
     ins = [_resolve(i.path, i.flag) for i in inputs if i.path]
     for spec, o in outs:

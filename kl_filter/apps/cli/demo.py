@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 
-from kl_filter.core.outputs import first_foreign, json_has, register_layout
+from kl_filter.core.layouts import first_foreign, json_has, register_layout
 
 DEMO_ENTRIES = ("pool", "scores", "uids", "report", "demo_results.md", "demo_results.json")
 

@@ -2,7 +2,7 @@
 
 import os
 
-from kl_filter.core.outputs import register_layout
+from kl_filter.core.layouts import register_layout
 
 # the work directory is deleted at the end (without --keep_work): only its marker proves it is the track's
 register_layout("track")

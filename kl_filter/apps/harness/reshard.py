@@ -30,7 +30,8 @@ import numpy as np
 from kl_filter.core.atomic import atomic_open, write_bytes, write_json
 from kl_filter.core.errors import KLFilterError
 from kl_filter.core.fspath import open_file, url_to_fs
-from kl_filter.core.outputs import claim_dir, first_foreign, json_has, register_layout
+from kl_filter.core.layouts import first_foreign, json_has, register_layout
+from kl_filter.core.outputs import claim_dir
 from kl_filter.engines import LocalEngine
 from kl_filter.pool.tars import list_tars, read_samples
 from kl_filter.core.uids import UID_DTYPE, hex_to_u8u8, load_uids

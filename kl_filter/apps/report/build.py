@@ -37,7 +37,8 @@ from kl_filter.core.version import __version__
 from kl_filter.core.atomic import clean_stale_tmp, tmp_name
 from kl_filter.core.errors import KLFilterError
 from kl_filter.core.fspath import is_local, url_to_fs
-from kl_filter.core.outputs import MARKER, In, Out, check, marker_bytes, register_layout
+from kl_filter.core.layouts import register_layout
+from kl_filter.core.outputs import MARKER, In, Out, check, marker_bytes
 from kl_filter.pool import Pool
 from kl_filter.core.progress import NoProgress
 from kl_filter.apps.report.figures import compute_figures
