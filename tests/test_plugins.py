@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pandas as pd
@@ -12,6 +13,7 @@ import pytest
 
 from conftest import run_cli
 from kl_filter.core.uids import u8u8_to_hex
+from kl_filter.testing import FilterContract, ScorerContract
 from minipool import make_minipool
 
 PLUGIN = '''
@@ -267,3 +269,22 @@ def test_third_party_scorer_without_a_filter(tmp_path):
     got = pq.read_table(tmp_path / "s" / "00000001.parquet")
     assert got.column("caption_words").to_numpy().tolist() == words[300:].tolist()
     assert got.column("caption_chars").to_numpy().tolist() == chars[300:].tolist()
+
+
+def plugin_module(name: str, source: str):
+    """A plugin's module as its distribution installs it, built from its source text in this process."""
+    module = types.ModuleType(name)
+    exec(compile(source, f"{name}.py", "exec"), module.__dict__)
+    return module
+
+
+# the conformance suite each plugin's author runs (kl_filter.testing): a few lines per plugin
+class TestCaptionLengthConforms(ScorerContract):
+    scorer = plugin_module("lenplug", SCORER).CaptionLength
+    params = {"per": "word"}
+    changed_params = {"per": "char"}
+
+
+class TestLongCaptionConforms(FilterContract):
+    filter = plugin_module("kl_long_caption", PLUGIN).LongCaption
+    params = {"min_chars": 25}
