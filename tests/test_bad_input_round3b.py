@@ -350,6 +350,9 @@ RELEASE = threading.Event()  # the test lets a stuck thread go when it is done
 
 
 def _stuck():
+    if os.environ.get("KL_HANG_PIDFILE"):  # where a test looks for the process that hangs
+        with open(os.environ["KL_HANG_PIDFILE"], "a") as f:
+            f.write(f"{os.getpid()}\\n")
     while not RELEASE.is_set():
         time.sleep(0.01)
 
