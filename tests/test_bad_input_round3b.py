@@ -523,3 +523,40 @@ def test_the_command_leaves_at_once_after_a_timeout(tmp_path):
     assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
     assert p.stderr.strip().splitlines()[-1].startswith("kl-filter: error: filter 'hang'"), p.stderr
     assert time.perf_counter() - t < 60 and not os.path.exists(tmp_path / "u.npy")
+
+
+# ---- URLs and worker counts -------------------------------------------------------------------------------------------
+def test_a_pool_inside_a_zip_archive(tmp_path, pool, capsys):
+    """fsspec's chain form ``zip://inner::outer``: a pool in a zip reads as the pool (the same UID file); a file that
+    is not a zip is one line (before, any ``zip://x::FILE`` opened a zip archive on no file: 'Is a directory: .')."""
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "p.zip", "w") as z:
+        for f in sorted(os.listdir(pool)):
+            z.write(os.path.join(pool, f), f"pool/{f}")
+    outs = []
+    for src in (pool, f"zip://pool::{tmp_path / 'p.zip'}"):
+        save = tmp_path / f"u{len(outs)}.npy"
+        code, _, err = cli("select", "--name", "clip_score", "--arch", "b32", "--fraction", "0.3", "--metadata_dir",
+                           src, "--save_path", save, "--no_progress", capsys=capsys)
+        assert code == 0, err
+        outs.append(save.read_bytes())
+    assert outs[0] == outs[1]
+    code, _, err = cli("select", "--name", "clip_score", "--arch", "b32", "--fraction", "0.3", "--metadata_dir",
+                       f"zip://pool::{pool}/00000000.parquet", "--save_path", tmp_path / "x.npy", "--no_progress",
+                       capsys=capsys)
+    one_line_exit_2(code, err, "cannot open (File is not a zip file)")
+    code, _, err = cli("select", "--name", "clip_score", "--arch", "b32", "--fraction", "0.3", "--metadata_dir",
+                       f"zip://pool::nosuch://x", "--save_path", tmp_path / "x.npy", "--no_progress", capsys=capsys)
+    one_line_exit_2(code, err, "unknown protocol 'nosuch'")
+    assert not os.path.exists(tmp_path / "x.npy")
+
+
+@pytest.mark.parametrize("command", ["stats", "score"])
+def test_no_workers_is_refused_by_every_command(tmp_path, pool, capsys, command):
+    """`stats --num_workers 0` ran (with one worker) while select refused it."""
+    out = tmp_path / ("s.npz" if command == "stats" else "s")
+    code, _, err = cli(command, "--metadata_dir", pool, "--out", out, "--arch", "b32", "--num_workers", "0",
+                       "--no_progress", capsys=capsys)
+    one_line_exit_2(code, err, "--num_workers must be >= 1, got 0")
+    assert os.listdir(tmp_path) == []

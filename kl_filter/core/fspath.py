@@ -1,7 +1,8 @@
 """Paths and URLs → filesystems, in one place.
 
 A path is a **URL** only when it starts with a protocol: ``s3://bucket/pool``, ``memory://x``, ``file:///data``
-(or an fsspec chain whose links are all protocols, ``simplecache::s3://bucket/pool``). Anything else is a plain
+(or an fsspec chain whose links are all protocols, ``simplecache::s3://bucket/pool``; after a URL, ``::`` starts
+the next link, as in fsspec's ``zip://inner::s3://bucket/a.zip``). Anything else is a plain
 local path, taken as it is: ``::`` in a local file name is part of the name, never an fsspec chain (fsspec's own
 ``fsspec.open``/``url_to_fs`` would split ``run::a.npy`` into two URLs and write to ``run``).
 
@@ -62,8 +63,12 @@ def url_to_fs(path):
     for link in [c for c in chain.split("::") if c]:  # every link of a chain must be a usable protocol
         _fs_class(link.lower(), path)
     cls = _fs_class(protocol, path)
+    later = path[m.end():].split("::")[1:]  # fsspec's other chain form: zip://inner::outer (a URL or a local file)
+    for link in later:
+        if _URL.match(link):
+            _fs_class(_URL.match(link).group(2).lower(), path)
     try:
-        if chain:
+        if chain or later:  # (zip://x::/a.parquet was a ZipFileSystem on no file at all: "Is a directory: '.'")
             import fsspec
 
             return fsspec.core.url_to_fs(path)

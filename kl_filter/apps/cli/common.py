@@ -63,6 +63,8 @@ def add_engine_arguments(p) -> None:
 def engine_from_args(args):
     from kl_filter.engines import get_engine
 
+    if args.num_workers < 1:  # `stats --num_workers 0` ran with one worker, while select refused it
+        raise KLFilterError(f"--num_workers must be >= 1, got {args.num_workers}")
     return get_engine(args.engine, args.num_workers, NoProgress if args.no_progress else tqdm_progress,
                       args.ray_address, args.task_timeout)
 
