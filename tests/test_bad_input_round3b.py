@@ -560,3 +560,41 @@ def test_no_workers_is_refused_by_every_command(tmp_path, pool, capsys, command)
                        "--no_progress", capsys=capsys)
     one_line_exit_2(code, err, "--num_workers must be >= 1, got 0")
     assert os.listdir(tmp_path) == []
+
+
+# ---- a key given twice: the loaders kept the last, silently ----------------------------------------------------------
+@pytest.mark.parametrize("text, words", [
+    ("name: clip_score\nparams: {arch: l14, fraction: 0.3}\nname: laion2b\n", "key 'name' appears twice in one "
+                                                                               "mapping (lines 1 and 3)"),
+    ("name: clip_score\nparams:\n  arch: l14\n  fraction: 0.3\n  fraction: 0.9\n", "key 'fraction' appears twice "
+                                                                                    "in one mapping (lines 4 and 5)"),
+    ("cuts:\n  - {score: {name: normsim}, fraction: 0.1, fraction: 0.2}\n", "key 'fraction' appears twice in one "
+                                                                            "mapping (line 2)"),
+], ids=["name", "param", "cut"])
+def test_a_recipe_key_given_twice_is_refused(tmp_path, pool, capsys, text, words):
+    """`name: clip_score` ... `name: laion2b` ran laion2b (the loader keeps the last key), silently."""
+    r = tmp_path / "r.yaml"
+    r.write_text(text)
+    code, _, err = cli("run", r, "--metadata_dir", pool, "--save_path", tmp_path / "u.npy", "--no_progress",
+                       capsys=capsys)
+    one_line_exit_2(code, err, f"{r}: recipe: {words}: which one is meant?")
+    assert not os.path.exists(tmp_path / "u.npy")
+
+
+def test_yaml_keys_that_only_look_alike_and_merges_load():
+    from kl_filter.core.inputs import parse_yaml
+
+    assert parse_yaml("1: a\n'1': b\nx: {k: 1}\ny: {k: 2}\n", "r", "recipe") == {1: "a", "1": "b", "x": {"k": 1},
+                                                                              "y": {"k": 2}}
+    assert parse_yaml("b: &b {x: 1, y: 1}\nc:\n  <<: *b\n  x: 2\n", "r", "recipe")["c"] == {"x": 2, "y": 1}
+
+
+def test_a_json_key_given_twice_is_refused(tmp_path):
+    """embeddings.json with `"logit_scale": 14.3, "logit_scale": 100` used 100, silently."""
+    from kl_filter.pool import Pool
+
+    root = make_minipool(tmp_path / "pool", shards=1, n=20)
+    (tmp_path / "pool" / "embeddings.json").write_text(
+        '{"families": {"l14": {"logit_scale": 14.3, "model": "ViT-L-14", "logit_scale": 100}}}')
+    refused(lambda: Pool(root).temperatures, "embeddings.json: embeddings manifest is not valid JSON (key "
+                                             "'logit_scale' appears twice in one object: which one is meant?)")

@@ -111,15 +111,25 @@ def json_depth(text: str) -> int:
     return int(np.cumsum(_OPEN[code].astype(np.int32) - _CLOSE[code]).max(initial=0))
 
 
+def _unique_keys(pairs: list) -> dict:
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        twice = next(k for i, k in enumerate(keys) if k in keys[:i])
+        raise ValueError(f"key {twice!r:.60} appears twice in one object: which one is meant?")
+    return dict(pairs)
+
+
 def parse_json(text: str, path, what: str, max_depth: int = MAX_DEPTH):
-    """A JSON document no deeper than ``max_depth`` levels (Python's parser recurses once per level)."""
+    """A JSON document no deeper than ``max_depth`` levels (Python's parser recurses once per level) whose
+    objects name each key once (``json.loads`` silently keeps the last of ``{"logit_scale": 100, "logit_scale":
+    1e-300}``)."""
     depth = json_depth(text)
     if depth > max_depth:
         raise KLFilterError(f"{what} is nested {depth:,} levels deep (at most {max_depth})", str(path))
     try:
         import json
 
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=_unique_keys)
     except ValueError as e:
         raise KLFilterError(f"{what} is not valid JSON ({_short(e)})", str(path)) from e
 
@@ -146,13 +156,27 @@ def _yaml_error(e, path, what: str) -> KLFilterError:
 
 def check_yaml_shape(text: str, path, what: str, max_depth: int = MAX_DEPTH, max_nodes: int = MAX_YAML_NODES):
     """Refuse a YAML text nested deeper than ``max_depth``, with an alias inside the node it names (a cycle),
-    or expanding (aliases counted as the nodes they stand for) to more than ``max_nodes`` nodes. Reads the
-    parser's event stream (iterative), so a hostile depth never reaches a recursive composer."""
+    expanding (aliases counted as the nodes they stand for) to more than ``max_nodes`` nodes, or with a key twice
+    in one mapping (``name: a`` then ``name: b``: the loader silently keeps the last). Reads the parser's event
+    stream (iterative), so a hostile depth never reaches a recursive composer."""
     import yaml
 
-    # one frame per open collection: [anchor, expanded nodes, expanded depth below it]
-    stack: list[list] = [[None, 0, 0]]
+    # one frame per open collection: [anchor, expanded nodes, expanded depth below it, keys seen (a mapping's;
+    # None for a sequence), nodes started directly in it (even: the next one is a key)]
+    stack: list[list] = [[None, 0, 0, None, 0]]
     anchors: dict = {}  # anchor -> (expanded nodes, expanded depth) of the node it names
+
+    def node(ev, line: int):
+        """A node starts in the innermost collection: in a mapping's key position, a scalar key must be new."""
+        top = stack[-1]
+        if top[3] is not None and top[4] % 2 == 0 and isinstance(ev, yaml.ScalarEvent):
+            key = (ev.value, ev.implicit[0])  # plain `1` and quoted "1" are different keys
+            if key in top[3]:
+                where = f"line {line}" if line == top[3][key] else f"lines {top[3][key]} and {line}"
+                raise KLFilterError(f"{what}: key {ev.value!r:.60} appears twice in one mapping ({where}): which "
+                                    "one is meant?", str(path))
+            top[3][key] = line
+        top[4] += 1
 
     def add(nodes: int, depth: int, line: int):
         top = stack[-1]
@@ -167,6 +191,8 @@ def check_yaml_shape(text: str, path, what: str, max_depth: int = MAX_DEPTH, max
     try:
         for ev in yaml.parse(text, Loader=_yaml_loader()):
             line = ev.start_mark.line + 1 if ev.start_mark is not None else 0
+            if isinstance(ev, (yaml.AliasEvent, yaml.ScalarEvent, yaml.CollectionStartEvent)):
+                node(ev, line)
             if isinstance(ev, yaml.AliasEvent):
                 if ev.anchor not in anchors:
                     if any(f[0] == ev.anchor for f in stack):
@@ -180,12 +206,12 @@ def check_yaml_shape(text: str, path, what: str, max_depth: int = MAX_DEPTH, max
                 add(1, 0, line)
             elif isinstance(ev, yaml.CollectionStartEvent):
                 anchors.pop(ev.anchor, None)  # redefined: the old node no longer answers to it
-                stack.append([ev.anchor, 1, 0])
+                stack.append([ev.anchor, 1, 0, {} if isinstance(ev, yaml.MappingStartEvent) else None, 0])
                 if len(stack) - 1 > max_depth:
                     raise KLFilterError(f"{what} is nested more than {max_depth} levels deep (line {line})",
                                         str(path))
             elif isinstance(ev, yaml.CollectionEndEvent):
-                anchor, nodes, depth = stack.pop()
+                anchor, nodes, depth, _, _ = stack.pop()
                 if anchor:
                     anchors[anchor] = (nodes, depth + 1)
                 add(nodes, depth + 1, line)
