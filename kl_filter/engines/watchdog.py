@@ -30,7 +30,6 @@ import math
 import os
 import sys
 import threading
-import time
 
 from kl_filter.core.errors import KLFilterError
 
@@ -117,6 +116,7 @@ class Watchdog:
     def __init__(self, timeout: float, desc: str, report, grace: float = 0.0):
         self.thread_id = threading.get_ident()
         self.timeout, self.desc, self.report, self.grace = timeout, desc, report, grace
+        self.done = threading.Event()  # the task returned: a late report ends nothing
         self.timer = threading.Timer(timeout, self._fire)
         self.timer.daemon = True
         self.timer.start()
@@ -124,16 +124,17 @@ class Watchdog:
     def _fire(self) -> None:
         try:
             self.report(timeout_message(self.timeout, self.desc, *stuck_in(self.thread_id)))
-            time.sleep(self.grace)
         finally:
-            for stream in (sys.stdout, sys.stderr):
-                try:
-                    stream.flush()
-                except Exception:  # noqa: BLE001 - leaving anyway
-                    pass
-            os._exit(TIMEOUT_EXIT)
+            if not self.done.wait(self.grace):  # still stuck (a worker may serve other tasks once it returns)
+                for stream in (sys.stdout, sys.stderr):
+                    try:
+                        stream.flush()
+                    except Exception:  # noqa: BLE001 - leaving anyway
+                        pass
+                os._exit(TIMEOUT_EXIT)
 
     def cancel(self) -> None:
+        self.done.set()
         self.timer.cancel()
 
     def __enter__(self):
