@@ -14,14 +14,15 @@ metadata file at a time and cuts batches of ``batch_size`` with a smaller last b
 pool (the paper's definition) and are equal, so no row is normalised over a small remainder batch.
 
 CPU kernel: for a block of rows, one float32 product ``F_blk·(a·G)ᵀ`` (float16 inputs), exponentiated ONCE in
-place: its row sums give the rows' log-sum-exps and its column sums (one matrix-vector product) update a running
-(max, sum) per column; 2·D·|B| flops per row, the similarity block never larger than ``block × |B|``. No shift
+place, 1 MiB of rows at a time: its float32 (pairwise) row sums give the rows' log-sum-exps and its column sums
+(one matrix-vector product) update a running (max, sum) per column; 2·D·|B| flops per row, the similarity block never larger than ``block × |B|``. No shift
 is needed while every exp(a·s) is a finite float32 and every row and column sum at least 2^-70 (|a·s| well
 below 88, as CLIP similarities at a = 100 are): then no term that matters underflows (a term lost to underflow
-is below 2^-126, at most 2^-56 of its sum, 2^-41 for 2^15 of them). A block outside that range (checked on the sums, so on the data alone: the
-same blocks for any thread or worker count) is recomputed with the max-shifted log-sum-exps. One exp an element
-instead of two (rows and columns each shifted by their own max) and no shift pass: 87% of the same-shape matmul's
-time at one thread, against 69% (benchmarks/bench_kernels_cpu.py). On a GPU: the fused Triton kernel
+is below 2^-126, at most 2^-56 of its sum, 2^-41 for 2^15 of them). A block outside that range (checked on the
+sums, so on the data alone: the same blocks for any thread or worker count) is recomputed with the max-shifted
+log-sum-exps. One exp an element instead of two (rows and columns each shifted by their own max) and no shift
+pass: the kernel runs at 84-86% of the speed of its matmul alone at one thread, against 69% before
+(benchmarks/bench_kernels_cpu.py; what remains is mostly NumPy's float32 exp, about 1.8 ns an element). On a GPU: the fused Triton kernel
 (:mod:`.triton_negcliploss`, row and column partials from one tile pass), or the blocked torch twin.
 
 Precision: the pair's own similarity s_ii enters three times (the score's first term and both log-sum-exps,
@@ -47,6 +48,7 @@ from kl_filter.scorers.base import Arch, BucketScorer, DensityRatio
 DEFAULT_BATCH_SIZE = 32768
 DEFAULT_PASSES = 10
 BLOCK_ROWS = 512
+PASS_BYTES = 1 << 20  # exp and row sums over 1 MiB of a block at a time (the core's L2): 10% less than whole blocks
 SUM_FLOOR = np.float32(2.0 ** -70)  # the least row or column sum of exp(a·s) taken without a shift (see CPU kernel)
 
 
@@ -64,17 +66,21 @@ def negcliploss_batch(f: np.ndarray, g: np.ndarray, logit_scale: float = 100.0, 
     col_sum = np.zeros(n, np.float32)
     buf = np.empty((min(block, n), n), np.float32)
     ones = np.ones(min(block, n), np.float32)
+    pass_rows = max(1, PASS_BYTES // (4 * n))  # a function of the batch size only: the same bits for any worker
     for r0 in range(0, n, block):
         r1 = min(n, r0 + block)
         diag[r0:r1] = np.einsum("ij,ij->i", x[r0:r1].astype(np.float64), g32[r0:r1].astype(np.float64))
         s = _similarities(x[r0:r1], y, diag[r0:r1] * float(a), r0, buf[: r1 - r0])
+        row_sum = np.empty(r1 - r0, np.float32)
         with np.errstate(over="ignore"):  # an overflow is caught below (an infinite sum) and recomputed
-            np.exp(s, out=s)
-            row_sum = np.add.reduce(s, axis=1, dtype=np.float64)
+            for i0 in range(0, r1 - r0, pass_rows):  # exp and row sums while the rows are in cache
+                p = s[i0: i0 + pass_rows]
+                np.exp(p, out=p)
+                np.sum(p, axis=1, out=row_sum[i0: i0 + pass_rows])  # float32, pairwise: per row, any chunking
             col_block = ones[: r1 - r0] @ s
         if (np.isfinite(row_sum).all() and np.isfinite(col_block).all()
                 and min(row_sum.min(), col_block.min()) >= SUM_FLOOR):
-            row_lse[r0:r1] = np.log(row_sum)
+            row_lse[r0:r1] = np.log(row_sum.astype(np.float64))
             col_shift = np.float32(0)
         else:  # the block again, each row and column shifted by its max
             s = _similarities(x[r0:r1], y, diag[r0:r1] * float(a), r0, buf[: r1 - r0])
