@@ -80,7 +80,20 @@ class DiskFull:
 HEAVY_MODULES = ("test_tiny_iwl.py", "test_fidelity_authors.py", "test_harness_datacomp.py", "test_crash_resume.py")
 
 
+# The slow tests (real training, DataComp's scripts, 25 recipes through the conformance suite, Ray failures, the
+# 32,768-row batch) run where KL_FILTER_SLOW=1 is set: .ci/run sets it, so CI runs every test; the README's test
+# command alone stays within minutes on 2 cores. `-m slow` (or any -m) selects them explicitly as well.
+RUN_SLOW = os.environ.get("KL_FILTER_SLOW") == "1"
+
+
 def pytest_collection_modifyitems(config, items):
-    """Heavy modules first, each module's tests kept together (its module-scoped fixtures are set up once)."""
+    """Heavy modules first, each module's tests kept together (its module-scoped fixtures are set up once); slow
+    tests skipped, with the reason, unless KL_FILTER_SLOW=1 or a -m expression chose them."""
     heavy = {it.path for it in items if it.get_closest_marker("slow") or it.path.name in HEAVY_MODULES}
     items.sort(key=lambda it: it.path not in heavy)  # stable: collection order otherwise
+    if RUN_SLOW or config.getoption("markexpr"):
+        return
+    skip = pytest.mark.skip(reason="slow: runs in CI (.ci/run sets KL_FILTER_SLOW=1); set it to run it here")
+    for it in items:
+        if it.get_closest_marker("slow"):
+            it.add_marker(skip)

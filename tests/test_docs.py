@@ -164,8 +164,9 @@ def test_readme_starts_with_the_two_commands_and_ci_runs_the_second():
     ci = [line for line in read(os.path.join(REPO, ".ci", "run")).splitlines()
           if line.strip() and not line.lstrip().startswith(("#", "set ", "cd "))]
     assert len(ci) == 1, ci
-    # CI adds one environment variable (the tests that run DataComp's scripts fail instead of skipping)
-    assert ci[0].replace("KL_FILTER_REQUIRE_PEERS=1 ", "") == cmds[1]
+    # CI adds two environment variables (the tests that run DataComp's scripts fail instead of skipping; the slow
+    # tests run)
+    assert ci[0].replace("KL_FILTER_REQUIRE_PEERS=1 KL_FILTER_SLOW=1 ", "") == cmds[1]
     assert cmds[1] == "bash tests/install_browser.sh && pip install -e '.[test]' && python -m pytest -n 2"
 
 
