@@ -59,6 +59,7 @@ def one_line_exit_2(p, *words) -> str:
     return errors[0]
 
 
+@pytest.mark.slow  # 12 commands, six of them joining the Ray cluster (30-45 s on 2 cores)
 def test_stats_score_select_identical_to_local(synth_dir, tmp_path, cluster):
     kl = ["--name", "kl", "--mode", "kl", "--arch", "b32", "--target", "txt", "--fraction", "0.25",
           "--clip_score_fraction", "0.5", "--num_samples", "64", "--seed", "1", "--no_progress", "--num_workers", "2"]

@@ -344,6 +344,7 @@ def iwl_run(tmp_path_factory):
     return out, json.loads((out / "run.json").read_text())
 
 
+@pytest.mark.slow  # runs the tiny track with its IWL students (about 50 s on 2 cores)
 def test_track_iwl_outputs_and_values(iwl_run):
     import pyarrow.parquet as pq
 
