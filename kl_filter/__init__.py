@@ -36,7 +36,9 @@ fraction: 0.3}]``).
 from kl_filter.core.version import __version__
 from kl_filter.filters.base import Filter
 from kl_filter.filters.registry import build_filter, list_filters
-from kl_filter.rules.base import Keep, Resample, Rule, Top, Uniform
+from kl_filter.rules.base import Rule
+from kl_filter.rules.sampling import Resample, Uniform
+from kl_filter.rules.top import Keep, Top
 from kl_filter.scorers.base import BucketScorer, Scorer, StatsNeed
 
 __all__ = ["Scorer", "BucketScorer", "StatsNeed", "Top", "Keep", "Uniform", "Resample", "Rule", "Filter",

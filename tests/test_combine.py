@@ -125,7 +125,8 @@ def test_intersection_is_not_then(then_run):
 
 
 def test_then_share_of_the_survivors(tmp_path):
-    from kl_filter.rules.base import Keep, ShardScores, Top
+    from kl_filter.rules.base import ShardScores
+    from kl_filter.rules.top import Keep, Top
     from kl_filter.runner import evaluate_rules
     from kl_filter.core.uids import hex_to_u8u8
 

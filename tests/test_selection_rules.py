@@ -198,3 +198,19 @@ def test_top_per_group_in_a_recipe_on_semdedup_clusters(tmp_path):
     kept = np.load(tmp_path / "u.npy")
     assert len(kept) == want.sum() == 3 * 20
     assert np.array_equal(np.sort(kept), np.sort(hex_to_u8u8([f"{i:032x}" for i in np.flatnonzero(want)])))
+
+
+def test_every_registered_rules_annotations_resolve():
+    """A rule's flags are typed from its annotations (kl_filter/core/params.py); one that does not resolve in the
+    rule's module (an inherited field's type not imported there) would leave every value an unchecked string."""
+    import typing
+
+    from kl_filter.core.params import signature_params
+    from kl_filter.rules.base import RULES
+
+    for name in ("top", "keep", "uniform", "resample", "top_per_group"):
+        cls = RULES.get(name)
+        typing.get_type_hints(cls.__init__)
+        kinds = {p.name: p for p in signature_params(cls)}
+        if "fraction" in kinds:
+            assert kinds["fraction"].base is float, (name, kinds["fraction"])

@@ -38,7 +38,9 @@ from typing import Any, ClassVar
 import numpy as np
 
 from kl_filter.engines import Parallel
-from kl_filter.rules.base import Keep, Resample, Rule, Top, Uniform, check_cut  # noqa: F401  (the rules' home)
+from kl_filter.rules.base import Rule, check_cut  # noqa: F401  (the rules' vocabulary, importable from here)
+from kl_filter.rules.sampling import Resample, Uniform  # noqa: F401
+from kl_filter.rules.top import Keep, Top  # noqa: F401
 
 
 class Filter:

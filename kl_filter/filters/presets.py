@@ -21,7 +21,9 @@ import math
 from typing import ClassVar
 
 from kl_filter.core.errors import KLFilterError
-from kl_filter.rules.base import Resample, Top, Uniform, check_cut
+from kl_filter.rules.base import check_cut
+from kl_filter.rules.sampling import Resample, Uniform
+from kl_filter.rules.top import Top
 from kl_filter.filters.base import Filter
 
 

@@ -48,7 +48,8 @@ from kl_filter.engines import LocalEngine
 from kl_filter.filters.base import Filter
 from kl_filter.filters.registry import FILTERS, build_filter, get_filter_class, list_filters
 from kl_filter.pool import Pool
-from kl_filter.rules.base import Keep, Rule, Top, check_rules
+from kl_filter.rules.base import Rule, check_rules
+from kl_filter.rules.top import Keep, Top
 from kl_filter.runner import RunContext, check_score_output, run_filter
 from kl_filter.scorers.base import ARCHS, BucketScorer, Scorer, StatsNeed
 from kl_filter.scorers.registry import SCORERS, build_scorer
