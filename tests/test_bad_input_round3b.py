@@ -17,7 +17,6 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import REPO
-from kl_filter.core.errors import KLFilterError
 from minipool import make_minipool, unit, write_shard
 from test_bad_input_files import cli, no_hang, one_line_exit_2, refused, tree
 

@@ -14,7 +14,6 @@ import pickle
 import shlex
 import time
 
-import numpy as np
 import pytest
 
 from conftest import REPO, run_cli

@@ -5,7 +5,6 @@ D_C   = ‖x − μ_target‖²                        D_W   = (x − μ_target)
 """
 
 import math
-import os
 import shutil
 
 import numpy as np

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, run_cli
-from minipool import make_minipool, write_shard
+from minipool import make_minipool
 from test_bad_input_round3b import hang_pool, install_hang_plugins
 
 ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'kl-filter[ray]'")
