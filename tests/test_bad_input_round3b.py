@@ -597,3 +597,37 @@ def test_a_json_key_given_twice_is_refused(tmp_path):
         '{"families": {"l14": {"logit_scale": 14.3, "model": "ViT-L-14", "logit_scale": 100}}}')
     refused(lambda: Pool(root).temperatures, "embeddings.json: embeddings manifest is not valid JSON (key "
                                              "'logit_scale' appears twice in one object: which one is meant?)")
+
+
+def test_a_column_stored_with_a_one_row_batch_is_recomputed(tmp_path, capsys):
+    """A negCLIPLoss column stored at --batch_size 2 before batches of one row were ruled out (its provenance
+    without ``batch_rows``, a row scored 0 alone) is not reused: the next run recomputes it. Other batch sizes
+    keep their provenance, so their stored columns stay valid."""
+    import json
+
+    import pyarrow as pa
+
+    from kl_filter.scorers.negcliploss import NegCLIPLossScorer
+    from kl_filter.stages.scores import META_KEY
+
+    root = tmp_path / "pool"
+    root.mkdir()
+    write_shard(root, "00000000", 7, seed=3)
+    args = ("select", "--name", "negcliploss", "--arch", "b32", "--batch_size", "2", "--num_batches", "2",
+            "--fraction", "0.5", "--logit_scale", "100", "--metadata_dir", root, "--scores_dir", tmp_path / "s",
+            "--no_progress")
+    assert cli(*args, "--save_path", tmp_path / "u1.npy", capsys=capsys)[0] == 0
+    good = column(tmp_path / "s", "negcliploss_b32")
+    path = tmp_path / "s" / "00000000.parquet"
+    t = pq.read_table(path)
+    meta = json.loads(t.schema.metadata[META_KEY])
+    assert meta["columns"]["negcliploss_b32"]["batch_rows"] == "2-3"
+    del meta["columns"]["negcliploss_b32"]["batch_rows"]  # as an older kl-filter stored it, with its 1-row batch
+    old = t.set_column(t.schema.get_field_index("negcliploss_b32"), "negcliploss_b32",
+                       pa.array(np.where(np.arange(7) == 0, 0.0, good).astype(np.float32)))
+    pq.write_table(old.replace_schema_metadata({**t.schema.metadata, META_KEY: json.dumps(meta).encode()}), path)
+    assert column(tmp_path / "s", "negcliploss_b32")[0] == 0
+    assert cli(*args, "--save_path", tmp_path / "u2.npy", capsys=capsys)[0] == 0
+    assert np.array_equal(column(tmp_path / "s", "negcliploss_b32"), good)
+    assert np.array_equal(np.load(tmp_path / "u1.npy"), np.load(tmp_path / "u2.npy"))
+    assert "batch_rows" not in NegCLIPLossScorer("b32", batch_size=3, logit_scale=100.0).provenance("negcliploss_b32", None)

@@ -170,6 +170,14 @@ class NegCLIPLossScorer(DensityRatio, BucketScorer):
     def num_passes(self):
         return self.num_batches
 
+    def provenance(self, column, stats):
+        prov = super().provenance(column, stats)
+        if self.batch_size == 2:
+            # Only at --batch_size 2 could an odd pool hold a 1-row batch (scored 0, always kept) before the bucket
+            # count stopped at rows // 2 (scorers/partition.py num_buckets): such stored columns are recomputed.
+            prov["batch_rows"] = "2-3"
+        return prov
+
     def bucket_size(self):
         return self.batch_size
 
