@@ -7,7 +7,8 @@ here from the formula (NumPy with the BLAS's own threads, faiss for SemDeDup's k
 both timed alone on in-memory arrays (no file reading). Each pair runs interleaved ``--repeats`` times and the
 minimum of each side is kept (the machine may be shared); the two sides' outputs are compared so that the
 timings are of the same result. SemDeDup is also timed end to end (`kl-filter select` on the same rows written
-as a pool, the whole process) against the authors' in-memory compute.
+as a pool, the whole process) against the authors' in-memory compute, and against the authors' whole pipeline as
+one process (their stages with their files: AUTHORS_PIPELINE).
 
 The references (kl-filter's defaults beside them where they differ):
 
@@ -204,6 +205,55 @@ def semdedup_command(x, k, root):
     return lambda: run_measured(cmd)["seconds"]
 
 
+AUTHORS_PIPELINE = r"""
+# The authors' SemDeDup pipeline as files flow through it (a transcription of its stages, not their code): the
+# embeddings as a float32 memmap, faiss k-means (their clustering script's call) saving centroids and each row's
+# distance and nearest centroid, sort_clusters writing one file per cluster (rows farthest-first: keep_hard),
+# the dedup step reading each cluster's rows from the memmap and writing one DataFrame pickle per cluster, and the
+# extract step reading them all and writing the kept indices.
+import os, sys
+import faiss, numpy as np, pandas as pd
+root, k, eps = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+emb = np.load(os.path.join(root, "emb.npy"), mmap_mode="r")
+x = np.array(emb, dtype=np.float32)  # a copy in memory, as their k-means reads it
+x /= np.linalg.norm(x, axis=1, keepdims=True)
+km = faiss.Kmeans(x.shape[1], k, niter=100, seed=1234, spherical=True, verbose=False)
+km.train(x)
+np.save(os.path.join(root, "centroids.npy"), km.centroids)
+sim, lab = km.index.search(x, 1)
+np.save(os.path.join(root, "dist_to_cent.npy"), sim[:, 0])
+np.save(os.path.join(root, "nearest_cent.npy"), lab[:, 0])
+os.makedirs(os.path.join(root, "sorted"), exist_ok=True)
+os.makedirs(os.path.join(root, "dataframes"), exist_ok=True)
+for c in range(k):
+    rows = np.flatnonzero(lab[:, 0] == c)
+    rows = rows[np.argsort(sim[rows, 0], kind="stable")]
+    np.save(os.path.join(root, "sorted", f"cluster_{c}.npy"), np.stack([rows, sim[rows, 0]], axis=1))
+for c in range(k):
+    srt = np.load(os.path.join(root, "sorted", f"cluster_{c}.npy"))
+    rows = srt[:, 0].astype(np.int64)
+    xc = np.asarray(emb[np.sort(rows)], dtype=np.float32)[np.argsort(np.argsort(rows))]
+    xc /= np.linalg.norm(xc, axis=1, keepdims=True)
+    m = np.triu(xc @ xc.T, 1).max(axis=0) if len(rows) > 1 else np.zeros(len(rows), np.float32)
+    pd.DataFrame({"indices": rows, f"eps={eps}": m > 1 - eps}).to_pickle(
+        os.path.join(root, "dataframes", f"cluster_{c}.pkl"))
+keep = [df.loc[~df[f"eps={eps}"], "indices"].to_numpy() for df in
+        (pd.read_pickle(os.path.join(root, "dataframes", f"cluster_{c}.pkl")) for c in range(k))]
+np.save(os.path.join(root, "kept.npy"), np.sort(np.concatenate(keep)))
+"""
+
+
+def authors_semdedup_pipeline(x, k, root, eps=0.01):
+    """The authors' pipeline (AUTHORS_PIPELINE) as one process, on the rows saved as their float32 memmap."""
+    d = os.path.join(root, "authors")
+    os.makedirs(d, exist_ok=True)
+    np.save(os.path.join(d, "emb.npy"), x.astype(np.float32))
+    script = os.path.join(root, "authors_semdedup.py")
+    with open(script, "w") as f:
+        f.write(AUTHORS_PIPELINE)
+    return lambda: run_measured([python(), script, d, str(k), str(eps)])["seconds"]
+
+
 # ---- the runs ----------------------------------------------------------------------------------------------------
 def timed(fn):
     t0 = time.perf_counter()
@@ -273,6 +323,13 @@ def main() -> None:
                                              lambda: ref_semdedup(x, k), args.repeats, lambda got, want: {},
                                              f"kl-filter select (whole process) vs the authors' in-memory "
                                              f"compute, {n:,} rows, K = {k}"))
+                # the whole pipeline at both sizes: fixed costs (start-up, imports) weigh at 30k rows, the work at 200k
+                rows.append(side_by_side("SemDeDup whole pipeline", semdedup_command(x, k, root),
+                                         authors_semdedup_pipeline(x, k, root), args.repeats,
+                                         lambda got, want: {},
+                                         f"kl-filter select vs the authors' stages with their files (memmap, "
+                                         f"k-means, sorted clusters, dataframes, kept list), each one process, "
+                                         f"{n:,} rows, K = {k}"))
         if "iwl" in args.only:
             x = clip_like(rng, sz["iwl"])
             p = unit_rows(rng, 1, D, np.float32)[0]

@@ -31,7 +31,7 @@ D = 768
 
 def gemms(x16, y, block_rows, block_cols, scale=1.0):
     """The kernel's float32 products alone: x (float16 → float32 once per row block) against column blocks of y."""
-    from kl_filter.kernels.half import to_float32
+    from kl_filter.core.half import to_float32
 
     y = np.ascontiguousarray(y, dtype=np.float32) * np.float32(scale)
     out = np.empty((block_rows, min(block_cols, len(y))), np.float32)

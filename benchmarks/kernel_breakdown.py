@@ -41,7 +41,7 @@ class Clock:
 
 
 def kl_steps(targets, samples, clk, a=100.0):
-    from kl_filter.kernels.half import to_float32
+    from kl_filter.core.half import to_float32
     from kl_filter.kernels.kl_numpy import DEFAULT_BLOCK_ROWS as BR, DEFAULT_BLOCK_SAMPLES as BS, PASS_ROWS as P
 
     with clk("samples: convert, mean, scale"):
@@ -85,7 +85,7 @@ def kl_steps(targets, samples, clk, a=100.0):
 
 
 def ncl_steps(f, g, clk, a=100.0):
-    from kl_filter.kernels.half import to_float32
+    from kl_filter.core.half import to_float32
     from kl_filter.scorers.negcliploss import BLOCK_ROWS as B, PASS_BYTES, _similarities
 
     a = np.float32(a)

@@ -1,8 +1,8 @@
-"""The kernels' float16 → float32 conversion (kl_filter/kernels/half.py) against NumPy's, bit for bit."""
+"""The kernels' float16 → float32 conversion (kl_filter/core/half.py) against NumPy's, bit for bit."""
 
 import numpy as np
 
-from kl_filter.kernels.half import CHUNK, to_float32
+from kl_filter.core.half import CHUNK, to_float32
 
 
 def bits(a):

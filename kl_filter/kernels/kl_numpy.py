@@ -23,7 +23,7 @@ import math
 import numpy as np
 
 from kl_filter.engines.blas import single_blas_thread
-from kl_filter.kernels.half import to_float32
+from kl_filter.core.half import to_float32
 
 DEFAULT_BLOCK_ROWS = 1024
 DEFAULT_BLOCK_SAMPLES = 4096

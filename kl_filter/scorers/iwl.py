@@ -46,7 +46,7 @@ from typing import Literal
 import numpy as np
 
 from kl_filter.core.errors import KLFilterError
-from kl_filter.kernels.half import to_float32
+from kl_filter.core.half import to_float32
 from kl_filter.scorers.base import DensityRatio, Scorer
 
 FAMILY_RE = re.compile(r"^[a-z0-9]+$")

@@ -42,7 +42,7 @@ import numpy as np
 
 from kl_filter.engines import single_blas_thread
 from kl_filter.core.errors import KLFilterError
-from kl_filter.kernels.half import to_float32
+from kl_filter.core.half import to_float32
 from kl_filter.scorers.base import Arch, BucketScorer, DensityRatio
 
 DEFAULT_BATCH_SIZE = 32768

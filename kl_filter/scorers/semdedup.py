@@ -37,7 +37,7 @@ import numpy as np
 from kl_filter.engines import single_blas_thread
 from kl_filter.core.errors import KLFilterError
 from kl_filter.core.hashing import sample_keys, splitmix64
-from kl_filter.kernels.half import to_float32
+from kl_filter.core.half import to_float32
 from kl_filter.scorers.base import Arch, BucketScorer, Partition
 
 SAMPLE_PER_CLUSTER = 256        # k-means sample: 256 rows per centroid (faiss's max_points_per_centroid) ...

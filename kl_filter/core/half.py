@@ -1,5 +1,7 @@
 """float16 → float32, exactly, at about twice NumPy's speed on x86 without AVX-512.
 
+In the core: the pool reader checks row norms with it, and every CPU kernel and scorer converts with it.
+
 NumPy (2.x, no AVX-512) converts float16 one element at a time (about 2 ns an element, measured on an EPYC core):
 for the CPU kernels that is a few percent of a matrix product of the same inputs. The conversion here is the
 classic bit move done on whole chunks that stay in cache: the float16 exponent and mantissa bits shifted into
