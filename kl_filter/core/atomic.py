@@ -108,8 +108,8 @@ def _prepare(fs, p: str) -> str:
 
 
 @contextlib.contextmanager
-def _open_tmp(fs, p: str, path: str, mode: str = "wb") -> Iterator[tuple[IO, str]]:
-    """A complete, synced temp file beside ``p`` (removed again when the body fails)."""
+def _open_tmp(fs, p: str, path: str, mode: str = "wb", sync: bool = True) -> Iterator[tuple[IO, str]]:
+    """A complete temp file beside ``p``, synced unless ``sync`` is false (removed again when the body fails)."""
     tmp = _prepare(fs, p)
     try:
         f = fs.open(tmp, mode)
@@ -120,7 +120,7 @@ def _open_tmp(fs, p: str, path: str, mode: str = "wb") -> Iterator[tuple[IO, str
             yield f, tmp
             if hasattr(f, "flush"):
                 f.flush()
-            if isinstance(fs, LocalFileSystem):
+            if sync and isinstance(fs, LocalFileSystem):
                 os.fsync(f.fileno())
     except BaseException as e:
         _discard(fs, tmp, path, e)
@@ -136,10 +136,11 @@ def _discard(fs, tmp: str, path: str, e: BaseException):
 
 
 @contextlib.contextmanager
-def atomic_open(path: str, mode: str = "wb") -> Iterator[IO]:
-    """Open ``path`` for writing; on clean exit the content appears at ``path`` all at once."""
+def atomic_open(path: str, mode: str = "wb", sync: bool = True) -> Iterator[IO]:
+    """Open ``path`` for writing; on clean exit the content appears at ``path`` all at once. ``sync=False`` skips
+    the fsync, for scratch files no later run reads (a temporary work directory removed at the end)."""
     fs, p = url_to_fs(path)
-    with _open_tmp(fs, p, path, mode) as (f, tmp):
+    with _open_tmp(fs, p, path, mode, sync) as (f, tmp):
         yield f
     try:
         _rename(fs, tmp, p)

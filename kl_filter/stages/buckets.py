@@ -54,6 +54,7 @@ class _Pass:
     buckets: int
     keys: tuple
     extra: tuple = ()  # names of the partition's extra per-row arrays, carried into the payload
+    durable: bool = True  # fsync every file (a rerun resumes from them); not in a temporary work directory
 
     @property
     def dir(self) -> str:
@@ -66,8 +67,8 @@ class _Pass:
         return os.path.join(self.dir, "out", f"{bucket}.npz")
 
 
-def _save(path: str, arr: np.ndarray) -> None:
-    with atomic_open(path, "wb") as f:
+def _save(path: str, arr: np.ndarray, durable: bool = True) -> None:
+    with atomic_open(path, "wb", sync=durable) as f:
         np.save(f, arr)
 
 
@@ -83,11 +84,12 @@ def _bucket_shard(pool, shard, p: _Pass, bucket: np.ndarray, keys: np.ndarray, e
     order = _shard_order(bucket, keys)
     emb = pool.read_embeddings(shard, p.keys, len(bucket))
     for k in p.keys:
-        _save(p.part(shard, k), np.ascontiguousarray(emb[k][order]))
+        _save(p.part(shard, k), np.ascontiguousarray(emb[k][order]), p.durable)
     for k, v in (extra or {}).items():
-        _save(p.part(shard, k), np.ascontiguousarray(v[order]))
-    _save(p.part(shard, "keys"), keys[order])
-    _save(p.part(shard, "offsets"), np.searchsorted(bucket[order], np.arange(p.buckets + 1)).astype(np.int64))
+        _save(p.part(shard, k), np.ascontiguousarray(v[order]), p.durable)
+    _save(p.part(shard, "keys"), keys[order], p.durable)
+    _save(p.part(shard, "offsets"), np.searchsorted(bucket[order], np.arange(p.buckets + 1)).astype(np.int64),
+          p.durable)
 
 
 def _score_one_bucket(scorer: BucketScorer, shards, p: _Pass, j: int, devices: tuple) -> None:
@@ -107,7 +109,7 @@ def _score_one_bucket(scorer: BucketScorer, shards, p: _Pass, j: int, devices: t
     for c, v in values.items():
         out[c] = np.empty(len(order), np.float64)
         out[c][order] = v  # back to the order the rows were gathered in (shards, then key)
-    with atomic_open(p.out(j), "wb") as f:
+    with atomic_open(p.out(j), "wb", sync=p.durable) as f:
         np.savez(f, **out)
 
 
@@ -146,7 +148,7 @@ def run_buckets(pool, scorer: BucketScorer, seed: int, scores_dir: str | None, p
             part = first if k == 0 else scorer.assign(pool, engine, seed, k, scores_dir)
             per_shard, keys, buckets = part.buckets, part.keys, part.num_buckets
             extra = [{name: v[i] for name, v in part.extra.items()} for i in range(len(pool.shards))]
-            p = _Pass(work, k, buckets, tuple(scorer.keys), tuple(part.extra))
+            p = _Pass(work, k, buckets, tuple(scorer.keys), tuple(part.extra), durable=not temporary)
             os.makedirs(os.path.join(p.dir, "out"), exist_ok=True)
             if not all(os.path.exists(p.out(j)) for j in range(buckets)):  # else: resumed, the pass is scored
                 engine.map(_bucket_shard, [(pool, s, p, b, kk, e) for s, b, kk, e in
