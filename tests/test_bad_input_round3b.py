@@ -630,4 +630,5 @@ def test_a_column_stored_with_a_one_row_batch_is_recomputed(tmp_path, capsys):
     assert cli(*args, "--save_path", tmp_path / "u2.npy", capsys=capsys)[0] == 0
     assert np.array_equal(column(tmp_path / "s", "negcliploss_b32"), good)
     assert np.array_equal(np.load(tmp_path / "u1.npy"), np.load(tmp_path / "u2.npy"))
-    assert "batch_rows" not in NegCLIPLossScorer("b32", batch_size=3, logit_scale=100.0).provenance("negcliploss_b32", None)
+    other = NegCLIPLossScorer("b32", batch_size=3, logit_scale=100.0)
+    assert "batch_rows" not in other.provenance("negcliploss_b32", None)
