@@ -236,9 +236,12 @@ def _scatter(p: _Pass, per_shard: list[np.ndarray], keys: list[np.ndarray], sums
     for j in range(p.buckets):
         with np.load(p.out(j)) as z:
             values = {c: z[c] for c in z.files}
+        for c in values:
+            if c not in sums:  # not setdefault(c, np.zeros(...)): that built a pool-sized array per bucket and shard
+                sums[c] = np.zeros(starts[-1], np.float64)
         at = 0
         for i, order in enumerate(orders):
             rows = starts[i] + order[pos[i][j]: pos[i][j + 1]]
             for c, v in values.items():
-                sums.setdefault(c, np.zeros(starts[-1], np.float64))[rows] += v[at: at + len(rows)]
+                sums[c][rows] += v[at: at + len(rows)]
             at += len(rows)

@@ -201,7 +201,9 @@ def bucket_reference(scorer: BucketScorer, pool: Pool, seed: int) -> dict:
             rows = rows[np.argsort(keys[rows], kind="stable")]
             values = scorer.score_bucket({name: v[rows] for name, v in payload_all.items()}, "cpu")
             for c, v in values.items():
-                sums.setdefault(c, np.zeros(n, np.float64))[rows] += np.asarray(v, np.float64)
+                if c not in sums:
+                    sums[c] = np.zeros(n, np.float64)
+                sums[c][rows] += np.asarray(v, np.float64)
     return scorer.combine(sums, scorer.num_passes())
 
 
