@@ -201,15 +201,15 @@ def run_buckets(pool, scorer: BucketScorer, seed: int, scores_dir: str | None, p
             extra = [{name: v[i] for name, v in part.extra.items()} for i in range(len(pool.shards))]
             p = _Pass(work, k, buckets, tuple(scorer.keys), tuple(part.extra), durable=not temporary)
             os.makedirs(os.path.join(p.dir, "out"), exist_ok=True)
+            counts = np.stack([np.bincount(b, minlength=buckets) for b in per_shard])  # [shard, bucket]
             if not all(os.path.exists(p.out(j)) for j in range(buckets)):  # else: resumed, the pass is scored
                 engine.map(_bucket_shard, [(pool, s, p, b, kk, e) for s, b, kk, e in
                                            zip(pool.shards, per_shard, keys, extra)],
                            desc=f"{scorer.name}: bucket pass {k + 1}")
-                bucket_rows = np.sum([np.bincount(b, minlength=buckets) for b in per_shard], axis=0)
-                groups = bucket_groups(bucket_rows, _row_bytes(pool.shards, p), len(devices))
+                groups = bucket_groups(counts.sum(axis=0), _row_bytes(pool.shards, p), len(devices))
                 engine.map(_score_bucket_group, [(scorer, pool.shards, p, g, tuple(devices)) for g in groups],
                            desc=f"{scorer.name}: score pass {k + 1}", workers=len(devices))
-            _scatter(p, per_shard, keys, sums)
+            _scatter(p, per_shard, keys, counts, sums)
             for s in pool.shards:  # the payload has served: keep disk use to one pass
                 for what in (*p.keys, *p.extra, "keys", "offsets"):
                     if os.path.exists(p.part(s, what)):
@@ -227,9 +227,8 @@ def run_buckets(pool, scorer: BucketScorer, seed: int, scores_dir: str | None, p
     return {s.name: {c: v[offsets[i]: offsets[i + 1]] for c, v in cols.items()} for i, s in enumerate(pool.shards)}
 
 
-def _scatter(p: _Pass, per_shard: list[np.ndarray], keys: list[np.ndarray], sums: dict) -> None:
-    """Add one pass's bucket outputs to the pool-order float64 sums."""
-    counts = np.stack([np.bincount(b, minlength=p.buckets) for b in per_shard])  # [shard, bucket]
+def _scatter(p: _Pass, per_shard: list[np.ndarray], keys: list[np.ndarray], counts: np.ndarray, sums: dict) -> None:
+    """Add one pass's bucket outputs to the pool-order float64 sums (``counts``: rows per [shard, bucket])."""
     starts = np.concatenate([[0], np.cumsum([len(b) for b in per_shard])])
     orders = [_shard_order(b, k) for b, k in zip(per_shard, keys)]
     pos = [np.concatenate([[0], np.cumsum(c)]) for c in counts]  # where each bucket starts in a shard's sorted rows
