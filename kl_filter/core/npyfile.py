@@ -27,7 +27,9 @@ from kl_filter.core.errors import KLFilterError
 
 ZIP_MAGIC = b"PK\x03\x04"
 NPY_MAGIC = b"\x93NUMPY"
-_CHUNK = 1 << 24  # bytes per read when copying a member's data
+# Bytes per read when copying a member's data: a chunk stays in L2 while zipfile's CRC and the copy into the
+# array pass over it (16 MiB chunks went through memory three times: 22 ms for an 11.5 MB member, 6 ms at 1 MiB)
+_CHUNK = 1 << 20
 MAX_DEFLATE_RATIO = 1100  # deflate inflates at most ~1032x; a zip directory claiming more is lying
 
 
@@ -216,6 +218,11 @@ class NpzReader:
         with self.zip.open(info) as m:
             read_header(m)
             return _read_into(m, h)
+
+    def content_id(self, key: str) -> tuple[int, int]:
+        """(CRC-32, uncompressed size) of member ``key`` from the zip directory: what :meth:`read` verifies."""
+        info = self.infos[key]
+        return info.CRC, info.file_size
 
     def close(self) -> None:
         self.zip.close()

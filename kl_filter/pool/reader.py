@@ -101,6 +101,7 @@ class Pool:
         self.metadata_dir = metadata_dir
         self.fs, self.root = open_dir(metadata_dir, "metadata directory")
         self.shards = self._discover()
+        self._checked: set = set()  # npz members whose rows passed check_unit_rows: (path, key, CRC-32, size)
         if not self.shards:
             raise KLFilterError("empty pool: no .parquet shards found", metadata_dir)
 
@@ -197,9 +198,14 @@ class Pool:
         return out
 
     def __getstate__(self):
-        # workers (forked processes, Ray tasks) get the fingerprint and row counts computed once, here
+        # workers (forked processes, Ray tasks) get the fingerprint and row counts computed once, here; not the
+        # checked members (a set as large as the pool's shards, in every task: each process keeps its own)
         self.fingerprint  # noqa: B018
-        return self.__dict__
+        return {k: v for k, v in self.__dict__.items() if k != "_checked"}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._checked = set()
 
     # ---- reading ---------------------------------------------------------------------------------------------
     def read(self, shard: Shard, columns=(), keys=(), check_embeddings: bool = True) -> ShardData:
@@ -233,16 +239,20 @@ class Pool:
 
     def read_embeddings(self, shard: Shard, keys, num_rows: int, check: bool = True) -> dict:
         """The npz keys, float16 ``(num_rows, width)`` each. Each member's npy header is checked (shape against the
-        parquet's row count and the family's width, a plain float dtype) before any of its data is inflated."""
+        parquet's row count and the family's width, a plain float dtype) before any of its data is inflated; the
+        rows of a known family are checked finite and of unit norm (:func:`check_unit_rows`) once per member
+        content: a later read of a member with the same CRC-32 and size (zipfile verifies the CRC of every byte
+        read) skips the check (a bucket scorer reads its rows once per pass; the check was a third of a read)."""
         if shard.npz is None:
             raise KLFilterError("npz file missing for this parquet shard", shard.parquet[: -len(".parquet")] + ".npz")
-        out = {}
+        out, ids = {}, {}
         try:
             with self.fs.open(shard.npz, "rb") as f, NpzReader(f, self.fs.size(shard.npz)) as z:
                 for k in keys:
                     if k not in z:
                         raise KLFilterError(f"npz has no key {k!r} (has {sorted(z.files)})", shard.npz)
                     out[k] = z.read(k, check=lambda h, k=k: _check_embedding_header(h, k, num_rows, shard.npz))
+                    ids[k] = (shard.npz, k, *z.content_id(k))
         except KLFilterError:
             raise
         except read_errors() as e:
@@ -251,8 +261,9 @@ class Pool:
             if arr.dtype != np.float16:
                 out[k] = arr = arr.astype(np.float16)  # the canonical embedding type (docs/formats.md#the-pool)
             fam = k.split("_")[0]
-            if check and fam in EMBED_DIMS:
+            if check and fam in EMBED_DIMS and ids[k] not in self._checked:
                 check_unit_rows(arr, k, shard.npz)
+                self._checked.add(ids[k])
         return out
 
 
