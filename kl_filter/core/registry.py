@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import logging
+import sys
 from importlib.metadata import entry_points
 
 from kl_filter.core.errors import KLFilterError
@@ -45,7 +46,7 @@ class Registry:
         if self._entry_points_loaded:
             return
         self._entry_points_loaded = True
-        for ep in entry_points(group=self.group):
+        for ep in _entry_points(self.group):
             dist = _dist_name(ep)
             if ep.name in self._targets and self._targets[ep.name] != ep.value:
                 had = self._targets[ep.name]
@@ -111,6 +112,19 @@ class Registry:
             if source and not e.path:
                 raise KLFilterError(str(e), source) from e
             raise
+
+
+_SCANNED: dict = {}  # sys.path -> every installed entry point (one scan serves the filter, scorer and rule groups)
+
+
+def _entry_points(group: str):
+    """The entry points of ``group``: the installed distributions are scanned once per ``sys.path`` (a scan reads
+    every dist-info on it: 12 ms here, and a command's three registries each made one)."""
+    key = tuple(sys.path)
+    if key not in _SCANNED:
+        _SCANNED.clear()
+        _SCANNED[key] = entry_points()
+    return _SCANNED[key].select(group=group)
 
 
 def _dist_name(ep) -> str:
