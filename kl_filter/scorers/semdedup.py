@@ -43,9 +43,13 @@ from kl_filter.scorers.base import Arch, BucketScorer, Partition
 SAMPLE_PER_CLUSTER = 256        # k-means sample: 256 rows per centroid (faiss's max_points_per_centroid) ...
 SAMPLE_CAP = 1_000_000          # ... at most this many rows (3 GB of float32 at d=768, twice in k-means++)
 DEFAULT_ITERATIONS = 25         # faiss's default niter; no tolerance (faiss stops early only at a fixed point)
+KMEANS_THREADS = 2              # faiss's Lloyd iterations: always 2 OpenMP threads (1.5x one thread at K = 50,
+#                                 12,800 rows; a constant, never the core count: one result on any machine)
 KMEANSPP_BLOCK = 4096           # sample rows per task of a k-means++ pass (fixed: the bits never depend on threads)
 SEED_PER_CLUSTER = 32           # k-means++ draws its centres from 32·K of the sample's rows (then Lloyd on all)
-BLOCK_ROWS = 1024               # within-cluster similarities: BLOCK_ROWS × BLOCK_COLS float32 at a time (16 MB)
+BLOCK_ROWS = 512                # within-cluster similarities: BLOCK_ROWS × BLOCK_COLS float32 at a time (8 MB);
+#                                 a block of rows is multiplied by itself whole (the upper half is masked): 1024
+#                                 rows computed twice the products a 600-row cluster needs (8.3 -> 5.4 ms at 512)
 BLOCK_COLS = 4096
 GPU_BLOCK_ROWS = 4096           # the same step on a GPU (earlier_max_similarity_torch): 256 MB blocks
 GPU_BLOCK_COLS = 16384
@@ -149,9 +153,10 @@ def spherical_kmeans(sample: np.ndarray, k: int, iterations: int = DEFAULT_ITERA
     sample's rows, or K distinct rows for ``init="random"``), then ``iterations`` Lloyd iterations by faiss
     (fewer when one leaves the objective exactly unchanged: faiss >= 1.14 stops at that fixed point)
     (``faiss.Clustering``, spherical, on an inner-product index: float32 products and float32 sums; 20× faster
-    than the NumPy loop it replaced). One BLAS and one OpenMP
-    thread, so the result depends on the data and seed only (measured: 3 OpenMP threads gave other centroids
-    than 1, 2 or 4). faiss never subsamples here (the sample is already drawn), and it re-seeds an emptied
+    than the NumPy loop it replaced). Always KMEANS_THREADS OpenMP (and so BLAS) threads, whatever
+    the machine's cores or the caller's setting, so the result depends on the data and seed only (a thread count
+    may change the order of the float32 sums: an earlier faiss gave other centroids at 3 threads than at 1, 2 or
+    4; with faiss 1.15 here 1 to 8 threads gave the same bits on every input tried). faiss never subsamples here (the sample is already drawn), and it re-seeds an emptied
     cluster by splitting a large one (its own seeded draw).
 
     k-means++ costs K passes over the rows it seeds from (memory-bound: 39 MB of float32 a pass for 12,800
@@ -178,7 +183,7 @@ def spherical_kmeans(sample: np.ndarray, k: int, iterations: int = DEFAULT_ITERA
     clus = faiss.Clustering(d, k, cp)
     faiss.copy_array_to_vector(c.ravel(), clus.centroids)
     threads = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)  # faiss's OpenBLAS follows OpenMP's count: one thread, one order of sums
+    faiss.omp_set_num_threads(KMEANS_THREADS)  # faiss's OpenBLAS follows OpenMP's count: a fixed count
     try:
         clus.train(x, faiss.IndexFlatIP(d))
     finally:
@@ -340,7 +345,7 @@ class SemDeDupScorer(BucketScorer):
         return {"pool_fingerprint": pool.fingerprint, "key": self.keys[0], "num_clusters": self.num_clusters,
                 "seed": seed, "iterations": self.kmeans_iterations, "init": self.kmeans_init,
                 "sample_rows": self.sample_size(sum(pool.row_counts)), "algorithm": ALGORITHM,
-                "implementation": "numpy k-means++, faiss spherical Lloyd iterations, float32, one thread"}
+                "implementation": f"numpy k-means++, faiss spherical Lloyd iterations, float32, {KMEANS_THREADS} threads"}
 
     def centroid_path(self, scores_dir: str, pool, seed: int) -> str:
         """Where the centroids of this provenance are saved: named by a digest of it."""
