@@ -117,7 +117,10 @@ def test_identical_for_any_shard_layout_and_worker_count(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--batch_size", "1"], "--batch_size must be at least 2 (a batch normalises over other pairs), got 1"),
-    (["--num_batches", "0"], "--num_batches (passes) must be >= 1, got 0"),
+    (["--num_batches", "0"], "--num_batches (passes) must be in [1, 1000], got 0 (each pass reads and scores the "
+                             "whole pool once)"),
+    (["--num_batches", str(10**9)], f"--num_batches (passes) must be in [1, 1000], got {10**9} (each pass reads and "
+                                    "scores the whole pool once)"),
 ])
 def test_bad_parameters_are_one_line(tmp_path, args, message):
     pool, _ = make_pool(tmp_path / "pool", [300])

@@ -47,6 +47,7 @@ from kl_filter.scorers.base import Arch, BucketScorer, DensityRatio
 
 DEFAULT_BATCH_SIZE = 32768
 DEFAULT_PASSES = 10
+MAX_PASSES = 1000  # each pass reads and scores the whole pool once; the mean's noise falls as 1/sqrt(passes)
 BLOCK_ROWS = 512
 PASS_BYTES = 1 << 20  # exp and row sums over 1 MiB of a block at a time (the core's L2): 10% less than whole blocks
 SUM_FLOOR = np.float32(2.0 ** -70)  # the least row or column sum of exp(a·s) taken without a shift (see CPU kernel)
@@ -159,8 +160,9 @@ class NegCLIPLossScorer(DensityRatio, BucketScorer):
         super().__init__(**temperature)  # logit_scale: a = 1/τ (DensityRatio)
         if batch_size < 2:
             raise KLFilterError(f"--batch_size must be at least 2 (a batch normalises over other pairs), got {batch_size}")
-        if num_batches < 1:
-            raise KLFilterError(f"--num_batches (passes) must be >= 1, got {num_batches}")
+        if not 1 <= num_batches <= MAX_PASSES:
+            raise KLFilterError(f"--num_batches (passes) must be in [1, {MAX_PASSES}], got {num_batches} (each pass "
+                                "reads and scores the whole pool once)")
         self.arch, self.batch_size, self.num_batches = arch, batch_size, num_batches
         self.keys = (f"{arch}_img", f"{arch}_txt")
 
