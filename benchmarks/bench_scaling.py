@@ -100,8 +100,9 @@ def replicate(base: str, replicas: int, dst: str) -> str:
 
 def kmeans_model() -> dict:
     """CPU seconds per unit of SemDeDup's k-means on this machine, measured once in-process on random unit rows
-    (one thread, d = 768, K = 128): k-means++ per (rows·K·trials) on its SEED_PER_CLUSTER·K rows, and faiss's Lloyd
-    iterations per (iterations·m·K) on a 256·K-row sample (the iterations faiss ran counted)."""
+    (d = 768, K = 128): k-means++ per (rows·K·trials) on its SEED_PER_CLUSTER·K rows (one thread), and faiss's Lloyd
+    iterations per (iterations·m·K) on a 256·K-row sample (the iterations faiss ran counted; CPU seconds of its
+    KMEANS_THREADS threads)."""
     from kl_filter.engines import single_blas_thread
     from kl_filter.scorers.semdedup import (DEFAULT_ITERATIONS, SAMPLE_PER_CLUSTER, SEED_PER_CLUSTER, _kmeanspp,
                                             spherical_kmeans)
@@ -129,15 +130,22 @@ def trials(k: int) -> int:
     return 2 + int(np.log(k))  # k-means++ candidates per centre (kl_filter.scorers.semdedup._kmeanspp)
 
 
-def kmeans_seconds(model: dict, rows: int, init: str = "k-means++") -> float:
-    """Projected k-means seconds for a pool of ``rows`` at K = rows / ROWS_PER_CLUSTER (sample min(256·K, 1M))."""
-    from kl_filter.scorers.semdedup import DEFAULT_ITERATIONS, SAMPLE_CAP, SAMPLE_PER_CLUSTER, SEED_PER_CLUSTER
+def kmeans_seconds(model: dict, rows: int, init: str = "k-means++", wall: bool = True) -> float:
+    """Projected k-means seconds for a pool of ``rows`` at K = rows / ROWS_PER_CLUSTER (sample min(256·K, 1M)):
+    wall time (the Lloyd iterations on KMEANS_THREADS threads, k-means++ on a thread per block of KMEANSPP_BLOCK
+    seed rows, at most the cores), or with ``wall=False`` the CPU seconds the model measured."""
+    from kl_filter.scorers.semdedup import (DEFAULT_ITERATIONS, KMEANS_THREADS, KMEANSPP_BLOCK, SAMPLE_CAP,
+                                            SAMPLE_PER_CLUSTER, SEED_PER_CLUSTER)
 
     k = max(1, rows // ROWS_PER_CLUSTER)
     m = min(SAMPLE_PER_CLUSTER * k, SAMPLE_CAP, rows)
     lloyd = model["lloyd_s_per_unit"] * DEFAULT_ITERATIONS * m * k  # every iteration run: an upper bound
     seed_rows = min(SEED_PER_CLUSTER * k, m)
-    return lloyd + (model["kmeanspp_s_per_unit"] * seed_rows * k * trials(k) if init == "k-means++" else 0.0)
+    pp = model["kmeanspp_s_per_unit"] * seed_rows * k * trials(k) if init == "k-means++" else 0.0
+    if wall:
+        lloyd /= min(KMEANS_THREADS, CORES)
+        pp /= min(CORES, -(-seed_rows // KMEANSPP_BLOCK))
+    return lloyd + pp
 
 
 def slope(n: np.ndarray, t: np.ndarray) -> tuple[float, float]:
@@ -150,9 +158,10 @@ def slope(n: np.ndarray, t: np.ndarray) -> tuple[float, float]:
 
 def busy_seconds(r: dict, model: dict | None) -> float:
     """What a run would take on this box with nothing else running: its CPU seconds spread over the cores (the
-    engine keeps every core busy), except SemDeDup's k-means, which runs on one thread (modelled, ``model``)."""
-    km = kmeans_seconds(model, r["rows"]) if model else 0.0
-    return (r["cpu_s"] - km) / CORES + km
+    engine keeps every core busy), except SemDeDup's k-means, which runs on its own threads (modelled, ``model``)."""
+    if not model:
+        return r["cpu_s"] / CORES
+    return (r["cpu_s"] - kmeans_seconds(model, r["rows"], wall=False)) / CORES + kmeans_seconds(model, r["rows"])
 
 
 def fit(runs: list[dict], model: dict | None = None) -> dict:
@@ -193,7 +202,7 @@ def projection(method: str, f: dict, model: dict | None, kl_samples: int, ncl_ba
             batch, passes = NCL_DEFAULT
             cpu += f["scores_s_per_million_rows"] / 1e6 * n * (batch / ncl_batch * passes - 1)
             gpu = passes * n * 2 * 2 * D * batch / (GPU_FP32_TFLOPS * 1e12)
-        else:  # the within-cluster step on the GPU; the k-means (one CPU thread, on the driver) is added to all three
+        else:  # the within-cluster step on the GPU; the k-means (on the driver's CPU) is added to all three
             gpu = n * ROWS_PER_CLUSTER * D * 2 / (GPU_FP32_TFLOPS * 1e12)
         gpu = max(gpu, n / GPU_READ_ROWS_PER_S)  # never faster than reading the key
         ray = cpu / 32 + RAY_OVERHEAD_S
@@ -206,6 +215,8 @@ def projection(method: str, f: dict, model: dict | None, kl_samples: int, ncl_ba
 
 
 def write(record: dict) -> None:
+    from kl_filter.scorers.semdedup import KMEANS_THREADS
+
     os.makedirs(RESULTS, exist_ok=True)
     tmp = os.path.join(RESULTS, ".scaling.json.tmp")
     with open(tmp, "w") as f:
@@ -221,7 +232,7 @@ def write(record: dict) -> None:
         f"{prm['shard_rows']:,}, the larger sizes their replicas (new uids, the same embeddings: the same work per "
         "row; SemDeDup's kept share there counts the repeats as duplicates). Wall time as measured (the load "
         "average at each start is in the last column: other jobs shared the cores), CPU time of the process tree, "
-        f"and the busy time: the CPU time over the {CORES} cores (SemDeDup's one-thread k-means counted whole), "
+        f"and the busy time: the CPU time over the {CORES} cores (SemDeDup's k-means as modelled, on its threads), "
         "what an otherwise idle box would take.", "",
         "| method | rows | K / passes | wall s | CPU s | busy s | rows/s (busy) | peak RSS GB | load |",
         "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
@@ -248,9 +259,10 @@ def write(record: dict) -> None:
               "larger pool is 256,000 / 2,560,000 samples: 10× / 100× more per row, so fix --num_samples there), "
               f"negCLIPLoss at its defaults (batch {NCL_DEFAULT[0]:,}, {NCL_DEFAULT[1]} passes: "
               f"{NCL_DEFAULT[0] * NCL_DEFAULT[1] // prm['ncl_batch']}× the measured scores stage per row), SemDeDup "
-              f"at K = rows / {ROWS_PER_CLUSTER:,} with its k-means (one thread; grows as K·min(256·K, 1M), modelled "
-              f"from one timing at K = {km['k']}: k-means++ {km['kmeanspp_s']} s on {km['seed_rows']:,} rows, "
-              f"{km['lloyd_iterations']} Lloyd iterations {km['lloyd_s']} s on {km['m']:,} rows, projected at all "
+              f"at K = rows / {ROWS_PER_CLUSTER:,} with its k-means (Lloyd on {KMEANS_THREADS} threads; grows as "
+              f"K·min(256·K, 1M), modelled "
+              f"from one timing at K = {km['k']}: k-means++ {km['kmeanspp_s']} CPU s on {km['seed_rows']:,} rows, "
+              f"{km['lloyd_iterations']} Lloyd iterations {km['lloyd_s']} CPU s on {km['m']:,} rows, projected at all "
               "25 iterations) added to every column. One GPU (a projection: no GPU ran here): D_KL from the H100 "
               "figure of docs/results.md (measured elsewhere) for a fused kernel like ours (12.6M targets/s at "
               "N = 25,600), negCLIPLoss and SemDeDup's within-cluster step at 70% of 67 TFLOP/s float32 (TF32 "
@@ -267,6 +279,21 @@ def write(record: dict) -> None:
         f.write("\n".join(lines) + "\n")
 
 
+def rewrite() -> None:
+    """Fits and projections of the recorded runs, again (the runs and the k-means timing stay as measured)."""
+    with open(os.path.join(RESULTS, "scaling.json")) as f:
+        record = json.load(f)
+    prm = record["params"]
+    for method in {r["method"] for r in record["runs"]}:
+        mine = [r for r in record["runs"] if r["method"] == method and not r.get("skipped")]
+        model = record["kmeans_model"] if method == "semdedup" else None
+        record["fits"][method] = fit(mine, model)
+        record["projection"][method] = projection(method, record["fits"][method], model, prm["kl_samples"],
+                                                  prm["ncl_batch"])
+    write(record)
+    print("rewrote results/scaling.json and results/scaling.md from the recorded runs")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[250_000, 500_000, 1_000_000, 2_000_000])
@@ -279,7 +306,11 @@ def main() -> None:
     ap.add_argument("--pool", default=None, help="an existing pool of --base_rows rows in shards of --shard_rows")
     ap.add_argument("--dir", default=None, help="where to write the pool and outputs (default: a temp dir)")
     ap.add_argument("--note", default="a 2-core machine shared with other jobs (see the load column)")
+    ap.add_argument("--rewrite", action="store_true", help="measure nothing: refit and re-project the runs recorded "
+                    "in results/scaling.json (after a change to the model) and rewrite both files")
     args = ap.parse_args()
+    if args.rewrite:
+        return rewrite()
     t_start = time.perf_counter()
     sizes = sorted(args.sizes)
     if any(n % args.shard_rows for n in sizes + [args.base_rows]) or sizes[-1] % args.base_rows:
