@@ -156,8 +156,9 @@ def spherical_kmeans(sample: np.ndarray, k: int, iterations: int = DEFAULT_ITERA
     than the NumPy loop it replaced). Always KMEANS_THREADS OpenMP (and so BLAS) threads, whatever
     the machine's cores or the caller's setting, so the result depends on the data and seed only (a thread count
     may change the order of the float32 sums: an earlier faiss gave other centroids at 3 threads than at 1, 2 or
-    4; with faiss 1.15 here 1 to 8 threads gave the same bits on every input tried). faiss never subsamples here (the sample is already drawn), and it re-seeds an emptied
-    cluster by splitting a large one (its own seeded draw).
+    4; with faiss 1.15 here 1 to 8 threads gave the same bits on every input tried). faiss never subsamples here
+    (the sample is already drawn), and it re-seeds an emptied cluster by splitting a large one (its own seeded
+    draw).
 
     k-means++ costs K passes over the rows it seeds from (memory-bound: 39 MB of float32 a pass for 12,800
     rows): on all 256·K sample rows it took 60% of SemDeDup's compute at K = 50. On 32·K rows (5 MB, in cache)
@@ -345,7 +346,8 @@ class SemDeDupScorer(BucketScorer):
         return {"pool_fingerprint": pool.fingerprint, "key": self.keys[0], "num_clusters": self.num_clusters,
                 "seed": seed, "iterations": self.kmeans_iterations, "init": self.kmeans_init,
                 "sample_rows": self.sample_size(sum(pool.row_counts)), "algorithm": ALGORITHM,
-                "implementation": f"numpy k-means++, faiss spherical Lloyd iterations, float32, {KMEANS_THREADS} threads"}
+                "implementation": "numpy k-means++, faiss spherical Lloyd iterations, float32, "
+                                  f"{KMEANS_THREADS} threads"}
 
     def centroid_path(self, scores_dir: str, pool, seed: int) -> str:
         """Where the centroids of this provenance are saved: named by a digest of it."""
