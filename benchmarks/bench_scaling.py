@@ -279,17 +279,21 @@ def write(record: dict) -> None:
         f.write("\n".join(lines) + "\n")
 
 
+def refit(record: dict, method: str) -> None:
+    """``record``'s fit and projection of ``method`` from its measured runs."""
+    mine = [r for r in record["runs"] if r["method"] == method and not r.get("skipped")]
+    model = record["kmeans_model"] if method == "semdedup" else None
+    record["fits"][method] = fit(mine, model)
+    record["projection"][method] = projection(method, record["fits"][method], model, record["params"]["kl_samples"],
+                                              record["params"]["ncl_batch"])
+
+
 def rewrite() -> None:
     """Fits and projections of the recorded runs, again (the runs and the k-means timing stay as measured)."""
     with open(os.path.join(RESULTS, "scaling.json")) as f:
         record = json.load(f)
-    prm = record["params"]
     for method in {r["method"] for r in record["runs"]}:
-        mine = [r for r in record["runs"] if r["method"] == method and not r.get("skipped")]
-        model = record["kmeans_model"] if method == "semdedup" else None
-        record["fits"][method] = fit(mine, model)
-        record["projection"][method] = projection(method, record["fits"][method], model, prm["kl_samples"],
-                                                  prm["ncl_batch"])
+        refit(record, method)
     write(record)
     print("rewrote results/scaling.json and results/scaling.md from the recorded runs")
 
@@ -365,11 +369,7 @@ def main() -> None:
                 for f in (out, out + ".json"):
                     if os.path.exists(f):
                         os.remove(f)
-                mine.append(r)
-                model = record["kmeans_model"] if method == "semdedup" else None
-                record["fits"][method] = fit(mine, model)
-                record["projection"][method] = projection(method, record["fits"][method], model, args.kl_samples,
-                                                          args.ncl_batch)
+                refit(record, method)
                 record["elapsed_s"] = round(time.perf_counter() - t_start, 1)
                 write(record)
     finally:

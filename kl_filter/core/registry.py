@@ -117,14 +117,18 @@ class Registry:
 _SCANNED: dict = {}  # sys.path -> every installed entry point (one scan serves the filter, scorer and rule groups)
 
 
-def _entry_points(group: str):
-    """The entry points of ``group``: the installed distributions are scanned once per ``sys.path`` (a scan reads
-    every dist-info on it: 12 ms here, and a command's three registries each made one)."""
+def installed_entry_points():
+    """Every installed entry point, the distributions scanned once per ``sys.path`` (a scan reads every dist-info on
+    it: 12 ms here, and a command's three registries each made one)."""
     key = tuple(sys.path)
     if key not in _SCANNED:
         _SCANNED.clear()
         _SCANNED[key] = entry_points()
-    return _SCANNED[key].select(group=group)
+    return _SCANNED[key]
+
+
+def _entry_points(group: str):
+    return installed_entry_points().select(group=group)
 
 
 def _dist_name(ep) -> str:

@@ -57,11 +57,13 @@ def check_task_timeout(timeout) -> float | None:
 
 def _distribution(cls) -> str | None:
     """The installed distribution that declares (an entry point) or ships (its top-level module) ``cls``."""
-    from importlib.metadata import entry_points, packages_distributions
+    from importlib.metadata import packages_distributions
+
+    from kl_filter.core.registry import installed_entry_points
 
     value = f"{cls.__module__}:{cls.__qualname__}"
     try:
-        eps = entry_points()
+        eps = installed_entry_points()
         for ep in (ep for g in eps.groups if g.startswith("kl_filter.") for ep in eps.select(group=g)):
             if ep.value.replace(" ", "") == value:
                 return ep.dist.name if ep.dist is not None else None
